@@ -1,0 +1,1 @@
+"""Unconditional DDPM written from scratch: scheduler, UNet, sampling, training, data."""
