@@ -1,0 +1,188 @@
+"""Tests for uncond.data: emoji rendering and captions, imagefolder layout, the in-memory data set."""
+
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from uncond import data
+from uncond.data import DEFAULT_FONT, ImageCaptionDataset, build_emoji, cldr_name, glyph_problem, main
+
+needs_font = pytest.mark.skipif(not os.path.isfile(DEFAULT_FONT),
+                                reason=f"{DEFAULT_FONT} missing: apt-get install fonts-noto-color-emoji")
+
+SOME = ["red heart", "cat face", "waving hand: medium skin tone", "flag: Japan", "\U0001F469\U0001F3FD\u200d\U0001F680"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("emoji")
+    stats = build_emoji(out, size=32, only=SOME)
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    return out, stats, rows
+
+
+def pixels(path):
+    image = Image.open(path).convert("RGB")
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(32, 32, 3).float()  # (H, W, 3)
+
+
+@pytest.mark.parametrize("emoji_str, en, want", [
+    ("\u2764\ufe0f", ":red_heart:", "red heart"),
+    ("\U0001F44B\U0001F3FD", ":waving_hand_medium_skin_tone:", "waving hand: medium skin tone"),
+    ("\U0001F469\U0001F3FD\u200d\U0001F680", ":woman_astronaut_medium_skin_tone:", "woman astronaut: medium skin tone"),
+    ("\U0001F1EF\U0001F1F5", ":Japan:", "flag: Japan"),
+    ("\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F", ":Scotland:", "flag: Scotland"),
+    ("#\ufe0f\u20e3", ":keycap_#:", "keycap: #"),
+    ("\U0001F468\U0001F3FB\u200d\U0001F9B0", ":man_light_skin_tone_red_hair:", "man: light skin tone, red hair"),
+    ("\U0001F9D1\U0001F3FF\u200d\U0001F9B2", ":person_dark_skin_tone_bald:", "person: dark skin tone, bald"),
+    ("\U0001F9D4", ":person_beard:", "person: beard"),
+    ("\U0001FAF1\U0001F3FB\u200d\U0001FAF2\U0001F3FF", ":handshake_light_skin_tone_dark_skin_tone:",
+     "handshake: light skin tone, dark skin tone"),
+    ("\U0001F468\u200d\U0001F469\u200d\U0001F466", ":family_man_woman_boy:", "family: man, woman, boy"),
+    ("\U0001F468\U0001F3FB\u200d\u2764\ufe0f\u200d\U0001F48B\u200d\U0001F468\U0001F3FC",
+     ":kiss_man_man_light_skin_tone_medium-light_skin_tone:", "kiss: man, man, light skin tone, medium-light skin tone"),
+    ("\U0001F201", ":Japanese_here_button:", "Japanese \u201chere\u201d button"),
+    ("\U0001F197", ":OK_button:", "OK button"),
+    ("\U0001F3EF", ":Japanese_castle:", "Japanese castle"),
+])
+def test_cldr_names(emoji_str, en, want):
+    assert cldr_name(emoji_str, en) == want
+
+
+def test_emoji_table_has_the_named_examples():
+    captions = {caption for _, caption in data.emoji_table()}
+    assert {"red heart", "cat face", "woman astronaut: medium skin tone", "flag: Japan"} <= captions
+    assert len(captions) > 3000
+
+
+@needs_font
+def test_build_emoji_draws_real_glyphs(built):
+    out, stats, rows = built
+    assert stats["rendered"] == len(SOME) and stats["skipped"] == 0
+    by_text = {row["text"]: out / row["file_name"] for row in rows}
+    assert set(by_text) == {"red heart", "cat face", "waving hand: medium skin tone", "flag: Japan",
+                            "woman astronaut: medium skin tone"}
+    for path in by_text.values():
+        x = pixels(path)
+        assert Image.open(path).size == (32, 32)
+        assert x.std() > 40, f"{path.name} looks blank"
+        assert (x[0, 0] > 250).all() and (x[-1, -1] > 250).all(), "corners are the white margin"
+    centre = pixels(by_text["red heart"])[12:20, 12:20].mean((0, 1))  # (3,) mean RGB of the middle
+    assert centre[0] > 180 and centre[1] < 90 and centre[2] < 90, f"red heart centre is not red: {centre}"
+
+
+@needs_font
+def test_metadata_is_imagefolder_layout(built):
+    out, _, rows = built
+    for row in rows:
+        assert set(row) >= {"file_name", "text"} and (out / row["file_name"]).is_file()
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(row["file_name"] for row in rows)
+    note = (out / "LICENSE").read_text(encoding="utf-8") + (out / "README.md").read_text(encoding="utf-8")
+    assert "Noto Color Emoji" in note and "Open Font License" in note
+
+
+@needs_font
+def test_undrawable_glyphs_are_skipped_and_counted(tmp_path, monkeypatch):
+    table = [("\U0001F600", "grinning face"), ("\U0010FFFD", "private use"), ("\U0001F600\U0001F431", "two glyphs")]
+    monkeypatch.setattr(data, "emoji_table", lambda: table)
+    stats = build_emoji(tmp_path / "out", size=16)
+    assert (stats["rendered"], stats["skipped"]) == (1, 2)
+    assert stats["skipped_names"] == ["private use", "two glyphs"]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_glyph_problem_detects_blank_notdef_and_split():
+    blank = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    assert glyph_problem(blank, 100, 100) == "blank"
+    assert glyph_problem(Image.new("RGBA", (0, 0)), 100, 100) == "blank"
+    box = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    ImageDraw.Draw(box).rectangle((2, 2, 17, 17), outline=(0, 0, 0, 255), width=2)
+    assert glyph_problem(box, 100, 100, notdef=box.copy()) == "notdef"
+    red = Image.new("RGBA", (20, 20), (255, 0, 0, 255))
+    assert glyph_problem(red, 300, 100) == "split"
+    assert glyph_problem(red, 100, 100, notdef=box) is None
+
+
+@needs_font
+def test_cli_and_rebuild_replace_old_images(tmp_path, capsys):
+    out = tmp_path / "emoji"
+    main(["build-emoji", "--size", "16", "--out", str(out), "--limit", "3"])
+    assert "rendered 3, skipped 0" in capsys.readouterr().out
+    main(["build-emoji", "--size", "16", "--out", str(out), "--only", "red heart,cat face"])
+    assert "rendered 2" in capsys.readouterr().out
+    assert len(list(out.glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"size": 4}, "size"), ({"size": 1024}, "size"), ({"size": "64"}, "size"),
+    ({"font_path": "/no/such/font.ttf"}, "font_path"), ({"limit": 0}, "limit"),
+    ({"only": "red heart,no such emoji"}, "only"),
+])
+def test_build_emoji_bad_arguments(tmp_path, kwargs, word):
+    kwargs = {"font_path": __file__, **kwargs}  # arguments are checked before the font is loaded
+    with pytest.raises(ValueError, match=word):
+        build_emoji(tmp_path / "out", **kwargs)
+
+
+@needs_font
+def test_build_emoji_refuses_a_foreign_nonempty_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="out_dir"):
+        build_emoji(tmp_path, size=16, limit=1)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Four 24x24 images: left half coloured, right half white, one with transparency."""
+    rows = []
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)]):
+        image = Image.new("RGBA", (24, 24), (255, 255, 255, 0 if i == 3 else 255))
+        ImageDraw.Draw(image).rectangle((0, 0, 11, 23), fill=colour + (255,))
+        image.save(tmp_path / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"caption {i}"})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def test_dataset_shapes_range_and_captions(folder):
+    ds = ImageCaptionDataset(str(folder))
+    assert len(ds) == 4 and ds.images.shape == (4, 3, 24, 24) and ds.images.dtype == torch.uint8
+    assert ds.captions == [f"caption {i}" for i in range(4)]
+    item = ds[0]
+    assert item["text"] == "caption 0" and item["index"] == 0
+    x = item["pixel_values"]
+    assert x.shape == (3, 24, 24) and x.dtype == torch.float32 and x.min() == -1 and x.max() == 1
+    assert torch.equal(x[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))  # red, left
+    assert torch.equal(ds[3]["pixel_values"][:, 0, -1], torch.ones(3))  # transparent → white
+
+
+def test_dataset_resize_channels_and_flip(folder):
+    ds = ImageCaptionDataset(str(folder), image_size=8, channels=1)
+    assert ds.images.shape == (4, 1, 8, 8) and ds[1]["pixel_values"].shape == (1, 8, 8)
+    flips = ImageCaptionDataset(str(folder), random_flip=True)
+    torch.manual_seed(0)
+    greens = {flips[0]["pixel_values"][1, 0, 0].item() for _ in range(40)}  # top-left green: red -1, white 1
+    assert greens == {-1.0, 1.0}
+    assert {ImageCaptionDataset(str(folder))[0]["pixel_values"][1, 0, 0].item() for _ in range(10)} == {-1.0}
+
+
+def test_dataset_without_metadata_has_empty_captions(folder):
+    (folder / "metadata.jsonl").unlink()
+    ds = ImageCaptionDataset(str(folder))
+    assert len(ds) == 4 and ds.captions == [""] * 4
+
+
+def test_dataset_bad_arguments(folder, tmp_path):
+    with pytest.raises(ValueError, match="channels"):
+        ImageCaptionDataset(str(folder), channels=2)
+    with pytest.raises(ValueError, match="image_size"):
+        ImageCaptionDataset(str(folder), image_size=0)
+    with pytest.raises(ValueError, match="path_or_name"):
+        ImageCaptionDataset(str(tmp_path / "no_such_folder"))
+    Image.new("RGB", (10, 12)).save(folder / "odd.png")
+    (folder / "metadata.jsonl").unlink()
+    with pytest.raises(ValueError, match="image_size"):
+        ImageCaptionDataset(str(folder))
