@@ -1,0 +1,359 @@
+"""The denoising network: a UNet with residual blocks, a timestep embedding and self-attention.
+
+The network predicts eps(x_t, t) (or v, or x_0) for a noisy image x_t at timestep t; it never
+sees the noise schedule. Layout follows Ho et al. 2020 (DDPM, appendix B) as diffusers'
+`UNet2DModel` builds it, module for module, so that its checkpoints load onto ours with a
+key rename (see `uncond/convert.py`):
+
+    conv_in -> down_blocks[level] (resnets + attentions, then a stride-2 conv)
+            -> mid_block (resnet, attention, resnet)
+            -> up_blocks[level] (resnets over [h, skip] + attentions, then nearest 2x + conv)
+            -> GroupNorm, SiLU, conv_out
+
+Every output of the down path (conv_in, each resnet, each downsample) is pushed on a stack
+and popped, last first, by one resnet of the up path (channel concatenation).
+"""
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of `UNet`; saved as config.json next to the weights."""
+
+    sample_size: int = 32  # image height = width
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: tuple[int, ...] = (64, 128, 256)  # one entry per resolution level
+    layers_per_block: int = 2  # resnets per level on the down path (the up path has one more)
+    attention_resolutions: tuple[int, ...] = (16, 8)  # feature-map sizes that get self-attention
+    mid_block_attention: bool = True
+    attention_head_dim: int | None = 32  # None: one head spanning all channels
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    flip_sin_to_cos: bool = True  # embedding order [cos, sin] (diffusers' default) or [sin, cos]
+    freq_shift: float = 0.0
+    downsample_padding: int = 1  # 0: pad right/bottom by one, then conv (the original DDPM's downsampling)
+
+    def __post_init__(self):
+        self.block_out_channels = tuple(self.block_out_channels)
+        self.attention_resolutions = tuple(self.attention_resolutions)
+        levels = len(self.block_out_channels)
+        if levels < 1:
+            raise ValueError("block_out_channels must name at least one level")
+        if not 1 <= self.in_channels <= 4 or not 1 <= self.out_channels <= 4:
+            raise ValueError(f"in_channels and out_channels must be in 1..4, got {self.in_channels}, {self.out_channels}")
+        if self.sample_size % 2 ** (levels - 1) != 0:
+            raise ValueError(
+                f"sample_size {self.sample_size} must be divisible by 2**(levels-1) = {2 ** (levels - 1)} "
+                f"for block_out_channels {self.block_out_channels}"
+            )
+        for channels in self.block_out_channels:
+            if channels % self.norm_num_groups != 0:
+                raise ValueError(f"block_out_channels {self.block_out_channels} must be divisible by norm_num_groups {self.norm_num_groups}")
+            if self.attention_head_dim is not None and channels % self.attention_head_dim != 0:
+                raise ValueError(f"block_out_channels {self.block_out_channels} must be divisible by attention_head_dim {self.attention_head_dim}")
+        if self.layers_per_block < 1:
+            raise ValueError(f"layers_per_block must be >= 1, got {self.layers_per_block}")
+
+    def level_has_attention(self, level: int) -> bool:
+        """Whether resolution level `level` (0 = full size) gets self-attention."""
+        return self.sample_size // 2**level in self.attention_resolutions
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        """Build a config from a dict, ignoring keys that are not fields (e.g. `_class_name`)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0) -> torch.Tensor:
+    """Sinusoidal embedding of (B,) timesteps to (B, dim) (Vaswani et al. 2017, sec. 3.5)."""
+    half = dim // 2
+    # frequencies 10000^(-i / (half - freq_shift)), i = 0..half-1
+    exponent = -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / (half - freq_shift)
+    args = timesteps[:, None].float() * torch.exp(exponent)[None, :]  # (B, half)
+    if flip_sin_to_cos:
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    else:
+        emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+    if dim % 2 == 1:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    """MLP on the sinusoidal embedding: Linear, SiLU, Linear."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm, SiLU, conv; add the projected time embedding; GroupNorm, SiLU, dropout, conv; plus a shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, out_channels)
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        # a 1x1 conv matches channel counts on the residual path when they differ
+        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H*W positions, with a GroupNorm in front and a residual."""
+
+    def __init__(self, channels: int, head_dim: int | None, groups: int, eps: float):
+        super().__init__()
+        self.heads = channels // head_dim if head_dim else 1
+        self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = x.shape
+        h = self.group_norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        # (B, HW, C) -> (B, heads, HW, C / heads)
+        q, k, v = (proj(h).unflatten(-1, (self.heads, -1)).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = self.to_out(h.transpose(1, 2).flatten(2))  # (B, HW, C)
+        return x + h.transpose(1, 2).reshape(b, c, height, width)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a stride-2 3x3 conv."""
+
+    def __init__(self, channels: int, padding: int = 1):
+        super().__init__()
+        self.padding = padding
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding == 0:
+            x = F.pad(x, (0, 1, 0, 1))  # asymmetric "SAME" padding of the TensorFlow original
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour 2x, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+# A factory for the attention layer of a level: channels -> module, or None for no attention.
+# The unconditional UNet makes `AttentionBlock`s; txt2img's UNet makes transformer blocks
+# with cross-attention, and passes their extra inputs through `attn_kwargs`.
+AttentionFactory = Callable[[int], nn.Module]
+
+
+class DownBlock(nn.Module):
+    """One level of the down path: `num_layers` resnets (each followed by attention if any), then a downsample."""
+
+    def __init__(self, in_channels, out_channels, temb_channels, num_layers, make_attention, add_downsample, groups, eps, dropout, padding=1):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps, dropout) for i in range(num_layers)
+        )
+        self.attentions = nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
+        self.downsample = Downsample(out_channels, padding) if add_downsample else None
+
+    def forward(self, x, temb, attn_kwargs):
+        skips = []
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x, temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, **attn_kwargs)
+            skips.append(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+            skips.append(x)
+        return x, skips
+
+
+class MidBlock(nn.Module):
+    """The bottleneck: resnet, attention, resnet at the lowest resolution."""
+
+    def __init__(self, channels, temb_channels, make_attention, groups, eps, dropout):
+        super().__init__()
+        self.resnets = nn.ModuleList(ResnetBlock(channels, channels, temb_channels, groups, eps, dropout) for _ in range(2))
+        self.attentions = nn.ModuleList([make_attention(channels)]) if make_attention else None
+
+    def forward(self, x, temb, attn_kwargs):
+        x = self.resnets[0](x, temb)
+        if self.attentions is not None:
+            x = self.attentions[0](x, **attn_kwargs)
+        return self.resnets[1](x, temb)
+
+
+class UpBlock(nn.Module):
+    """One level of the up path: resnets over [x, skip] (each followed by attention if any), then an upsample."""
+
+    def __init__(self, in_channels, skip_channels, out_channels, temb_channels, num_layers, make_attention, add_upsample, groups, eps, dropout):
+        super().__init__()
+        resnets = []
+        for i in range(num_layers):
+            # the last resnet of a level eats the skip from the level above's downsample
+            res_skip = skip_channels if i == num_layers - 1 else out_channels
+            res_in = in_channels if i == 0 else out_channels
+            resnets.append(ResnetBlock(res_in + res_skip, out_channels, temb_channels, groups, eps, dropout))
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
+        self.upsample = Upsample(out_channels) if add_upsample else None
+
+    def forward(self, x, skips, temb, attn_kwargs):
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x, **attn_kwargs)
+        if self.upsample is not None:
+            x = self.upsample(x)
+        return x
+
+
+class UNet(nn.Module):
+    """UNet epsilon-model of DDPM (Ho et al. 2020): (x_t, t) -> model output of x_t's shape."""
+
+    config_class = UNetConfig
+
+    def __init__(self, config: UNetConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = self.config_class(**kwargs)
+        elif kwargs:
+            raise ValueError(f"pass either config or keyword arguments, not both (got {sorted(kwargs)})")
+        self.config = config
+        ch = config.block_out_channels
+        levels = len(ch)
+        temb_channels = ch[0] * 4
+        groups, eps, dropout = config.norm_num_groups, config.norm_eps, config.dropout
+
+        self.conv_in = nn.Conv2d(config.in_channels, ch[0], 3, padding=1)
+        self.time_embedding = TimestepEmbedding(ch[0], temb_channels)
+
+        self.down_blocks = nn.ModuleList()
+        for level in range(levels):
+            self.down_blocks.append(
+                DownBlock(
+                    ch[level - 1] if level > 0 else ch[0], ch[level], temb_channels, config.layers_per_block,
+                    self.attention_factory(level), level < levels - 1, groups, eps, dropout, config.downsample_padding,
+                )
+            )
+        self.mid_block = MidBlock(ch[-1], temb_channels, self.attention_factory(None), groups, eps, dropout)
+
+        self.up_blocks = nn.ModuleList()
+        for level in reversed(range(levels)):
+            self.up_blocks.append(
+                UpBlock(
+                    ch[min(level + 1, levels - 1)], ch[max(level - 1, 0)], ch[level], temb_channels, config.layers_per_block + 1,
+                    self.attention_factory(level), level > 0, groups, eps, dropout,
+                )
+            )
+        self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=eps)
+        self.conv_out = nn.Conv2d(ch[0], config.out_channels, 3, padding=1)
+
+    def attention_factory(self, level: int | None) -> AttentionFactory | None:
+        """The attention layer maker for a level (None: the mid block), or None where the level has none."""
+        config = self.config
+        if level is None and not config.mid_block_attention:
+            return None
+        if level is not None and not config.level_has_attention(level):
+            return None
+        return lambda channels: AttentionBlock(channels, config.attention_head_dim, config.norm_num_groups, config.norm_eps)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float) -> torch.Tensor:
+        """Predict the model output for x_t = `sample` (B, C, H, W) at `timestep` (scalar or (B,))."""
+        return self._forward(sample, timestep, {})
+
+    def _forward(self, sample, timestep, attn_kwargs):
+        batch = sample.shape[0]
+        if not torch.is_tensor(timestep):
+            timestep = torch.tensor([timestep], dtype=torch.float32)
+        # a host tensor goes to the device without a sync; a scalar is broadcast over the batch
+        timestep = timestep.to(sample.device, non_blocking=True).reshape(-1).expand(batch)
+        t_emb = timestep_embedding(timestep, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift)
+        temb = self.time_embedding(t_emb.to(sample.dtype))  # (B, 4 * C0)
+
+        x = self.conv_in(sample)
+        skips = [x]
+        for block in self.down_blocks:
+            x, block_skips = block(x, temb, attn_kwargs)
+            skips.extend(block_skips)
+        x = self.mid_block(x, temb, attn_kwargs)
+        for block in self.up_blocks:
+            x = block(x, skips, temb, attn_kwargs)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+    # ---- saving and loading: config.json + safetensors, never pickles ----
+
+    def save_pretrained(self, save_directory: str, dtype: torch.dtype | None = None) -> None:
+        """Write config.json and model.safetensors (optionally cast, e.g. to fp16) into `save_directory`."""
+        os.makedirs(save_directory, exist_ok=True)
+        config = {"_class_name": type(self).__name__, **asdict(self.config)}
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
+        # write under temporary names, then rename, so a killed save never leaves a half file
+        tmp_weights = os.path.join(save_directory, WEIGHTS_NAME + ".tmp")
+        save_file(state, tmp_weights)
+        tmp_config = os.path.join(save_directory, CONFIG_NAME + ".tmp")
+        with open(tmp_config, "w") as f:
+            json.dump(config, f, indent=2)
+        os.replace(tmp_weights, os.path.join(save_directory, WEIGHTS_NAME))
+        os.replace(tmp_config, os.path.join(save_directory, CONFIG_NAME))
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None) -> "UNet":
+        """Load a UNet saved by `save_pretrained`, or a diffusers-format folder / hub id (converted on load)."""
+        from uncond.convert import is_diffusers_unet, load_diffusers_unet, resolve_model_dir
+
+        directory = resolve_model_dir(path_or_hub_id, subfolder)
+        if is_diffusers_unet(directory):
+            model = load_diffusers_unet(directory, cls)
+        else:
+            with open(os.path.join(directory, CONFIG_NAME)) as f:
+                config = cls.config_class.from_dict(json.load(f))
+            model = cls(config)
+            weights = os.path.join(directory, WEIGHTS_NAME)
+            if not os.path.isfile(weights):
+                raise ValueError(f"no {WEIGHTS_NAME} in {directory}")
+            state = load_file(weights)
+            # weights may be stored in fp16; load_state_dict copies them into the fp32 parameters
+            model.load_state_dict(state, strict=True)
+        if dtype is not None:
+            model = model.to(dtype)
+        return model.eval()
