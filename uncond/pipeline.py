@@ -1,0 +1,185 @@
+"""Sampling: the reverse process x_T -> x_0 written out as a loop over the scheduler's timesteps.
+
+    pipe = UnconditionalPipeline.from_pretrained("weights/uncond")
+    result = pipe(num_images=4, num_inference_steps=50, scheduler="ddim", seed=0)
+    result.images  # list of PIL images
+
+Seeds are device-independent: the initial noise x_T and DDPM's per-step noise are drawn from a
+CPU `torch.Generator` and then moved to the device, so seed 0 gives the same images on CPU and GPU
+(up to floating-point differences of the UNet itself).
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from uncond.scheduler import DDIMScheduler, DDPMScheduler
+from uncond.unet import UNet
+
+SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+MAX_SEED = 2**63 - 1
+
+# callback(step, timestep, x_t, pred_original_sample) -> truthy to stop the loop after this step
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor], bool | None]
+
+
+@dataclass
+class SampleOutput:
+    """What a pipeline call returns: the images and how they were made."""
+
+    images: list  # PIL images
+    seed: int
+    num_inference_steps: int
+    steps_done: int  # fewer than num_inference_steps when the callback stopped the loop
+    elapsed: float  # seconds
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def stopped(self) -> bool:
+        return self.steps_done < self.num_inference_steps
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh DDPM or DDIM sampler built from the training schedule's config."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {name!r}")
+    cls = SCHEDULERS[name]
+    return cls.from_config(config)
+
+
+def check_sampling_args(num_images: int, num_inference_steps: int, eta: float, seed: int, num_train_timesteps: int) -> None:
+    """Raise a ValueError naming the first argument out of range."""
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be an integer in 1..{num_train_timesteps}, got {num_inference_steps!r}")
+    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+
+
+def initial_noise(shape: tuple, seed: int, device, dtype) -> tuple[torch.Tensor, torch.Generator]:
+    """x_T ~ N(0, I) drawn on the CPU from `seed` (device-independent), and the generator for later noise."""
+    generator = torch.Generator().manual_seed(seed)
+    x_t = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return x_t.to(device=device, dtype=dtype), generator
+
+
+def to_pil(images: torch.Tensor) -> list:
+    """(B, C, H, W) in [-1, 1] -> list of PIL images (RGB, or L for one channel)."""
+    images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    out = []
+    for image in images:
+        array = image.permute(1, 2, 0).numpy()
+        out.append(Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array[:, :, :3]))
+    return out
+
+
+def save_grid(images: list, path: str, columns: int | None = None) -> None:
+    """Tile PIL images into one grid PNG."""
+    columns = columns or max(1, int(len(images) ** 0.5 + 0.999))
+    rows = (len(images) + columns - 1) // columns
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height), "white")
+    for i, image in enumerate(images):
+        grid.paste(image.convert("RGB"), ((i % columns) * width, (i // columns) * height))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid.save(path)
+
+
+@torch.inference_mode()
+def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: float = 0.0, callback: Callback | None = None) -> tuple[torch.Tensor, int]:
+    """Run the reverse process from x_T = `x_t`; returns (x_0, steps done). Ho et al. 2020 Alg. 2 / Song et al. 2021 eq. 12."""
+    extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
+    steps_done = 0
+    for i, t in enumerate(scheduler.timesteps):
+        model_output = unet(x_t, t)
+        out = scheduler.step(model_output, t, x_t, generator=generator, **extra)
+        x_t = out.prev_sample
+        steps_done = i + 1
+        if callback is not None and callback(i, int(t), x_t, out.pred_original_sample):
+            # stopped early: the best estimate of x_0 so far is the model's prediction
+            return out.pred_original_sample, steps_done
+    return x_t, steps_done
+
+
+def sample_images(unet, scheduler_config: dict, num_images: int, num_inference_steps: int, scheduler: str = "ddim", eta: float = 0.0,
+                  seed: int = 0, device=None, dtype=None, callback: Callback | None = None) -> list:
+    """Sample `num_images` PIL images from `unet` with a fresh scheduler (used by training for its sample grids)."""
+    device = device or next(unet.parameters()).device
+    dtype = dtype or next(unet.parameters()).dtype
+    sampler = make_scheduler(scheduler, scheduler_config)
+    sampler.set_timesteps(num_inference_steps)
+    size, channels = unet.config.sample_size, unet.config.in_channels
+    x_t, generator = initial_noise((num_images, channels, size, size), seed, device, dtype)
+    was_training = unet.training
+    unet.eval()
+    x_0, _ = sample(unet, sampler, x_t, generator, eta, callback)
+    unet.train(was_training)
+    return to_pil(x_0)
+
+
+def default_device() -> torch.device:
+    """CUDA when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class UnconditionalPipeline:
+    """A trained UNet plus its training noise schedule; call it to sample images."""
+
+    def __init__(self, unet: UNet, scheduler_config: dict, name: str = "uncond"):
+        self.unet = unet.eval()
+        self.scheduler_config = dict(scheduler_config)
+        self.name = name
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None) -> "UnconditionalPipeline":
+        """Load a model folder written by training (or a diffusers UNet2DModel / DDPMPipeline folder)."""
+        from uncond.convert import resolve_model_dir
+
+        unet = UNet.from_pretrained(path_or_hub_id)
+        directory = resolve_model_dir(path_or_hub_id)
+        scheduler_config = {}
+        # ours: scheduler_config.json beside the weights; diffusers pipelines: scheduler/scheduler_config.json
+        for candidate in (os.path.join(directory, SCHEDULER_CONFIG_NAME), os.path.join(directory, "..", "scheduler", SCHEDULER_CONFIG_NAME)):
+            if os.path.isfile(candidate):
+                with open(candidate) as f:
+                    scheduler_config = json.load(f)
+                break
+        unet.to(device=device or default_device(), dtype=dtype or torch.float32)
+        return cls(unet, scheduler_config, name=os.path.basename(os.path.normpath(str(path_or_hub_id))))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def __call__(self, num_images: int = 4, num_inference_steps: int = 50, scheduler: str = "ddim", eta: float = 0.0, seed: int = 0,
+                 device=None, dtype: torch.dtype | None = None, callback: Callback | None = None) -> SampleOutput:
+        """Sample images; same seed, same images. `callback(step, t, x_t, pred_original_sample)` may return True to stop."""
+        sampler = make_scheduler(scheduler, self.scheduler_config)
+        check_sampling_args(num_images, num_inference_steps, eta, seed, sampler.config.num_train_timesteps)
+        if device is not None or dtype is not None:
+            self.unet.to(device=device or self.device, dtype=dtype or self.dtype)
+        started = time.perf_counter()
+        sampler.set_timesteps(num_inference_steps)
+        size, channels = self.unet.config.sample_size, self.unet.config.in_channels
+        x_t, generator = initial_noise((num_images, channels, size, size), seed, self.device, self.dtype)
+        x_0, steps_done = sample(self.unet, sampler, x_t, generator, eta, callback)
+        images = to_pil(x_0)
+        elapsed = time.perf_counter() - started
+        settings = {
+            "model": self.name, "scheduler": scheduler, "steps": num_inference_steps, "eta": eta, "seed": seed,
+            "size": size, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "elapsed": round(elapsed, 3),
+        }
+        return SampleOutput(images, seed, num_inference_steps, steps_done, elapsed, settings)
