@@ -1,0 +1,1 @@
+"""Text to image: a UNet conditioned on CLIP text embeddings through cross-attention, with classifier-free guidance."""
