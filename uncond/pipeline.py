@@ -78,7 +78,7 @@ def to_pil(images: torch.Tensor) -> list:
     out = []
     for image in images:
         array = image.permute(1, 2, 0).numpy()
-        out.append(Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array[:, :, :3]))
+        out.append(Image.fromarray(array[:, :, 0]) if array.shape[2] == 1 else Image.fromarray(array[:, :, :3]))
     return out
 
 

@@ -1,0 +1,105 @@
+"""Sampling: image size and mode, seeds, early stop, bad arguments, the sample CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from uncond.pipeline import UnconditionalPipeline, make_scheduler, sample_images
+from uncond.sample import main as sample_main
+from uncond.scheduler import DDPMScheduler
+from uncond.unet import UNet, UNetConfig
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny random UNet saved with a cosine schedule, as training would leave it."""
+    directory = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(sample_size=16, block_out_channels=(8, 16), layers_per_block=1, attention_resolutions=(8,), norm_num_groups=4, attention_head_dim=8))
+    unet.save_pretrained(str(directory))
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    (directory / "scheduler_config.json").write_text(json.dumps(dict(scheduler.config)))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return UnconditionalPipeline.from_pretrained(str(model_dir), device="cpu")
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
+def test_images_have_the_model_size_and_mode(pipe, scheduler):
+    result = pipe(num_images=3, num_inference_steps=4, scheduler=scheduler, seed=1)
+    assert len(result.images) == 3
+    assert all(isinstance(image, Image.Image) and image.size == (16, 16) and image.mode == "RGB" for image in result.images)
+    assert result.steps_done == 4 and not result.stopped
+    assert result.settings["scheduler"] == scheduler and result.settings["seed"] == 1 and result.settings["steps"] == 4
+
+
+def test_schedule_comes_from_the_model_folder(pipe):
+    assert pipe.scheduler_config["beta_schedule"] == "squaredcos_cap_v2"
+    assert make_scheduler("ddim", pipe.scheduler_config).config.beta_schedule == "squaredcos_cap_v2"
+
+
+@pytest.mark.parametrize("scheduler, eta", [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)])
+def test_same_seed_same_pixels_other_seed_other_pixels(pipe, scheduler, eta):
+    def pixels(seed):
+        images = pipe(num_images=2, num_inference_steps=5, scheduler=scheduler, eta=eta, seed=seed).images
+        return [torch.from_numpy(np.asarray(image).copy()) for image in images]
+
+    first, again, other = pixels(7), pixels(7), pixels(8)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not any(torch.equal(a, b) for a, b in zip(first, other))
+    # the two images of one call differ from each other too
+    assert not torch.equal(first[0], first[1])
+
+
+def test_callback_sees_every_step_and_can_stop(pipe):
+    seen = []
+
+    def callback(step, timestep, x_t, pred_original_sample):
+        seen.append((step, timestep, tuple(x_t.shape), tuple(pred_original_sample.shape)))
+        return step == 2  # stop after the third step
+
+    result = pipe(num_images=2, num_inference_steps=10, scheduler="ddim", seed=0, callback=callback)
+    assert [s[0] for s in seen] == [0, 1, 2]
+    assert seen[0][1] > seen[1][1] > seen[2][1]  # timesteps count down
+    assert seen[0][2] == seen[0][3] == (2, 3, 16, 16)
+    assert result.stopped and result.steps_done == 3 and len(result.images) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (dict(num_inference_steps=0), "num_inference_steps"),
+        (dict(num_inference_steps=1001), "num_inference_steps"),
+        (dict(num_inference_steps=2.5), "num_inference_steps"),
+        (dict(num_images=0), "num_images"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=2**63), "seed"),
+        (dict(eta=1.5), "eta"),
+        (dict(scheduler="euler-ish"), "scheduler"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(pipe, kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        pipe(**kwargs)
+
+
+def test_sample_images_restores_training_mode(model_dir):
+    unet = UNet.from_pretrained(str(model_dir)).train()
+    images = sample_images(unet, {"beta_schedule": "squaredcos_cap_v2"}, 2, 3, "ddim", seed=0)
+    assert len(images) == 2 and unet.training
+
+
+def test_sample_cli_writes_pngs_with_settings_and_a_grid(model_dir, tmp_path):
+    out = tmp_path / "samples"
+    sample_main(["--model", str(model_dir), "--num-images", "3", "--steps", "3", "--scheduler", "ddim", "--seed", "5", "--out", str(out)])
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["000.png", "001.png", "002.png", "grid.png"]
+    image = Image.open(out / "001.png")
+    assert image.text["seed"] == "5" and image.text["scheduler"] == "ddim" and image.text["steps"] == "3" and image.text["index"] == "1"
+    assert Image.open(out / "grid.png").size == (32, 32)  # 2 x 2 tiles of 16 px
