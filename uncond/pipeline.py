@@ -156,6 +156,15 @@ class UnconditionalPipeline:
         unet.to(device=device or default_device(), dtype=dtype or torch.float32)
         return cls(unet, scheduler_config, name=os.path.basename(os.path.normpath(str(path_or_hub_id))))
 
+    @classmethod
+    def untrained(cls, config=None, device=None) -> "UnconditionalPipeline":
+        """A freshly initialised model (draws noise): what the app shows before trained weights exist."""
+        from uncond.unet import UNetConfig
+
+        unet = UNet(config or UNetConfig(block_out_channels=(32, 64, 128, 128), layers_per_block=1, attention_resolutions=(8, 4), norm_num_groups=8))
+        unet.to(device or default_device())
+        return cls(unet, {"beta_schedule": "squaredcos_cap_v2"}, name="untrained")
+
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device

@@ -1,0 +1,177 @@
+"""The web demo: emoji from noise, unconditionally or from a prompt.
+
+    python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_PORT to change)
+
+UI only: the models, their sampling loops and their checks live in `uncond/` and `txt2img/`.
+"""
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app works offline
+
+import json
+import queue
+import random
+import tempfile
+import threading
+import time
+
+import gradio as gr
+import torch
+
+from uncond.pipeline import MAX_SEED, UnconditionalPipeline, default_device
+from uncond.sample import save_with_settings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UNCOND_WEIGHTS = os.path.join(HERE, "weights", "uncond")
+PREVIEW_EVERY = 5  # steps between live previews
+MAX_IMAGES = 16
+DEFAULT_STEPS = {"DDPM": 1000, "DDIM": 50}
+
+DESCRIPTION = """# Emoji from noise
+A small diffusion model, written from scratch, turns random noise into emoji in a few dozen steps.
+**DDPM** removes the noise in up to 1000 small random steps; **DDIM** takes bigger, deterministic steps (eta 0), so 50 are enough.
+"""
+
+
+def load_uncond() -> tuple[UnconditionalPipeline, str]:
+    """The shipped unconditional model, or an untrained one (with a notice) before weights exist."""
+    device = default_device()
+    dtype = torch.float32
+    if os.path.isfile(os.path.join(UNCOND_WEIGHTS, "config.json")):
+        return UnconditionalPipeline.from_pretrained(UNCOND_WEIGHTS, device=device, dtype=dtype), ""
+    return UnconditionalPipeline.untrained(device=device), "No trained weights in weights/uncond: this model is freshly initialised and draws noise."
+
+
+UNCOND, UNCOND_NOTICE = load_uncond()
+DEVICE_NOTE = f"Running on **{UNCOND.device.type.upper()}**" + (f" ({torch.cuda.get_device_name()})" if UNCOND.device.type == "cuda" else "")
+
+
+def stream_samples(run, total_steps: int):
+    """Run `run(callback)` in a worker thread; yield ("preview", x0 tensor, step) every few steps, then ("done", result, steps).
+
+    Closing the generator (Stop, or a client that went away) makes the callback return True,
+    so the worker ends within one step.
+    """
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def callback(step, timestep, x_t, pred_original_sample):
+        if (step + 1) % PREVIEW_EVERY == 0 and step + 1 < total_steps:
+            events.put(("preview", pred_original_sample.detach().float().cpu(), step + 1))
+        return stop.is_set()
+
+    def work():
+        try:
+            events.put(("done", run(callback), total_steps))
+        except Exception as error:  # handed to the page as a message, never a stack trace
+            events.put(("error", error, 0))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, payload, step = events.get()
+            if kind == "error":
+                raise payload
+            yield kind, payload, step
+            if kind == "done":
+                return
+    finally:
+        stop.set()
+
+
+def check_int(name: str, value, low: int, high: int) -> int:
+    """A whole number in [low, high], or a gr.Error naming the field."""
+    if value is None or isinstance(value, bool):
+        raise gr.Error(f"{name} must be a whole number from {low} to {high}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    if not number.is_integer() or not low <= number <= high:
+        raise gr.Error(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    return int(number)
+
+
+def save_results(result) -> list[tuple[str, str]]:
+    """Write each image as PNG with its settings in text chunks; gallery entries (path, caption)."""
+    folder = tempfile.mkdtemp(prefix="emoji-")
+    entries = []
+    for i, image in enumerate(result.images):
+        settings = {**result.settings, "index": i}
+        path = os.path.join(folder, f"emoji_{result.seed}_{i}.png")
+        save_with_settings(image.resize((image.width * 4, image.height * 4), 0), path, settings)  # 0: nearest, crisp pixels
+        entries.append((path, f"seed {result.seed} #{i}"))
+    return entries
+
+
+def preview_entries(x0: torch.Tensor) -> list:
+    """Predicted x_0 of the current step as PIL images, enlarged."""
+    from uncond.pipeline import to_pil
+
+    return [image.resize((image.width * 4, image.height * 4), 0) for image in to_pil(x0)]
+
+
+def generate_unconditional(scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
+    """Sample unconditional images, streaming predicted-x_0 previews."""
+    if scheduler not in DEFAULT_STEPS:
+        raise gr.Error(f"Scheduler must be one of {', '.join(DEFAULT_STEPS)}, got {scheduler!r}.")
+    steps = check_int("Steps", steps, 1, 1000)
+    num_images = check_int("Number of images", num_images, 1, MAX_IMAGES)
+    seed = check_int("Seed", seed, 0, MAX_SEED)
+    try:
+        eta = float(eta)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Eta must be a number from 0 to 1, got {eta!r}.")
+    if not 0.0 <= eta <= 1.0:
+        raise gr.Error(f"Eta must be a number from 0 to 1, got {eta!r}.")
+
+    def run(callback):
+        return UNCOND(num_images=num_images, num_inference_steps=steps, scheduler=scheduler.lower(), eta=eta, seed=seed, callback=callback)
+
+    started = time.perf_counter()
+    for kind, payload, step in stream_samples(run, steps):
+        elapsed = time.perf_counter() - started
+        if kind == "preview":
+            rate = step / elapsed
+            progress((step, steps), desc=f"{rate:.1f} steps/s, {(steps - step) / rate:.0f} s left")
+            yield preview_entries(payload), f"step {step}/{steps} ({rate:.1f} steps/s)", seed
+        else:
+            yield save_results(payload), json.dumps(payload.settings, indent=2), seed
+
+
+with gr.Blocks(title="Emoji from noise") as demo:
+    gr.Markdown(DESCRIPTION)
+    gr.Markdown(DEVICE_NOTE + (f"  \n⚠️ {UNCOND_NOTICE}" if UNCOND_NOTICE else ""))
+    with gr.Tab("Unconditional"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                u_scheduler = gr.Radio(list(DEFAULT_STEPS), value="DDIM", label="Scheduler")
+                u_steps = gr.Slider(1, 1000, value=DEFAULT_STEPS["DDIM"], step=1, label="Steps")
+                u_eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
+                u_num = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
+                with gr.Row():
+                    u_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+                    u_random = gr.Button("🎲 Random seed", size="sm")
+                with gr.Row():
+                    u_go = gr.Button("Generate", variant="primary")
+                    u_stop = gr.Button("Stop")
+            with gr.Column(scale=2):
+                u_gallery = gr.Gallery(label="Images", columns=4, format="png")
+                u_used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
+                u_settings = gr.Code(label="Settings (also in each PNG)", language="json")
+        u_scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), u_scheduler, [u_steps, u_eta],
+                           api_visibility="private")
+        u_random.click(lambda: random.randint(0, 2**31 - 1), None, u_seed, api_visibility="private")
+        u_event = u_go.click(generate_unconditional, [u_scheduler, u_steps, u_eta, u_num, u_seed], [u_gallery, u_settings, u_used_seed],
+                             api_name="unconditional", concurrency_limit=1)
+        u_stop.click(None, None, None, cancels=[u_event], api_visibility="private")
+
+
+if __name__ == "__main__":
+    demo.queue(max_size=32).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        share=False,
+    )
