@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app works offline
 
+import argparse
 import json
 import queue
 import random
@@ -43,8 +44,30 @@ def load_uncond() -> tuple[UnconditionalPipeline, str]:
     return UnconditionalPipeline.untrained(device=device), "No trained weights in weights/uncond: this model is freshly initialised and draws noise."
 
 
-UNCOND, UNCOND_NOTICE = load_uncond()
-DEVICE_NOTE = f"Running on **{UNCOND.device.type.upper()}**" + (f" ({torch.cuda.get_device_name()})" if UNCOND.device.type == "cuda" else "")
+def parse_args():
+    parser = argparse.ArgumentParser(description="The emoji diffusion demo.")
+    parser.add_argument("--uncond-model", action="append", default=[], metavar="PATH_OR_HUB_ID",
+                        help="also offer this unconditional model (our format or a diffusers UNet2DModel / DDPMPipeline folder or hub id); repeatable")
+    args, _ = parser.parse_known_args()
+    return args
+
+
+def load_uncond_models(extra: list[str]) -> tuple[dict, str]:
+    """The shipped model first, then each model named on the command line, loaded once."""
+    shipped, notice = load_uncond()
+    models = {"emoji (shipped)" if not notice else "emoji (untrained)": shipped}
+    for name in extra:
+        try:
+            models[name] = UnconditionalPipeline.from_pretrained(name, device=shipped.device)
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"--uncond-model {name!r} could not be loaded: {error}")
+    return models, notice
+
+
+UNCOND_MODELS, UNCOND_NOTICE = load_uncond_models(parse_args().uncond_model)
+UNCOND_DEFAULT = next(iter(UNCOND_MODELS))
+DEVICE = next(iter(UNCOND_MODELS.values())).device
+DEVICE_NOTE = f"Running on **{DEVICE.type.upper()}**" + (f" ({torch.cuda.get_device_name()})" if DEVICE.type == "cuda" else "")
 
 
 def stream_samples(run, total_steps: int):
@@ -113,8 +136,11 @@ def preview_entries(x0: torch.Tensor) -> list:
     return [image.resize((image.width * 4, image.height * 4), 0) for image in to_pil(x0)]
 
 
-def generate_unconditional(scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
+def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
     """Sample unconditional images, streaming predicted-x_0 previews."""
+    if model not in UNCOND_MODELS:
+        raise gr.Error(f"Model must be one of {', '.join(UNCOND_MODELS)}, got {model!r}.")
+    pipe = UNCOND_MODELS[model]
     if scheduler not in DEFAULT_STEPS:
         raise gr.Error(f"Scheduler must be one of {', '.join(DEFAULT_STEPS)}, got {scheduler!r}.")
     steps = check_int("Steps", steps, 1, 1000)
@@ -128,7 +154,7 @@ def generate_unconditional(scheduler: str, steps, eta, num_images, seed, progres
         raise gr.Error(f"Eta must be a number from 0 to 1, got {eta!r}.")
 
     def run(callback):
-        return UNCOND(num_images=num_images, num_inference_steps=steps, scheduler=scheduler.lower(), eta=eta, seed=seed, callback=callback)
+        return pipe(num_images=num_images, num_inference_steps=steps, scheduler=scheduler.lower(), eta=eta, seed=seed, callback=callback)
 
     started = time.perf_counter()
     for kind, payload, step in stream_samples(run, steps):
@@ -147,12 +173,13 @@ with gr.Blocks(title="Emoji from noise") as demo:
     with gr.Tab("Unconditional"):
         with gr.Row():
             with gr.Column(scale=1):
+                u_model = gr.Dropdown(list(UNCOND_MODELS), value=UNCOND_DEFAULT, label="Model", visible=len(UNCOND_MODELS) > 1)
                 u_scheduler = gr.Radio(list(DEFAULT_STEPS), value="DDIM", label="Scheduler")
                 u_steps = gr.Slider(1, 1000, value=DEFAULT_STEPS["DDIM"], step=1, label="Steps")
                 u_eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
                 u_num = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
                 with gr.Row():
-                    u_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+                    u_seed = gr.Number(value=0, precision=0, label="Seed")
                     u_random = gr.Button("🎲 Random seed", size="sm")
                 with gr.Row():
                     u_go = gr.Button("Generate", variant="primary")
@@ -164,7 +191,7 @@ with gr.Blocks(title="Emoji from noise") as demo:
         u_scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), u_scheduler, [u_steps, u_eta],
                            api_visibility="private")
         u_random.click(lambda: random.randint(0, 2**31 - 1), None, u_seed, api_visibility="private")
-        u_event = u_go.click(generate_unconditional, [u_scheduler, u_steps, u_eta, u_num, u_seed], [u_gallery, u_settings, u_used_seed],
+        u_event = u_go.click(generate_unconditional, [u_model, u_scheduler, u_steps, u_eta, u_num, u_seed], [u_gallery, u_settings, u_used_seed],
                              api_name="unconditional", concurrency_limit=1)
         u_stop.click(None, None, None, cancels=[u_event], api_visibility="private")
 

@@ -107,3 +107,17 @@ def test_our_checkpoint_round_trip_is_bit_identical(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(ours(x, 3), again(x, 3))
+
+
+def test_sample_cli_runs_a_diffusers_ddpm_pipeline_folder(tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler
+    from PIL import Image
+
+    from uncond.sample import main as sample_main
+
+    unet = random_diffusers_unet(CONFIGS[2], seed=2)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(tmp_path / "ddpm")
+    out = tmp_path / "samples"
+    sample_main(["--model", str(tmp_path / "ddpm"), "--num-images", "2", "--steps", "3", "--scheduler", "ddim", "--out", str(out)])
+    image = Image.open(out / "000.png")
+    assert image.size == (32, 32) and image.text["scheduler"] == "ddim"

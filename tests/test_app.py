@@ -1,0 +1,119 @@
+"""The web app: handlers, streaming and stopping, bad input, and the served API end to end."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import gradio as gr
+import pytest
+import torch
+from PIL import Image
+
+import app
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_unconditional(*args):
+    """Drain the streaming handler; return every yielded output."""
+    return list(app.generate_unconditional(*args, progress=lambda *a, **k: None))
+
+
+def test_unconditional_streams_previews_then_pngs_with_settings():
+    outputs = run_unconditional(app.UNCOND_DEFAULT, "DDIM", 12, 0.0, 2, 123)
+    previews, final = outputs[:-1], outputs[-1]
+    assert len(previews) == 2  # after steps 5 and 10
+    gallery, settings, seed = final
+    assert seed == 123 and len(gallery) == 2
+    image = Image.open(gallery[0][0])
+    assert image.text["seed"] == "123" and image.text["scheduler"] == "ddim" and image.text["steps"] == "12"
+    assert '"seed": 123' in settings
+
+
+def test_same_seed_same_pixels_through_the_handler():
+    first = run_unconditional(app.UNCOND_DEFAULT, "DDPM", 6, 0.0, 1, 9)[-1][0][0][0]
+    again = run_unconditional(app.UNCOND_DEFAULT, "DDPM", 6, 0.0, 1, 9)[-1][0][0][0]
+    assert Image.open(first).tobytes() == Image.open(again).tobytes()
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (("DDIM", 0, 0.0, 1, 0), "Steps"),
+        (("DDIM", -3, 0.0, 1, 0), "Steps"),
+        (("DDIM", 2.5, 0.0, 1, 0), "Steps"),
+        (("DDIM", 1001, 0.0, 1, 0), "Steps"),
+        (("DDIM", 10, 0.0, 0, 0), "Number of images"),
+        (("DDIM", 10, 0.0, 17, 0), "Number of images"),
+        (("DDIM", 10, 0.0, 1, -1), "Seed"),
+        (("DDIM", 10, 0.0, 1, 2**63), "Seed"),
+        (("DDIM", 10, 0.0, 1, "abc"), "Seed"),
+        (("DDIM", 10, 1.5, 1, 0), "Eta"),
+        (("DDIM", 10, float("nan"), 1, 0), "Eta"),
+        (("Euler-ish", 10, 0.0, 1, 0), "Scheduler"),
+    ],
+)
+def test_bad_input_gives_a_message_naming_the_field(args, field):
+    with pytest.raises(gr.Error, match=field):
+        run_unconditional(app.UNCOND_DEFAULT, *args)
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(gr.Error, match="Model"):
+        run_unconditional("no such model", "DDIM", 5, 0.0, 1, 0)
+
+
+def test_closing_the_stream_stops_the_worker_within_a_step():
+    steps_run = []
+
+    def run(callback):
+        for step in range(1000):
+            steps_run.append(step)
+            if callback(step, 999 - step, torch.zeros(1), torch.zeros(1, 3, 4, 4)):
+                return "stopped"
+            time.sleep(0.002)
+        return "finished"
+
+    stream = app.stream_samples(run, 1000)
+    kind, _, step = next(stream)  # the first preview
+    assert kind == "preview" and step == app.PREVIEW_EVERY
+    stream.close()  # what Stop or a vanished client does
+    time.sleep(0.1)
+    count = len(steps_run)
+    time.sleep(0.1)
+    assert len(steps_run) == count < 1000  # the worker has ended
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_served_app_answers_the_api(tmp_path):
+    from gradio_client import Client
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.5)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        gallery, settings, seed = client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional")
+        assert seed == 77 and len(gallery) == 2 and '"seed": 77' in settings
+        assert Image.open(gallery[0]["image"]).text["seed"] == "77"
+        with pytest.raises(Exception, match="Seed"):
+            client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 1, -5, api_name="/unconditional")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
