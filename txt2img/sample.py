@@ -1,0 +1,57 @@
+"""Sample images for a prompt from a trained text-to-image pipeline folder.
+
+    python -m txt2img.sample --model runs/txt2img --prompt "red heart" --negative-prompt "" --num-images 8 \
+        --steps 50 --scheduler ddim --guidance-scale 5 --seed 0 --out samples/
+
+Writes one PNG per image (its settings in PNG text chunks) and a grid.
+"""
+
+import argparse
+import os
+
+from tqdm.auto import tqdm
+
+from txt2img.pipeline import TextToImagePipeline
+from uncond.pipeline import save_grid
+from uncond.sample import save_with_settings
+
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "txt2img")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Sample images for a prompt from a text-to-image DDPM.")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="pipeline folder (unet/, text_encoder/ or pipeline.json, scheduler_config.json)")
+    parser.add_argument("--prompt", required=True, help='the text to draw; "" for unconditional samples')
+    parser.add_argument("--negative-prompt", default=None, help="what to steer away from (replaces the empty prompt in guidance)")
+    parser.add_argument("--num-images", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=50, help="number of inference steps")
+    parser.add_argument("--scheduler", choices=["ddpm", "ddim"], default="ddim")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 DDPM-like")
+    parser.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance: 1 none, > 1 stronger")
+    parser.add_argument("--guidance-rescale", type=float, default=0.0, help="Lin et al. 2023 rescale in [0, 1]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    parser.add_argument("--out", default="samples")
+    args = parser.parse_args(argv)
+
+    pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
+    progress = tqdm(total=args.steps, desc=f"{args.scheduler} x {args.num_images}")
+
+    def advance(step, timestep, x_t, pred_original_sample):
+        progress.update(1)  # returns nothing: the loop goes on
+
+    result = pipe(args.prompt, negative_prompt=args.negative_prompt, num_images=args.num_images, num_inference_steps=args.steps,
+                  scheduler=args.scheduler, eta=args.eta, guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale,
+                  seed=args.seed, callback=advance)
+    progress.close()
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    os.makedirs(args.out, exist_ok=True)
+    for i, image in enumerate(result.images):
+        save_with_settings(image, os.path.join(args.out, f"{i:03d}.png"), {**result.settings, "index": i})
+    save_grid(result.images, os.path.join(args.out, "grid.png"))
+    print(f"wrote {len(result.images)} images and grid.png to {args.out} in {result.elapsed:.1f}s on {result.settings['device']}")
+
+
+if __name__ == "__main__":
+    main()
