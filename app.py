@@ -9,6 +9,16 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app works offline
 
+try:  # Hugging Face ZeroGPU: `spaces` must be imported before anything touches CUDA
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # anywhere else the decorator does nothing
+
+    def gpu(fn=None, **kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+
 import argparse
 import json
 import queue
@@ -136,6 +146,7 @@ def preview_entries(x0: torch.Tensor) -> list:
     return [image.resize((image.width * 4, image.height * 4), 0) for image in to_pil(x0)]
 
 
+@gpu
 def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
     """Sample unconditional images, streaming predicted-x_0 previews."""
     if model not in UNCOND_MODELS:
