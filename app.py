@@ -30,12 +30,14 @@ import time
 import gradio as gr
 import torch
 
-from uncond.pipeline import MAX_SEED, UnconditionalPipeline, default_device
+from uncond.pipeline import MAX_SEED, UnconditionalPipeline, default_device, forward_diffuse, noise_schedule
 from uncond.sample import save_with_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UNCOND_WEIGHTS = os.path.join(HERE, "weights", "uncond")
+EXAMPLES_DIR = os.path.join(HERE, "assets", "examples")
 PREVIEW_EVERY = 5  # steps between live previews
+STRIP_FRAMES = 8  # frames of the last generation shown in "How it works"
 MAX_IMAGES = 16
 DEFAULT_STEPS = {"DDPM": 1000, "DDIM": 50}
 
@@ -81,22 +83,28 @@ DEVICE_NOTE = f"Running on **{DEVICE.type.upper()}**" + (f" ({torch.cuda.get_dev
 
 
 def stream_samples(run, total_steps: int):
-    """Run `run(callback)` in a worker thread; yield ("preview", x0 tensor, step) every few steps, then ("done", result, steps).
+    """Run `run(callback)` in a worker thread; yield ("preview", x0 tensor, step) every few steps, then ("done", result, strip).
 
+    `strip` holds (step, x_t, predicted x_0) of the first image at up to STRIP_FRAMES evenly spaced steps.
     Closing the generator (Stop, or a client that went away) makes the callback return True,
     so the worker ends within one step.
     """
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
+    strip = []
+    strip_steps = {round(i * (total_steps - 1) / max(1, STRIP_FRAMES - 1)) for i in range(STRIP_FRAMES)}
 
     def callback(step, timestep, x_t, pred_original_sample):
+        if step in strip_steps:
+            strip.append((step + 1, x_t[:1].detach().float().cpu(), pred_original_sample[:1].detach().float().cpu()))
         if (step + 1) % PREVIEW_EVERY == 0 and step + 1 < total_steps:
             events.put(("preview", pred_original_sample.detach().float().cpu(), step + 1))
         return stop.is_set()
 
     def work():
         try:
-            events.put(("done", run(callback), total_steps))
+            result = run(callback)
+            events.put(("done", result, strip))
         except Exception as error:  # handed to the page as a message, never a stack trace
             events.put(("error", error, 0))
 
@@ -167,15 +175,50 @@ def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, s
     def run(callback):
         return pipe(num_images=num_images, num_inference_steps=steps, scheduler=scheduler.lower(), eta=eta, seed=seed, callback=callback)
 
+    yield from stream_to_page(run, steps, seed, progress)
+
+
+def stream_to_page(run, steps: int, seed: int, progress):
+    """Page outputs while sampling: previews with progress, then the PNGs, their settings, the seed and the reverse-process strip."""
     started = time.perf_counter()
-    for kind, payload, step in stream_samples(run, steps):
-        elapsed = time.perf_counter() - started
+    for kind, payload, extra in stream_samples(run, steps):
         if kind == "preview":
-            rate = step / elapsed
-            progress((step, steps), desc=f"{rate:.1f} steps/s, {(steps - step) / rate:.0f} s left")
-            yield preview_entries(payload), f"step {step}/{steps} ({rate:.1f} steps/s)", seed
+            rate = extra / (time.perf_counter() - started)
+            progress((extra, steps), desc=f"{rate:.1f} steps/s, {(steps - extra) / rate:.0f} s left")
+            yield preview_entries(payload), f"step {extra}/{steps} ({rate:.1f} steps/s)", seed, gr.skip()
         else:
-            yield save_results(payload), json.dumps(payload.settings, indent=2), seed
+            yield save_results(payload), json.dumps(payload.settings, indent=2), seed, strip_entries(extra)
+
+
+def strip_entries(strip: list) -> list:
+    """The reverse process of the first image: x_t frames, then the predicted x_0 frames, captioned by step."""
+    from uncond.pipeline import to_pil
+
+    x_t_row = [(to_pil(x_t)[0].resize((128, 128), 0), f"x_t after step {step}") for step, x_t, _ in strip]
+    x_0_row = [(to_pil(x_0)[0].resize((128, 128), 0), f"predicted x_0 at step {step}") for step, _, x_0 in strip]
+    return x_t_row + x_0_row
+
+
+def show_forward_process(image, timestep, model: str):
+    """x_t of the picked picture at timestep t, under the chosen model's noise schedule."""
+    if image is None:
+        raise gr.Error("Pick or upload a picture first.")
+    timestep = check_int("Timestep t", timestep, 0, 999)
+    pipe = UNCOND_MODELS.get(model) or UNCOND_MODELS[UNCOND_DEFAULT]
+    noisy = forward_diffuse(image, timestep, pipe.scheduler_config, pipe.unet.config.sample_size)
+    return noisy.resize((256, 256), 0)
+
+
+def schedule_table(model: str):
+    """The noise schedule of a model as a long table for gr.LinePlot."""
+    import pandas as pd
+
+    pipe = UNCOND_MODELS.get(model) or UNCOND_MODELS[UNCOND_DEFAULT]
+    schedule = noise_schedule(pipe.scheduler_config)
+    rows = []
+    for name, label in (("alpha_bar", "alpha-bar_t (signal kept)"), ("noise_level", "sqrt(1 - alpha-bar_t) (noise std)"), ("beta", "beta_t")):
+        rows += [{"t": t, "value": v, "curve": label} for t, v in zip(schedule["t"], schedule[name])]
+    return pd.DataFrame(rows)
 
 
 with gr.Blocks(title="Emoji from noise") as demo:
@@ -202,9 +245,32 @@ with gr.Blocks(title="Emoji from noise") as demo:
         u_scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), u_scheduler, [u_steps, u_eta],
                            api_visibility="private")
         u_random.click(lambda: random.randint(0, 2**31 - 1), None, u_seed, api_visibility="private")
-        u_event = u_go.click(generate_unconditional, [u_model, u_scheduler, u_steps, u_eta, u_num, u_seed], [u_gallery, u_settings, u_used_seed],
-                             api_name="unconditional", concurrency_limit=1)
-        u_stop.click(None, None, None, cancels=[u_event], api_visibility="private")
+    with gr.Tab("How it works"):
+        gr.Markdown(
+            "**Forward process.** Training takes a picture x_0, picks a timestep t and mixes in Gaussian noise: "
+            "x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise. The network learns to predict that noise. "
+            "Move t to see what it is shown."
+        )
+        with gr.Row():
+            with gr.Column():
+                h_image = gr.Image(type="pil", label="Picture x_0", image_mode="RGBA", height=256)
+                gr.Examples(sorted(os.path.join(EXAMPLES_DIR, f) for f in os.listdir(EXAMPLES_DIR) if f.endswith(".png")), h_image)
+                h_t = gr.Slider(0, 999, value=250, step=1, label="Timestep t")
+            with gr.Column():
+                h_noisy = gr.Image(label="x_t", height=256)
+                h_plot = gr.LinePlot(schedule_table(UNCOND_DEFAULT), x="t", y="value", color="curve", title="Noise schedule", height=260)
+        gr.Markdown(
+            "**Reverse process.** Sampling starts from pure noise x_T and removes a little of it at each step. "
+            "Top row: x_t of the first image of your last Unconditional generation; bottom row: the network's guess of the final picture at that step."
+        )
+        h_strip = gr.Gallery(label="Last generation, step by step", columns=STRIP_FRAMES, height=300)
+        for trigger in (h_image.change, h_t.release):
+            trigger(show_forward_process, [h_image, h_t, u_model], h_noisy, api_visibility="private")
+
+    u_event = u_go.click(generate_unconditional, [u_model, u_scheduler, u_steps, u_eta, u_num, u_seed], [u_gallery, u_settings, u_used_seed, h_strip],
+                         api_name="unconditional", concurrency_limit=1)
+    u_stop.click(None, None, None, cancels=[u_event], api_visibility="private")
+    u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
 
 
 if __name__ == "__main__":

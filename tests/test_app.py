@@ -25,8 +25,10 @@ def test_unconditional_streams_previews_then_pngs_with_settings():
     outputs = run_unconditional(app.UNCOND_DEFAULT, "DDIM", 12, 0.0, 2, 123)
     previews, final = outputs[:-1], outputs[-1]
     assert len(previews) == 2  # after steps 5 and 10
-    gallery, settings, seed = final
+    gallery, settings, seed, strip = final
     assert seed == 123 and len(gallery) == 2
+    assert len(strip) == 2 * app.STRIP_FRAMES  # x_t row and predicted x_0 row
+    assert strip[0][1] == "x_t after step 1" and strip[app.STRIP_FRAMES - 1][1] == "x_t after step 12"
     image = Image.open(gallery[0][0])
     assert image.text["seed"] == "123" and image.text["scheduler"] == "ddim" and image.text["steps"] == "12"
     assert '"seed": 123' in settings
@@ -58,6 +60,21 @@ def test_same_seed_same_pixels_through_the_handler():
 def test_bad_input_gives_a_message_naming_the_field(args, field):
     with pytest.raises(gr.Error, match=field):
         run_unconditional(app.UNCOND_DEFAULT, *args)
+
+
+def test_forward_process_tab_noises_the_picture():
+    from uncond.pipeline import from_pil
+
+    picture = Image.open(os.path.join(app.EXAMPLES_DIR, "red_heart.png"))
+    clean = from_pil(app.show_forward_process(picture, 0, app.UNCOND_DEFAULT), 32)
+    noisy = from_pil(app.show_forward_process(picture, 999, app.UNCOND_DEFAULT), 32)
+    original = from_pil(picture, 32)
+    assert (clean - original).abs().mean() < 0.05  # t = 0 keeps the picture
+    assert (noisy - original).abs().mean() > 0.5  # t = 999 is nearly pure noise
+    with pytest.raises(gr.Error, match="Timestep"):
+        app.show_forward_process(picture, 1000, app.UNCOND_DEFAULT)
+    table = app.schedule_table(app.UNCOND_DEFAULT)
+    assert set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t"} and len(table) == 3000
 
 
 def test_unknown_model_is_refused():
@@ -109,7 +126,7 @@ def test_served_app_answers_the_api(tmp_path):
                 assert server.poll() is None, server.stdout.read()
                 time.sleep(0.5)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        gallery, settings, seed = client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional")
+        gallery, settings, seed, strip = client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional")
         assert seed == 77 and len(gallery) == 2 and '"seed": 77' in settings
         assert Image.open(gallery[0]["image"]).text["seed"] == "77"
         with pytest.raises(Exception, match="Seed"):

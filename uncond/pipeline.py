@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -80,6 +81,40 @@ def to_pil(images: torch.Tensor) -> list:
         array = image.permute(1, 2, 0).numpy()
         out.append(Image.fromarray(array[:, :, 0]) if array.shape[2] == 1 else Image.fromarray(array[:, :, :3]))
     return out
+
+
+def from_pil(image: Image.Image, size: int, channels: int = 3) -> torch.Tensor:
+    """PIL image -> (1, C, size, size) in [-1, 1]; transparency goes on white, like the training data."""
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, "white")
+        image = Image.alpha_composite(background, image)
+    image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BICUBIC)
+    array = torch.from_numpy(np.asarray(image).copy()).float()
+    array = array[:, :, None] if array.ndim == 2 else array
+    return (array.permute(2, 0, 1)[None] / 127.5 - 1.0).clamp(-1, 1)
+
+
+def forward_diffuse(image: Image.Image, timestep: int, scheduler_config: dict, size: int, seed: int = 0) -> Image.Image:
+    """x_t ~ q(x_t | x_0) for a picture x_0 (Ho et al. 2020 eq. 4): what training shows the network."""
+    scheduler = DDPMScheduler.from_config(scheduler_config)
+    if isinstance(timestep, bool) or not isinstance(timestep, int) or not 0 <= timestep < scheduler.config.num_train_timesteps:
+        raise ValueError(f"timestep must be an integer in 0..{scheduler.config.num_train_timesteps - 1}, got {timestep!r}")
+    x_0 = from_pil(image, size)
+    noise = torch.randn(x_0.shape, generator=torch.Generator().manual_seed(seed))
+    return to_pil(scheduler.add_noise(x_0, noise, torch.tensor([timestep])))[0]
+
+
+def noise_schedule(scheduler_config: dict) -> dict:
+    """beta_t, alpha-bar_t and the signal-to-noise ratio per training timestep, as plain lists for plotting."""
+    scheduler = DDPMScheduler.from_config(scheduler_config)
+    alphas_cumprod = scheduler.alphas_cumprod
+    return {
+        "t": list(range(len(alphas_cumprod))),
+        "beta": scheduler.betas.tolist(),
+        "alpha_bar": alphas_cumprod.tolist(),
+        "noise_level": (1 - alphas_cumprod).sqrt().tolist(),  # std of the noise in x_t
+    }
 
 
 def save_grid(images: list, path: str, columns: int | None = None) -> None:
