@@ -68,7 +68,7 @@ def reference_loop(unet, scheduler, x_t, cond, uncond, guidance_scale):
             if uncond is not None:
                 out_uncond = unet(x_t, t, uncond.hidden_states, uncond.attention_mask)
                 out_cond = classifier_free_guidance(out_cond, out_uncond, guidance_scale)
-            x_t = scheduler.step(out_cond, t, x_t).prev_sample
+            x_t = scheduler.step(out_cond, t, x_t, use_clipped_model_output=uncond is not None).prev_sample
     return x_t
 
 

@@ -14,6 +14,8 @@ A pipeline folder holds
 
 Seeds follow uncond's rule: x_T and DDPM's noise come from a CPU generator, so a seed gives the same
 images on any device, and the same noise for every prompt (prompts change the images, not the noise).
+Guided DDIM steps take eps from the clipped x_0 estimate (improved-diffusion's rule), so the extrapolated
+guidance output cannot undo `clip_sample` through the noise direction.
 """
 
 import json
@@ -84,8 +86,10 @@ def repeat_embeddings(embeddings: TextEmbeddings, n: int) -> TextEmbeddings:
 def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond: TextEmbeddings, uncond: TextEmbeddings | None = None,
            guidance_scale: float = 1.0, guidance_rescale: float = 0.0, eta: float = 0.0, callback: Callback | None = None) -> tuple[torch.Tensor, int]:
     """Reverse process from x_T = `x_t` (B, C, H, W) for the text `cond` (B rows), guided away from `uncond`; returns (x_0, steps done)."""
-    extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     guided = guidance_scale != 1.0
+    # DDIM: when guided, take eps from the clipped x_0 (as improved-diffusion's DDIM always does); the guided output
+    # extrapolates far past the data range, and an unclipped eps would carry back what clip_sample removed from x_0
+    extra = {"eta": eta, "use_clipped_model_output": guided} if isinstance(scheduler, DDIMScheduler) else {}
     if guided and uncond is None:
         raise ValueError("uncond embeddings are needed when guidance_scale != 1")
     device, dtype = x_t.device, x_t.dtype

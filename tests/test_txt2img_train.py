@@ -1,0 +1,174 @@
+"""Text-to-image training: the caption cache, caption dropout, exact resume, the pipeline folder, and a tiny model that learns colours."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from txt2img_fixtures import TINY_UNET, save_tiny_clip, tiny_text_encoder
+
+from txt2img.pipeline import TextToImagePipeline
+from txt2img.train import TextToImageTask, TextToImageTrainConfig, encode_captions, main, train_text_to_image
+from uncond.train import train
+
+UNET = {k: v for k, v in TINY_UNET.items() if k not in ("sample_size", "cross_attention_dim")}
+
+
+class CaptionedColours(torch.utils.data.Dataset):
+    """Six 8x8 solid images with captions, one caption twice; nothing is read from disk."""
+
+    captions = ["red", "blue", "green", "red", "dark blue", "teal"]
+
+    def __init__(self):
+        colours = torch.linspace(-1, 1, len(self.captions))
+        self.images = torch.stack([torch.stack([c.expand(8, 8), (-c).expand(8, 8), torch.zeros(8, 8)]) for c in colours])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.images[i], "text": self.captions[i], "index": i}
+
+
+def tiny_config(**overrides):
+    values = dict(image_size=8, batch_size=4, max_steps=4, warmup_steps=2, checkpoint_every=2, sample_every=1000, unet=UNET, seed=3,
+                  clip="tiny", p_uncond=0.5, validation_prompts=["red", "blue"])
+    values.update(overrides)
+    return TextToImageTrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return tiny_text_encoder()
+
+
+def test_caption_cache_holds_each_captions_embeddings(encoder):
+    task = TextToImageTask(CaptionedColours(), encoder, tiny_config(), log=lambda *_: None)
+    full = encoder.encode(CaptionedColours.captions)  # (N, 16, D) padded to the tokenizer's length
+    length = task.hidden_states.shape[1]
+    assert length == int(full.attention_mask.sum(1).max()) < full.hidden_states.shape[1]
+    rows = task.caption_rows
+    assert rows[0] == rows[3] and len(set(rows.tolist())) == 5 and 0 not in rows.tolist()  # row 0: the empty prompt
+    torch.testing.assert_close(task.hidden_states[rows], full.hidden_states[:, :length])
+    assert torch.equal(task.attention_mask[rows], full.attention_mask[:, :length])
+    empty = encoder.encode([""])
+    torch.testing.assert_close(task.hidden_states[0], empty.hidden_states[0, :length])
+    # batching the encoder calls changes nothing
+    one_by_one = encode_captions(encoder, CaptionedColours.captions, batch_size=1)
+    torch.testing.assert_close(one_by_one.hidden_states, task.hidden_states[rows])
+
+
+def test_long_captions_are_truncated_and_logged(encoder):
+    dataset = CaptionedColours()
+    dataset.captions = dataset.captions[:5] + ["a colour with a rather long name"]
+    messages = []
+    task = TextToImageTask(dataset, encoder, tiny_config(), log=messages.append)
+    assert task.hidden_states.shape[1] == encoder.max_length and messages == ["1 captions are longer than 16 tokens and were truncated"]
+
+
+def test_model_kwargs_drop_captions_with_probability_p_uncond(encoder):
+    dataset = CaptionedColours()
+    indices = torch.arange(6).repeat(50)  # 300 items
+
+    def kwargs(p, seed=0):
+        task = TextToImageTask(dataset, encoder, tiny_config(p_uncond=p), log=lambda *_: None)
+        return task, task.model_kwargs(indices, torch.Generator().manual_seed(seed), "cpu")
+
+    task, kept = kwargs(0.0)
+    assert torch.equal(kept["encoder_hidden_states"], task.hidden_states[task.caption_rows[indices]])
+    _, dropped = kwargs(1.0)
+    assert torch.equal(dropped["encoder_hidden_states"], task.hidden_states[0].expand(300, -1, -1))
+    assert torch.equal(dropped["encoder_attention_mask"], task.attention_mask[0].expand(300, -1))
+    _, half = kwargs(0.5)
+    _, half_again = kwargs(0.5)
+    assert torch.equal(half["encoder_hidden_states"], half_again["encoder_hidden_states"])  # same generator, same drops
+    is_empty = (half["encoder_hidden_states"] == task.hidden_states[0]).all(dim=(1, 2))
+    assert 100 < is_empty.sum() < 200
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledAt(TextToImageTask):
+    """Dies right after the checkpoint of step `kill_step` is written, as a killed process would."""
+
+    def __init__(self, encoder, config, kill_step):
+        super().__init__(CaptionedColours(), encoder, config, log=lambda *_: None)
+        self.kill_step = kill_step
+
+    def save_model(self, out_dir, ema_model, scheduler, config):
+        super().save_model(out_dir, ema_model, scheduler, config)
+        if json.load(open(os.path.join(out_dir, "checkpoint", "state.json")))["step"] == self.kill_step:
+            raise Killed()
+
+    def save_samples(self, *args):
+        pass  # sampling is tested elsewhere; keep this test fast
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(encoder, tmp_path):
+    config = tiny_config()
+    train("", str(tmp_path / "straight"), config, task=KilledAt(encoder, config, None), log=lambda *_: None)
+    with pytest.raises(Killed):
+        train("", str(tmp_path / "resumed"), config, task=KilledAt(encoder, config, 2), log=lambda *_: None)
+    train("", str(tmp_path / "resumed"), config, resume=True, task=KilledAt(encoder, config, None), log=lambda *_: None)
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        straight = load_file(tmp_path / "straight" / "checkpoint" / name)
+        resumed = load_file(tmp_path / "resumed" / "checkpoint" / name)
+        assert straight.keys() == resumed.keys()
+        assert all(torch.equal(straight[key], resumed[key]) for key in straight), name
+    # a hub id is referenced in pipeline.json, not copied
+    assert json.load(open(tmp_path / "resumed" / "pipeline.json"))["text_encoder"] == "tiny"
+    assert not (tmp_path / "resumed" / "text_encoder").exists()
+    saved = json.load(open(tmp_path / "resumed" / "train_config.json"))
+    assert saved["p_uncond"] == 0.5 and saved["validation_prompts"] == ["red", "blue"] and saved["clip"] == "tiny"
+
+
+def test_bad_settings_raise(encoder):
+    with pytest.raises(ValueError, match="p_uncond"):
+        tiny_config(p_uncond=1.5)
+    with pytest.raises(ValueError, match="validation_prompts"):
+        tiny_config(validation_prompts=[])
+    with pytest.raises(ValueError, match="batch_size"):  # TrainConfig's own checks still run
+        tiny_config(batch_size=0)
+    with pytest.raises(ValueError, match="clip"):
+        train_text_to_image("", "unused", tiny_config(clip=""), dataset=CaptionedColours())
+    task = TextToImageTask(CaptionedColours(), encoder, tiny_config(), log=lambda *_: None)
+    with pytest.raises(ValueError, match="cross_attention_dim"):
+        task.build_model(tiny_config(unet={**UNET, "cross_attention_dim": 8}))
+
+
+def mean_colours(images) -> np.ndarray:
+    """(N, 3) mean RGB of each image."""
+    return np.stack([np.asarray(image, dtype=np.float64).mean(axis=(0, 1)) for image in images])
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_which_caption_is_which_colour(tmp_path):
+    # two captions, two solid squares; trained through the command line with a local CLIP folder
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "metadata.jsonl", "w") as f:
+        for colour in ("red", "blue"):
+            Image.new("RGB", (8, 8), colour).save(data / f"{colour}.png")
+            f.write(json.dumps({"file_name": f"{colour}.png", "text": colour}) + "\n")
+    clip = save_tiny_clip(tmp_path / "clip")
+    unet = {**UNET, "block_out_channels": [8, 16], "norm_num_groups": 4, "attention_resolutions": [4]}
+    config = dict(image_size=8, batch_size=16, max_steps=150, learning_rate=1e-2, warmup_steps=10, ema_decay=0.9, prediction_type="v_prediction",
+                  checkpoint_every=1000, num_sample_images=4, validation_prompts=["red", "blue"], unet=unet)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    main(["--data", str(data), "--clip", clip, "--out", str(tmp_path / "run"), "--config", str(tmp_path / "config.json")])
+    run = tmp_path / "run"
+    assert {"unet", "text_encoder", "pipeline.json", "scheduler_config.json", "train_config.json"} <= {p.name for p in run.iterdir()}
+    assert Image.open(run / "samples" / "step_0000150.png").size == (16, 16)  # 2 prompts x 2 images
+
+    pipe = TextToImagePipeline.from_pretrained(str(run), device="cpu")
+    for guidance_scale in (1.0, 3.0):
+        red = mean_colours(pipe("red", num_images=4, num_inference_steps=10, guidance_scale=guidance_scale, seed=0).images)
+        blue = mean_colours(pipe("blue", num_images=4, num_inference_steps=10, guidance_scale=guidance_scale, seed=0).images)
+        assert (red[:, 0] > red[:, 2] + 100).all(), (guidance_scale, red)
+        assert (blue[:, 2] > blue[:, 0] + 100).all(), (guidance_scale, blue)
+        assert (red[:, 1] < 80).all() and (blue[:, 1] < 80).all(), (guidance_scale, red, blue)
