@@ -35,10 +35,14 @@ from uncond.sample import save_with_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UNCOND_WEIGHTS = os.path.join(HERE, "weights", "uncond")
+TXT2IMG_WEIGHTS = os.path.join(HERE, "weights", "txt2img")
+CLIP_WEIGHTS = os.path.join(HERE, "weights", "clip")
+PROMPT_EXAMPLES = ["red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun"]
 EXAMPLES_DIR = os.path.join(HERE, "assets", "examples")
 PREVIEW_EVERY = 5  # steps between live previews
 STRIP_FRAMES = 8  # frames of the last generation shown in "How it works"
 MAX_IMAGES = 16
+MAX_GUIDANCE = 20.0
 DEFAULT_STEPS = {"DDPM": 1000, "DDIM": 50}
 
 DESCRIPTION = """# Emoji from noise
@@ -76,7 +80,20 @@ def load_uncond_models(extra: list[str]) -> tuple[dict, str]:
     return models, notice
 
 
+def load_txt2img():
+    """The shipped text-to-image pipeline; an untrained UNet on the shipped CLIP before it exists; None without a CLIP."""
+    from txt2img.pipeline import TextToImagePipeline
+
+    device = default_device()
+    if os.path.isdir(os.path.join(TXT2IMG_WEIGHTS, "unet")):
+        return TextToImagePipeline.from_pretrained(TXT2IMG_WEIGHTS, device=device), ""
+    if os.path.isfile(os.path.join(CLIP_WEIGHTS, "config.json")):
+        return TextToImagePipeline.untrained(CLIP_WEIGHTS, device=device), "No trained weights in weights/txt2img: this UNet is freshly initialised and draws noise."
+    return None, "No text-to-image model yet: weights/txt2img and weights/clip are missing."
+
+
 UNCOND_MODELS, UNCOND_NOTICE = load_uncond_models(parse_args().uncond_model)
+TXT2IMG, TXT2IMG_NOTICE = load_txt2img()
 UNCOND_DEFAULT = next(iter(UNCOND_MODELS))
 DEVICE = next(iter(UNCOND_MODELS.values())).device
 DEVICE_NOTE = f"Running on **{DEVICE.type.upper()}**" + (f" ({torch.cuda.get_device_name()})" if DEVICE.type == "cuda" else "")
@@ -160,6 +177,16 @@ def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, s
     if model not in UNCOND_MODELS:
         raise gr.Error(f"Model must be one of {', '.join(UNCOND_MODELS)}, got {model!r}.")
     pipe = UNCOND_MODELS[model]
+    scheduler, steps, eta, num_images, seed = check_sampling_fields(scheduler, steps, eta, num_images, seed)
+
+    def run(callback):
+        return pipe(num_images=num_images, num_inference_steps=steps, scheduler=scheduler.lower(), eta=eta, seed=seed, callback=callback)
+
+    yield from stream_to_page(run, steps, seed, progress)
+
+
+def check_sampling_fields(scheduler, steps, eta, num_images, seed) -> tuple:
+    """The sampling controls both tabs share, checked; a gr.Error names the first bad field."""
     if scheduler not in DEFAULT_STEPS:
         raise gr.Error(f"Scheduler must be one of {', '.join(DEFAULT_STEPS)}, got {scheduler!r}.")
     steps = check_int("Steps", steps, 1, 1000)
@@ -171,11 +198,30 @@ def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, s
         raise gr.Error(f"Eta must be a number from 0 to 1, got {eta!r}.")
     if not 0.0 <= eta <= 1.0:
         raise gr.Error(f"Eta must be a number from 0 to 1, got {eta!r}.")
+    return scheduler, steps, eta, num_images, seed
+
+
+@gpu
+def generate_text_to_image(prompt, negative_prompt, guidance_scale, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
+    """Sample images for a prompt with classifier-free guidance, streaming predicted-x_0 previews."""
+    if TXT2IMG is None:
+        raise gr.Error(TXT2IMG_NOTICE)
+    if not isinstance(prompt, str) or not isinstance(negative_prompt or "", str):
+        raise gr.Error("Prompt and negative prompt must be text.")
+    try:
+        guidance_scale = float(guidance_scale)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Guidance scale must be a number from 0 to {MAX_GUIDANCE}, got {guidance_scale!r}.")
+    if not 0.0 <= guidance_scale <= MAX_GUIDANCE:  # also false for NaN
+        raise gr.Error(f"Guidance scale must be a number from 0 to {MAX_GUIDANCE}, got {guidance_scale!r}.")
+    scheduler, steps, eta, num_images, seed = check_sampling_fields(scheduler, steps, eta, num_images, seed)
 
     def run(callback):
-        return pipe(num_images=num_images, num_inference_steps=steps, scheduler=scheduler.lower(), eta=eta, seed=seed, callback=callback)
+        return TXT2IMG(prompt=prompt, negative_prompt=negative_prompt or None, num_images=num_images, num_inference_steps=steps,
+                       scheduler=scheduler.lower(), eta=eta, guidance_scale=guidance_scale, seed=seed, callback=callback)
 
-    yield from stream_to_page(run, steps, seed, progress)
+    for outputs in stream_to_page(run, steps, seed, progress):
+        yield outputs[:3]
 
 
 def stream_to_page(run, steps: int, seed: int, progress):
@@ -245,6 +291,36 @@ with gr.Blocks(title="Emoji from noise") as demo:
         u_scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), u_scheduler, [u_steps, u_eta],
                            api_visibility="private")
         u_random.click(lambda: random.randint(0, 2**31 - 1), None, u_seed, api_visibility="private")
+    with gr.Tab("Text to image"):
+        if TXT2IMG_NOTICE:
+            gr.Markdown(f"⚠️ {TXT2IMG_NOTICE}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                t_prompt = gr.Textbox(label="Prompt", value="red heart", max_lines=2)
+                t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2)
+                t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
+                t_scheduler = gr.Radio(list(DEFAULT_STEPS), value="DDIM", label="Scheduler")
+                t_steps = gr.Slider(1, 1000, value=DEFAULT_STEPS["DDIM"], step=1, label="Steps")
+                t_eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
+                t_num = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
+                with gr.Row():
+                    t_seed = gr.Number(value=0, precision=0, label="Seed")
+                    t_random = gr.Button("🎲 Random seed", size="sm")
+                with gr.Row():
+                    t_go = gr.Button("Generate", variant="primary")
+                    t_stop = gr.Button("Stop")
+                gr.Examples(PROMPT_EXAMPLES, t_prompt)
+            with gr.Column(scale=2):
+                t_gallery = gr.Gallery(label="Images", columns=4, format="png")
+                t_used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
+                t_settings = gr.Code(label="Settings (also in each PNG)", language="json")
+        t_scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), t_scheduler, [t_steps, t_eta],
+                           api_visibility="private")
+        t_random.click(lambda: random.randint(0, 2**31 - 1), None, t_seed, api_visibility="private")
+        t_event = t_go.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t_scheduler, t_steps, t_eta, t_num, t_seed],
+                             [t_gallery, t_settings, t_used_seed], api_name="text_to_image", concurrency_limit=1, concurrency_id="sampling")
+        t_stop.click(None, None, None, cancels=[t_event], api_visibility="private")
+
     with gr.Tab("How it works"):
         gr.Markdown(
             "**Forward process.** Training takes a picture x_0, picks a timestep t and mixes in Gaussian noise: "
@@ -268,7 +344,7 @@ with gr.Blocks(title="Emoji from noise") as demo:
             trigger(show_forward_process, [h_image, h_t, u_model], h_noisy, api_visibility="private")
 
     u_event = u_go.click(generate_unconditional, [u_model, u_scheduler, u_steps, u_eta, u_num, u_seed], [u_gallery, u_settings, u_used_seed, h_strip],
-                         api_name="unconditional", concurrency_limit=1)
+                         api_name="unconditional", concurrency_limit=1, concurrency_id="sampling")
     u_stop.click(None, None, None, cancels=[u_event], api_visibility="private")
     u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
 

@@ -1,5 +1,6 @@
 """The web app: handlers, streaming and stopping, bad input, and the served API end to end."""
 
+import json
 import os
 import socket
 import subprocess
@@ -134,3 +135,49 @@ def test_served_app_answers_the_api(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def tiny_txt2img(monkeypatch):
+    """A tiny random text-to-image pipeline in place of the shipped one."""
+    from tests.txt2img_fixtures import tiny_text_encoder, tiny_unet
+    from txt2img.pipeline import TextToImagePipeline
+
+    pipe = TextToImagePipeline(tiny_unet(), tiny_text_encoder(), {"beta_schedule": "squaredcos_cap_v2"}, name="tiny")
+    monkeypatch.setattr(app, "TXT2IMG", pipe)
+    return pipe
+
+
+def run_text_to_image(*args):
+    return list(app.generate_text_to_image(*args, progress=lambda *a, **k: None))
+
+
+def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt2img):
+    outputs = run_text_to_image("red heart", "blue", 3.0, "DDIM", 6, 0.0, 2, 11)
+    gallery, settings, seed = outputs[-1]
+    assert seed == 11 and len(gallery) == 2
+    image = Image.open(gallery[1][0])
+    assert image.text["prompt"] == "red heart" and image.text["negative_prompt"] == "blue" and image.text["guidance_scale"] == "3.0"
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (("heart", "", float("nan"), "DDIM", 5, 0.0, 1, 0), "Guidance scale"),
+        (("heart", "", float("inf"), "DDIM", 5, 0.0, 1, 0), "Guidance scale"),
+        (("heart", "", -1.0, "DDIM", 5, 0.0, 1, 0), "Guidance scale"),
+        (("heart", "", 3.0, "DDIM", 0, 0.0, 1, 0), "Steps"),
+        (("heart", "", 3.0, "PNDM", 5, 0.0, 1, 0), "Scheduler"),
+        ((None, "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt"),
+    ],
+)
+def test_text_to_image_bad_input_names_the_field(tiny_txt2img, args, field):
+    with pytest.raises(gr.Error, match=field):
+        run_text_to_image(*args)
+
+
+def test_long_and_odd_prompts_still_give_images(tiny_txt2img):
+    for prompt in ["x" * 100_000, "\x00\x07\x1b[31m", "❤️🐱🍕"]:
+        gallery, settings, _ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
+        assert len(gallery) == 1
+        assert json.loads(settings)["truncated"] == (len(prompt) == 100_000)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
-from txt2img.unet import TextUNet
+from txt2img.unet import TextUNet, TextUNetConfig
 from uncond.pipeline import SCHEDULER_CONFIG_NAME, Callback, SampleOutput, check_sampling_args, default_device, initial_noise, make_scheduler, to_pil
 from uncond.scheduler import DDIMScheduler
 
@@ -199,6 +199,15 @@ class TextToImagePipeline:
                 scheduler_config = json.load(f)
         unet.to(device=device, dtype=dtype or torch.float32)
         return cls(unet, text_encoder, scheduler_config, name=os.path.basename(os.path.normpath(str(path_or_hub_id))))
+
+    @classmethod
+    def untrained(cls, text_encoder_path: str, device=None) -> "TextToImagePipeline":
+        """A freshly initialised UNet on a trained text encoder (draws noise): what the app shows before trained weights exist."""
+        device = device or default_device()
+        text_encoder = TextEncoder.from_pretrained(text_encoder_path, device=device)
+        config = TextUNetConfig(block_out_channels=(32, 64, 128, 128), layers_per_block=1, attention_resolutions=(8, 4), norm_num_groups=8,
+                                cross_attention_dim=text_encoder.hidden_size)
+        return cls(TextUNet(config).to(device), text_encoder, {"beta_schedule": "squaredcos_cap_v2"}, name="untrained")
 
     def save_pretrained(self, directory: str, text_encoder_reference: str | None = None, dtype: torch.dtype | None = None) -> None:
         """Write the pipeline folder; with `text_encoder_reference` (a path or hub id) the text encoder is referenced, not copied."""
