@@ -186,3 +186,19 @@ def test_dataset_bad_arguments(folder, tmp_path):
     (folder / "metadata.jsonl").unlink()
     with pytest.raises(ValueError, match="image_size"):
         ImageCaptionDataset(str(folder))
+
+
+def test_without_drops_the_named_captions_only(tmp_path):
+    from PIL import Image
+
+    from uncond.data import ImageCaptionDataset
+
+    with open(tmp_path / "metadata.jsonl", "w") as f:
+        for i, colour in enumerate(["red", "blue", "green", "red"]):
+            Image.new("RGB", (8, 8), colour).save(tmp_path / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "text": colour}) + "\n")
+    dataset = ImageCaptionDataset(str(tmp_path))
+    subset = dataset.without(["red"])
+    assert subset.captions == ["blue", "green"] and len(subset) == 2
+    assert subset[0]["pixel_values"][2].mean() > 0.9  # blue stays blue
+    assert len(dataset) == 4  # the original is untouched

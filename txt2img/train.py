@@ -28,6 +28,7 @@ from uncond.pipeline import save_grid
 from uncond.train import SCHEDULER_CONFIG_NAME, TRAIN_CONFIG_NAME, TrainConfig, UnconditionalTask, find_checkpoint, train
 
 VALIDATION_PROMPTS = ("red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun")
+CAPTIONS_NAME = "captions.json"
 ENCODE_BATCH = 256  # captions per text-encoder call while filling the cache
 
 
@@ -39,6 +40,7 @@ class TextToImageTrainConfig(TrainConfig):
     p_uncond: float = 0.1  # probability of training a caption as the empty prompt (classifier-free guidance)
     validation_prompts: list = field(default_factory=lambda: list(VALIDATION_PROMPTS))
     validation_guidance_scale: float = 4.0  # guidance of the sample grids
+    hold_out: bool = True  # leave out the (emoji, skin tone) pairs of txt2img.evaluate.held_out_captions (compositional test)
 
     def __post_init__(self):
         super().__post_init__()
@@ -126,6 +128,8 @@ class TextToImageTask(UnconditionalTask):
             json.dump(dict(scheduler.config), f, indent=2)
         with open(os.path.join(out_dir, TRAIN_CONFIG_NAME), "w") as f:
             json.dump(asdict(config), f, indent=2)
+        with open(os.path.join(out_dir, CAPTIONS_NAME), "w") as f:  # the vocabulary the app suggests from
+            json.dump(sorted(set(self.dataset.captions)), f, ensure_ascii=False, indent=0)
         if is_local(self.clip):
             if not os.path.isfile(os.path.join(out_dir, TEXT_ENCODER_FOLDER, "config.json")):  # frozen: one copy is enough
                 save_text_encoder(self.text_encoder, os.path.join(out_dir, TEXT_ENCODER_FOLDER))
@@ -154,6 +158,12 @@ def train_text_to_image(data: str, out_dir: str, config: TextToImageTrainConfig,
     text_encoder = TextEncoder.from_pretrained(config.clip)
     if dataset is None:
         dataset = ImageCaptionDataset(data, image_size=config.image_size)
+    if config.hold_out:
+        from txt2img.evaluate import held_out_captions
+
+        held_out = held_out_captions(dataset.captions)
+        dataset = dataset.without(held_out)
+        log(f"holding out {len(held_out)} (emoji, skin tone) captions for the compositional test")
     task = TextToImageTask(dataset, text_encoder, config, log=log)
     return train(data, out_dir, config, resume=resume, task=task, log=log)
 

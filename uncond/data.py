@@ -13,6 +13,7 @@ network are there) into one uint8 tensor (N, C, H, W) and serves pixels in [-1, 
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -279,6 +280,15 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def without(self, captions) -> "ImageCaptionDataset":
+        """A view of this data set without the items whose caption is in `captions` (e.g. a held-out split)."""
+        drop = set(captions)
+        keep = [i for i, caption in enumerate(self.captions) if caption not in drop]
+        subset = copy.copy(self)
+        subset.images = self.images[keep]
+        subset.captions = [self.captions[i] for i in keep]
+        return subset
 
     def __getitem__(self, i: int) -> dict:
         x = self.images[i].float() / 127.5 - 1.0  # (C, H, W) in [-1, 1]
