@@ -2,12 +2,23 @@
 
 The UNet attends to CLIP's last hidden states, one vector per token, with the attention mask
 of the padded positions. Works for any CLIP folder or hub id, e.g. the project's own small
-CLIP in `weights/clip` or `openai/clip-vit-base-patch32` where a network is there.
+CLIP in `weights/clip` (trained by `python -m txt2img.train_clip`) or
+`openai/clip-vit-base-patch32` where a network is there.
+
+`CLIPEmbedder` (and the functions `image_features`, `text_features` under it) gives both towers'
+unit-norm embeddings in the shared space, for retrieval, CLIP score and FID in CLIP space.
 """
 
+import json
+import os
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+# The project's convention for its own CLIP: pixels in [-1, 1], i.e. ([0, 1] - 0.5) / 0.5.
+DEFAULT_IMAGE_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_IMAGE_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass
@@ -67,3 +78,88 @@ class TextEncoder:
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         hidden_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return TextEmbeddings(hidden_states, attention_mask.bool(), truncated)
+
+
+# ---- both towers: embeddings in the shared space ----
+
+
+def image_features(model, images: torch.Tensor, image_mean=DEFAULT_IMAGE_MEAN, image_std=DEFAULT_IMAGE_STD) -> torch.Tensor:
+    """Unit-norm projected image embeddings (B, P) of `images` (B, 3, H, W) in [-1, 1], resized to the vision tower's size."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    parameter = next(model.vision_model.parameters())
+    size = model.config.vision_config.image_size
+    x = images.to(device=parameter.device, dtype=torch.float32)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    mean = torch.tensor(image_mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(image_std, device=x.device).view(1, 3, 1, 1)
+    x = ((x + 1) / 2 - mean) / std  # [-1, 1] -> [0, 1] -> the tower's normalisation
+    embeds = model.get_image_features(pixel_values=x.to(parameter.dtype)).pooler_output  # (B, P)
+    return F.normalize(embeds.float(), dim=-1)
+
+
+def text_features(model, tokenizer, prompts: list) -> torch.Tensor:
+    """Unit-norm projected text embeddings (B, P) of `prompts`, cut to the text tower's length."""
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, not one string")
+    max_length = min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
+    tokens = tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    device = next(model.text_model.parameters()).device
+    embeds = model.get_text_features(input_ids=tokens["input_ids"].to(device),
+                                     attention_mask=tokens["attention_mask"].to(device)).pooler_output  # (B, P)
+    return F.normalize(embeds.float(), dim=-1)
+
+
+class CLIPEmbedder:
+    """A full CLIP (both towers) and its tokenizer, frozen: image and text embeddings, CLIP score."""
+
+    def __init__(self, model, tokenizer, image_mean=DEFAULT_IMAGE_MEAN, image_std=DEFAULT_IMAGE_STD, device=None,
+                 dtype: torch.dtype | None = None):
+        self.model = model.eval().requires_grad_(False)
+        self.model.to(device=device or "cpu", dtype=dtype or torch.float32)
+        self.tokenizer = tokenizer
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None) -> "CLIPEmbedder":
+        """Load a CLIPModel folder or hub id; pixel normalisation from its preprocessor_config.json if it has one."""
+        from transformers import AutoTokenizer, CLIPModel
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path_or_hub_id)
+            model = CLIPModel.from_pretrained(path_or_hub_id, use_safetensors=True)
+            preprocessor = {}
+            if os.path.isfile(os.path.join(path_or_hub_id, "preprocessor_config.json")):
+                with open(os.path.join(path_or_hub_id, "preprocessor_config.json")) as f:
+                    preprocessor = json.load(f)
+            elif not os.path.isdir(path_or_hub_id):
+                from transformers import AutoImageProcessor
+
+                preprocessor = AutoImageProcessor.from_pretrained(path_or_hub_id).to_dict()
+        except (OSError, ValueError) as error:
+            raise ValueError(f"could not load a CLIP model from {path_or_hub_id!r}: {error}") from error
+        mean = preprocessor.get("image_mean", DEFAULT_IMAGE_MEAN)
+        std = preprocessor.get("image_std", DEFAULT_IMAGE_STD)
+        return cls(model, tokenizer, mean, std, device, dtype)
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.vision_config.image_size
+
+    @torch.inference_mode()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm image embeddings (B, P) of images (B, 3, H, W) in [-1, 1]."""
+        return image_features(self.model, images, self.image_mean, self.image_std)
+
+    @torch.inference_mode()
+    def text_features(self, prompts: list) -> torch.Tensor:
+        """Unit-norm text embeddings (B, P) of a list of prompts."""
+        return text_features(self.model, self.tokenizer, prompts)
+
+    def score(self, images: torch.Tensor, prompts: list) -> torch.Tensor:
+        """CLIP score per pair (Hessel et al. 2021; w = 100 as torchmetrics has it): 100 * max(cos(image, prompt), 0), (B,)."""
+        if len(images) != len(prompts):
+            raise ValueError(f"images and prompts must pair up, got {len(images)} images and {len(prompts)} prompts")
+        cosine = (self.image_features(images) * self.text_features(prompts)).sum(-1)
+        return 100 * cosine.clamp(min=0)
