@@ -11,6 +11,7 @@ unit-norm embeddings in the shared space, for retrieval, CLIP score and FID in C
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,22 @@ import torch.nn.functional as F
 # The project's convention for its own CLIP: pixels in [-1, 1], i.e. ([0, 1] - 0.5) / 0.5.
 DEFAULT_IMAGE_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_IMAGE_STD = (0.5, 0.5, 0.5)
+
+
+@contextmanager
+def quiet_transformers():
+    """Silence transformers' informational logging for the duration (its verbosity is restored after)."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 @dataclass
@@ -45,7 +62,8 @@ class TextEncoder:
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(path_or_hub_id)
-            text_model = CLIPTextModel.from_pretrained(path_or_hub_id, use_safetensors=True)
+            with quiet_transformers():  # a CLIPModel folder's vision weights are skipped on purpose: no load report
+                text_model = CLIPTextModel.from_pretrained(path_or_hub_id, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise ValueError(f"could not load a CLIP text encoder from {path_or_hub_id!r}: {error}") from error
         return cls(tokenizer, text_model, device, dtype)
@@ -66,8 +84,9 @@ class TextEncoder:
         """Token ids and attention mask, padded to the model's length (B, L); and which prompts were truncated."""
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of strings, not one string")
-        full = self.tokenizer(list(prompts), truncation=False)["input_ids"]
-        truncated = [len(ids) > self.max_length for ids in full]
+        # one token past the limit is enough to tell a truncated prompt (and keeps 100,000-character prompts cheap)
+        longer = self.tokenizer(list(prompts), truncation=True, max_length=self.max_length + 1)["input_ids"]
+        truncated = [len(ids) > self.max_length for ids in longer]
         tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt")
         return tokens["input_ids"], tokens["attention_mask"], truncated
 
