@@ -26,6 +26,7 @@ import random
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 import gradio as gr
 import torch
@@ -267,6 +268,44 @@ def schedule_table(model: str):
     return pd.DataFrame(rows)
 
 
+@dataclass
+class SamplingControls:
+    """The controls and outputs both generation tabs share."""
+
+    scheduler: gr.Radio
+    steps: gr.Slider
+    eta: gr.Slider
+    num_images: gr.Slider
+    seed: gr.Number
+    generate: gr.Button
+    stop: gr.Button
+
+
+def sampling_controls() -> SamplingControls:
+    """Scheduler, steps (defaults follow the scheduler), eta (DDIM only), number of images, seed with a random button, Generate and Stop."""
+    scheduler = gr.Radio(list(DEFAULT_STEPS), value="DDIM", label="Scheduler")
+    steps = gr.Slider(1, 1000, value=DEFAULT_STEPS["DDIM"], step=1, label="Steps")
+    eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
+    num_images = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
+    with gr.Row():
+        seed = gr.Number(value=0, precision=0, label="Seed")
+        randomize = gr.Button("🎲 Random seed", size="sm")
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary")
+        stop = gr.Button("Stop")
+    scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), scheduler, [steps, eta], api_visibility="private")
+    randomize.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_visibility="private")
+    return SamplingControls(scheduler, steps, eta, num_images, seed, generate, stop)
+
+
+def result_outputs() -> list:
+    """Gallery, the seed used and the settings as JSON."""
+    gallery = gr.Gallery(label="Images", columns=4, format="png")
+    used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
+    settings = gr.Code(label="Settings (also in each PNG)", language="json")
+    return [gallery, settings, used_seed]
+
+
 with gr.Blocks(title="Emoji from noise") as demo:
     gr.Markdown(DESCRIPTION)
     gr.Markdown(DEVICE_NOTE + (f"  \n⚠️ {UNCOND_NOTICE}" if UNCOND_NOTICE else ""))
@@ -274,23 +313,9 @@ with gr.Blocks(title="Emoji from noise") as demo:
         with gr.Row():
             with gr.Column(scale=1):
                 u_model = gr.Dropdown(list(UNCOND_MODELS), value=UNCOND_DEFAULT, label="Model", visible=len(UNCOND_MODELS) > 1)
-                u_scheduler = gr.Radio(list(DEFAULT_STEPS), value="DDIM", label="Scheduler")
-                u_steps = gr.Slider(1, 1000, value=DEFAULT_STEPS["DDIM"], step=1, label="Steps")
-                u_eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
-                u_num = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
-                with gr.Row():
-                    u_seed = gr.Number(value=0, precision=0, label="Seed")
-                    u_random = gr.Button("🎲 Random seed", size="sm")
-                with gr.Row():
-                    u_go = gr.Button("Generate", variant="primary")
-                    u_stop = gr.Button("Stop")
+                u = sampling_controls()
             with gr.Column(scale=2):
-                u_gallery = gr.Gallery(label="Images", columns=4, format="png")
-                u_used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
-                u_settings = gr.Code(label="Settings (also in each PNG)", language="json")
-        u_scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), u_scheduler, [u_steps, u_eta],
-                           api_visibility="private")
-        u_random.click(lambda: random.randint(0, 2**31 - 1), None, u_seed, api_visibility="private")
+                u_outputs = result_outputs()
     with gr.Tab("Text to image"):
         if TXT2IMG_NOTICE:
             gr.Markdown(f"⚠️ {TXT2IMG_NOTICE}")
@@ -299,27 +324,13 @@ with gr.Blocks(title="Emoji from noise") as demo:
                 t_prompt = gr.Textbox(label="Prompt", value="red heart", max_lines=2)
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
-                t_scheduler = gr.Radio(list(DEFAULT_STEPS), value="DDIM", label="Scheduler")
-                t_steps = gr.Slider(1, 1000, value=DEFAULT_STEPS["DDIM"], step=1, label="Steps")
-                t_eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
-                t_num = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
-                with gr.Row():
-                    t_seed = gr.Number(value=0, precision=0, label="Seed")
-                    t_random = gr.Button("🎲 Random seed", size="sm")
-                with gr.Row():
-                    t_go = gr.Button("Generate", variant="primary")
-                    t_stop = gr.Button("Stop")
+                t = sampling_controls()
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
-                t_gallery = gr.Gallery(label="Images", columns=4, format="png")
-                t_used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
-                t_settings = gr.Code(label="Settings (also in each PNG)", language="json")
-        t_scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), t_scheduler, [t_steps, t_eta],
-                           api_visibility="private")
-        t_random.click(lambda: random.randint(0, 2**31 - 1), None, t_seed, api_visibility="private")
-        t_event = t_go.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t_scheduler, t_steps, t_eta, t_num, t_seed],
-                             [t_gallery, t_settings, t_used_seed], api_name="text_to_image", concurrency_limit=1, concurrency_id="sampling")
-        t_stop.click(None, None, None, cancels=[t_event], api_visibility="private")
+                t_outputs = result_outputs()
+        t_event = t.generate.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
+                                   t_outputs, api_name="text_to_image", concurrency_limit=1, concurrency_id="sampling")
+        t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
 
     with gr.Tab("How it works"):
         gr.Markdown(
@@ -343,9 +354,9 @@ with gr.Blocks(title="Emoji from noise") as demo:
         for trigger in (h_image.change, h_t.release):
             trigger(show_forward_process, [h_image, h_t, u_model], h_noisy, api_visibility="private")
 
-    u_event = u_go.click(generate_unconditional, [u_model, u_scheduler, u_steps, u_eta, u_num, u_seed], [u_gallery, u_settings, u_used_seed, h_strip],
-                         api_name="unconditional", concurrency_limit=1, concurrency_id="sampling")
-    u_stop.click(None, None, None, cancels=[u_event], api_visibility="private")
+    u_event = u.generate.click(generate_unconditional, [u_model, u.scheduler, u.steps, u.eta, u.num_images, u.seed], u_outputs + [h_strip],
+                               api_name="unconditional", concurrency_limit=1, concurrency_id="sampling")
+    u.stop.click(None, None, None, cancels=[u_event], api_visibility="private")
     u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
 
 

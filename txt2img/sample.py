@@ -9,11 +9,8 @@ Writes one PNG per image (its settings in PNG text chunks) and a grid.
 import argparse
 import os
 
-from tqdm.auto import tqdm
-
 from txt2img.pipeline import TextToImagePipeline
-from uncond.pipeline import save_grid
-from uncond.sample import save_with_settings
+from uncond.sample import progress_callback, write_samples
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "txt2img")
 
@@ -35,22 +32,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
-    progress = tqdm(total=args.steps, desc=f"{args.scheduler} x {args.num_images}")
-
-    def advance(step, timestep, x_t, pred_original_sample):
-        progress.update(1)  # returns nothing: the loop goes on
-
+    bar, advance = progress_callback(args.steps, f"{args.scheduler} x {args.num_images}")
     result = pipe(args.prompt, negative_prompt=args.negative_prompt, num_images=args.num_images, num_inference_steps=args.steps,
                   scheduler=args.scheduler, eta=args.eta, guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale,
                   seed=args.seed, callback=advance)
-    progress.close()
+    bar.close()
     for warning in result.warnings:
         print(f"warning: {warning}")
-    os.makedirs(args.out, exist_ok=True)
-    for i, image in enumerate(result.images):
-        save_with_settings(image, os.path.join(args.out, f"{i:03d}.png"), {**result.settings, "index": i})
-    save_grid(result.images, os.path.join(args.out, "grid.png"))
-    print(f"wrote {len(result.images)} images and grid.png to {args.out} in {result.elapsed:.1f}s on {result.settings['device']}")
+    write_samples(result, args.out)
 
 
 if __name__ == "__main__":

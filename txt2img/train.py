@@ -14,7 +14,6 @@ trains the unconditional model classifier-free guidance needs (Ho & Salimans 202
 `pipeline.json`, `scheduler_config.json`, `train_config.json`.
 """
 
-import argparse
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,8 @@ from txt2img.clip import TextEmbeddings, TextEncoder
 from txt2img.pipeline import TEXT_ENCODER_FOLDER, UNET_FOLDER, sample_images, save_text_encoder, write_pipeline_config
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond.pipeline import save_grid
-from uncond.train import SCHEDULER_CONFIG_NAME, TRAIN_CONFIG_NAME, TrainConfig, UnconditionalTask, find_checkpoint, train
+from uncond.train import (SCHEDULER_CONFIG_NAME, TRAIN_CONFIG_NAME, TrainConfig, UnconditionalTask, config_from_args, find_checkpoint, train,
+                          training_parser)
 
 VALIDATION_PROMPTS = ("red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun")
 CAPTIONS_NAME = "captions.json"
@@ -168,30 +168,14 @@ def train_text_to_image(data: str, out_dir: str, config: TextToImageTrainConfig,
     return train(data, out_dir, config, resume=resume, task=task, log=log)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train the text-conditional DDPM UNet on image-caption pairs.")
-    parser.add_argument("--data", required=True, help="image folder (imagefolder layout with metadata.jsonl captions) or a Hugging Face dataset name")
-    parser.add_argument("--clip", help="CLIP folder or hub id whose text tower conditions the UNet (or 'clip' in --config)")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints, sample grids and the pipeline folder")
-    parser.add_argument("--config", help="JSON file with TrainConfig fields, p_uncond, validation_prompts (and 'unet': TextUNetConfig fields)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if there is one")
-    for name, kind in (("max_steps", int), ("batch_size", int), ("learning_rate", float), ("image_size", int), ("mixed_precision", str),
-                       ("checkpoint_every", int), ("sample_every", int), ("seed", int), ("prediction_type", str), ("p_uncond", float)):
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
-    parser.add_argument("--random-flip", action="store_true", default=None)
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    values = {}
-    if args.config:
-        with open(args.config) as f:
-            values = json.load(f)
-    for name in TextToImageTrainConfig.__dataclass_fields__:
-        if getattr(args, name, None) is not None:
-            values[name] = getattr(args, name)
-    train_text_to_image(args.data, args.out, TextToImageTrainConfig(**values), resume=args.resume)
+    parser = training_parser(
+        "Train the text-conditional DDPM UNet on image-caption pairs.",
+        "JSON file with TrainConfig fields, clip, p_uncond, validation_prompts (and 'unet': TextUNetConfig fields)",
+        extra_overrides=(("p_uncond", float), ("clip", str)),
+    )
+    args = parser.parse_args(argv)
+    train_text_to_image(args.data, args.out, config_from_args(args, TextToImageTrainConfig), resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,25 @@ def save_with_settings(image, path: str, settings: dict) -> None:
     image.save(path, pnginfo=info)
 
 
+def progress_callback(total: int, desc: str):
+    """A progress bar and the pipeline callback that advances it (returns None: the loop goes on)."""
+    bar = tqdm(total=total, desc=desc)
+
+    def advance(step, timestep, x_t, pred_original_sample):
+        bar.update(1)
+
+    return bar, advance
+
+
+def write_samples(result, out_dir: str) -> None:
+    """One PNG per image, with the result's settings in text chunks, plus grid.png."""
+    os.makedirs(out_dir, exist_ok=True)
+    for i, image in enumerate(result.images):
+        save_with_settings(image, os.path.join(out_dir, f"{i:03d}.png"), {**result.settings, "index": i})
+    save_grid(result.images, os.path.join(out_dir, "grid.png"))
+    print(f"wrote {len(result.images)} images and grid.png to {out_dir} in {result.elapsed:.1f}s on {result.settings['device']}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Sample images from an unconditional DDPM.")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model folder, diffusers UNet2DModel folder or hub id (default: the shipped model)")
@@ -38,19 +57,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     pipe = UnconditionalPipeline.from_pretrained(args.model, device=args.device)
-    progress = tqdm(total=args.steps, desc=f"{args.scheduler} x {args.num_images}")
-
-    def advance(step, timestep, x_t, pred_original_sample):
-        progress.update(1)  # returns nothing: the loop goes on
-
+    bar, advance = progress_callback(args.steps, f"{args.scheduler} x {args.num_images}")
     result = pipe(num_images=args.num_images, num_inference_steps=args.steps, scheduler=args.scheduler, eta=args.eta, seed=args.seed,
                   callback=advance)
-    progress.close()
-    os.makedirs(args.out, exist_ok=True)
-    for i, image in enumerate(result.images):
-        save_with_settings(image, os.path.join(args.out, f"{i:03d}.png"), {**result.settings, "index": i})
-    save_grid(result.images, os.path.join(args.out, "grid.png"))
-    print(f"wrote {len(result.images)} images and grid.png to {args.out} in {result.elapsed:.1f}s on {result.settings['device']}")
+    bar.close()
+    write_samples(result, args.out)
 
 
 if __name__ == "__main__":

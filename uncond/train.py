@@ -290,29 +290,40 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
     return out_dir
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train the unconditional DDPM UNet.")
-    parser.add_argument("--data", required=True, help="image folder (imagefolder layout) or a Hugging Face dataset name")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints, sample grids and the final model")
-    parser.add_argument("--config", help="JSON file with TrainConfig fields (and 'unet': UNetConfig fields)")
+# TrainConfig fields that can also be given as flags (they override --config)
+FLAG_OVERRIDES = (("max_steps", int), ("batch_size", int), ("learning_rate", float), ("image_size", int), ("mixed_precision", str),
+                  ("checkpoint_every", int), ("sample_every", int), ("seed", int), ("prediction_type", str))
+
+
+def training_parser(description: str, config_help: str, extra_overrides=()) -> argparse.ArgumentParser:
+    """The training commands' shared flags: data, out, config file, resume, and per-field overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help="image folder (imagefolder layout, metadata.jsonl captions) or a Hugging Face dataset name")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, sample grids and the model")
+    parser.add_argument("--config", help=config_help)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if there is one")
-    for name, kind in (("max_steps", int), ("batch_size", int), ("learning_rate", float), ("image_size", int), ("mixed_precision", str),
-                       ("checkpoint_every", int), ("sample_every", int), ("seed", int), ("prediction_type", str)):
+    for name, kind in FLAG_OVERRIDES + tuple(extra_overrides):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     parser.add_argument("--random-flip", action="store_true", default=None)
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def config_from_args(args: argparse.Namespace, config_class=TrainConfig):
+    """The --config file's values, overridden by the flags that were given."""
     values = {}
     if args.config:
         with open(args.config) as f:
             values = json.load(f)
-    for name in TrainConfig.__dataclass_fields__:
+    for name in config_class.__dataclass_fields__:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
-    train(args.data, args.out, TrainConfig(**values), resume=args.resume)
+    return config_class(**values)
+
+
+def main(argv=None):
+    parser = training_parser("Train the unconditional DDPM UNet.", "JSON file with TrainConfig fields (and 'unet': UNetConfig fields)")
+    args = parser.parse_args(argv)
+    train(args.data, args.out, config_from_args(args), resume=args.resume)
 
 
 if __name__ == "__main__":
