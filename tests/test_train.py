@@ -144,3 +144,14 @@ def test_command_line_trains_on_an_image_folder(tmp_path):
     assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
     saved = json.load(open(tmp_path / "run" / "train_config.json"))
     assert saved["max_steps"] == 2 and saved["unet"]["block_out_channels"] == [8, 16]
+
+
+def test_init_from_a_model_folder_starts_from_its_weights(tmp_path):
+    dataset = TinyDataset()
+    train("", str(tmp_path / "first"), tiny_config(max_steps=2), task=KilledAt(dataset, kill_step=None), log=lambda *_: None)
+    first = UNet.from_pretrained(str(tmp_path / "first"))
+    config = tiny_config(max_steps=1, learning_rate=1e-12, warmup_steps=1, init_from=str(tmp_path / "first"))
+    train("", str(tmp_path / "second"), config, task=KilledAt(dataset, kill_step=None), log=lambda *_: None)
+    second = UNet.from_pretrained(str(tmp_path / "second"))
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)

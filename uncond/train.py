@@ -55,6 +55,7 @@ class TrainConfig:
     sample_every: int = 1000
     num_sample_images: int = 16
     seed: int = 0
+    init_from: str = ""  # a model folder to start from instead of random weights (e.g. the shipped model); ignored when resuming
     unet: dict = field(default_factory=dict)  # UNetConfig fields; sample_size follows image_size
 
     def __post_init__(self):
@@ -243,6 +244,12 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
     ema_model = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     start_step = load_checkpoint(checkpoint, model, ema_model, optimizer) if checkpoint else 0
+    if not checkpoint and config.init_from:
+        # warm start: the saved (EMA) weights become both the trained and the EMA weights; the optimizer starts afresh
+        state = type(model).from_pretrained(config.init_from).state_dict()
+        model.load_state_dict(state)
+        ema_model.load_state_dict(state)
+        log(f"initialised from {config.init_from}")
     scheduler = build_scheduler(config)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, config.max_steps), last_epoch=start_step - 1
@@ -292,7 +299,7 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
 
 # TrainConfig fields that can also be given as flags (they override --config)
 FLAG_OVERRIDES = (("max_steps", int), ("batch_size", int), ("learning_rate", float), ("image_size", int), ("mixed_precision", str),
-                  ("checkpoint_every", int), ("sample_every", int), ("seed", int), ("prediction_type", str))
+                  ("checkpoint_every", int), ("sample_every", int), ("seed", int), ("prediction_type", str), ("init_from", str))
 
 
 def training_parser(description: str, config_help: str, extra_overrides=()) -> argparse.ArgumentParser:
