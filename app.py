@@ -44,11 +44,18 @@ PREVIEW_EVERY = 5  # steps between live previews
 STRIP_FRAMES = 8  # frames of the last generation shown in "How it works"
 MAX_IMAGES = 16
 MAX_GUIDANCE = 20.0
-DEFAULT_STEPS = {"DDPM": 1000, "DDIM": 50}
+# picker label -> (scheduler name in the pipelines, default steps); the last two are diffusers' samplers in our loop
+SCHEDULERS = {
+    "DDPM": ("ddpm", 1000),
+    "DDIM": ("ddim", 50),
+    "DPM-Solver++ (diffusers)": ("dpm++", 20),
+    "Euler (diffusers)": ("euler", 30),
+}
 
 DESCRIPTION = """# Emoji from noise
 A small diffusion model, written from scratch, turns random noise into emoji in a few dozen steps.
 **DDPM** removes the noise in up to 1000 small random steps; **DDIM** takes bigger, deterministic steps (eta 0), so 50 are enough.
+Both are written from scratch here; **DPM-Solver++** and **Euler** are diffusers' samplers driven by the same loop.
 """
 
 
@@ -181,15 +188,15 @@ def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, s
     scheduler, steps, eta, num_images, seed = check_sampling_fields(scheduler, steps, eta, num_images, seed)
 
     def run(callback):
-        return pipe(num_images=num_images, num_inference_steps=steps, scheduler=scheduler.lower(), eta=eta, seed=seed, callback=callback)
+        return pipe(num_images=num_images, num_inference_steps=steps, scheduler=SCHEDULERS[scheduler][0], eta=eta, seed=seed, callback=callback)
 
     yield from stream_to_page(run, steps, seed, progress)
 
 
 def check_sampling_fields(scheduler, steps, eta, num_images, seed) -> tuple:
     """The sampling controls both tabs share, checked; a gr.Error names the first bad field."""
-    if scheduler not in DEFAULT_STEPS:
-        raise gr.Error(f"Scheduler must be one of {', '.join(DEFAULT_STEPS)}, got {scheduler!r}.")
+    if scheduler not in SCHEDULERS:
+        raise gr.Error(f"Scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}.")
     steps = check_int("Steps", steps, 1, 1000)
     num_images = check_int("Number of images", num_images, 1, MAX_IMAGES)
     seed = check_int("Seed", seed, 0, MAX_SEED)
@@ -219,7 +226,7 @@ def generate_text_to_image(prompt, negative_prompt, guidance_scale, scheduler: s
 
     def run(callback):
         return TXT2IMG(prompt=prompt, negative_prompt=negative_prompt or None, num_images=num_images, num_inference_steps=steps,
-                       scheduler=scheduler.lower(), eta=eta, guidance_scale=guidance_scale, seed=seed, callback=callback)
+                       scheduler=SCHEDULERS[scheduler][0], eta=eta, guidance_scale=guidance_scale, seed=seed, callback=callback)
 
     for outputs in stream_to_page(run, steps, seed, progress):
         yield outputs[:3]
@@ -283,8 +290,8 @@ class SamplingControls:
 
 def sampling_controls() -> SamplingControls:
     """Scheduler, steps (defaults follow the scheduler), eta (DDIM only), number of images, seed with a random button, Generate and Stop."""
-    scheduler = gr.Radio(list(DEFAULT_STEPS), value="DDIM", label="Scheduler")
-    steps = gr.Slider(1, 1000, value=DEFAULT_STEPS["DDIM"], step=1, label="Steps")
+    scheduler = gr.Radio(list(SCHEDULERS), value="DDIM", label="Scheduler")
+    steps = gr.Slider(1, 1000, value=SCHEDULERS["DDIM"][1], step=1, label="Steps")
     eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
     num_images = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
     with gr.Row():
@@ -293,7 +300,7 @@ def sampling_controls() -> SamplingControls:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary")
         stop = gr.Button("Stop")
-    scheduler.change(lambda s: (gr.update(value=DEFAULT_STEPS[s]), gr.update(visible=s == "DDIM")), scheduler, [steps, eta], api_visibility="private")
+    scheduler.change(lambda s: (gr.update(value=SCHEDULERS[s][1]), gr.update(visible=s == "DDIM")), scheduler, [steps, eta], api_visibility="private")
     randomize.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_visibility="private")
     return SamplingControls(scheduler, steps, eta, num_images, seed, generate, stop)
 

@@ -181,3 +181,9 @@ def test_long_and_odd_prompts_still_give_images(tiny_txt2img):
         gallery, settings, _ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
         assert len(gallery) == 1
         assert json.loads(settings)["truncated"] == (len(prompt) == 100_000)
+
+
+@pytest.mark.parametrize("scheduler", ["DPM-Solver++ (diffusers)", "Euler (diffusers)"])
+def test_diffusers_samplers_from_the_picker(scheduler):
+    gallery, settings, seed, strip = run_unconditional(app.UNCOND_DEFAULT, scheduler, 6, 0.0, 1, 5)[-1]
+    assert len(gallery) == 1 and json.loads(settings)["scheduler"] == app.SCHEDULERS[scheduler][0]

@@ -103,3 +103,18 @@ def test_sample_cli_writes_pngs_with_settings_and_a_grid(model_dir, tmp_path):
     image = Image.open(out / "001.png")
     assert image.text["seed"] == "5" and image.text["scheduler"] == "ddim" and image.text["steps"] == "3" and image.text["index"] == "1"
     assert Image.open(out / "grid.png").size == (32, 32)  # 2 x 2 tiles of 16 px
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "euler"])
+def test_diffusers_samplers_run_in_our_loop(pipe, scheduler):
+    seen = []
+    result = pipe(num_images=2, num_inference_steps=6, scheduler=scheduler, seed=3, callback=lambda step, t, x_t, x_0: seen.append(x_0.shape) and None)
+    again = pipe(num_images=2, num_inference_steps=6, scheduler=scheduler, seed=3)
+    assert len(result.images) == 2 and result.images[0].size == (16, 16) and len(seen) == 6
+    assert result.images[0].tobytes() == again.images[0].tobytes()
+    assert np.asarray(result.images[0]).std() > 0  # not a blank image
+
+
+def test_unknown_scheduler_lists_the_choices(pipe):
+    with pytest.raises(ValueError, match="dpm\\+\\+"):
+        pipe(scheduler="plms")

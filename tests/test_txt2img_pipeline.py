@@ -151,7 +151,7 @@ def test_callback_can_stop(pipe):
         (dict(guidance_rescale=1.5), "guidance_rescale"),
         (dict(num_images=0), "num_images"),
         (dict(num_inference_steps=0), "num_inference_steps"),
-        (dict(scheduler="euler"), "scheduler"),
+        (dict(scheduler="plms"), "scheduler"),
         (dict(eta=2.0), "eta"),
         (dict(seed=-1), "seed"),
     ],
@@ -194,3 +194,10 @@ def test_sample_cli_writes_pngs_with_settings_and_a_grid(model_dir, tmp_path):
     image = Image.open(out / "001.png")
     assert image.text["prompt"] == "red heart" and image.text["guidance_scale"] == "4.0" and image.text["seed"] == "5"
     assert image.text["index"] == "1" and image.text["truncated"] == "False"
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "euler"])
+def test_diffusers_samplers_run_in_the_guided_loop(pipe, scheduler):
+    result = pipe("red", num_images=2, num_inference_steps=4, scheduler=scheduler, guidance_scale=3.0, seed=1)
+    again = pipe("red", num_images=2, num_inference_steps=4, scheduler=scheduler, guidance_scale=3.0, seed=1)
+    assert len(result.images) == 2 and result.images[1].tobytes() == again.images[1].tobytes()

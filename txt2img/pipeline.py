@@ -100,20 +100,25 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
     else:
         hidden_states = cond.hidden_states.to(device=device, dtype=dtype)  # (B, L, D)
         attention_mask = cond.attention_mask.to(device)  # (B, L)
+    x_t = x_t * scheduler.init_noise_sigma  # 1 for DDPM/DDIM; sigma_max for Euler
     steps_done = 0
     for i, t in enumerate(scheduler.timesteps):
+        model_input = scheduler.scale_model_input(x_t, t)  # the identity for DDPM/DDIM
         if guided:
-            model_output = unet(torch.cat([x_t, x_t]), t, hidden_states, attention_mask)  # (2B, C, H, W)
+            model_output = unet(torch.cat([model_input, model_input]), t, hidden_states, attention_mask)  # (2B, C, H, W)
             out_uncond, out_cond = model_output.chunk(2)
             model_output = classifier_free_guidance(out_cond, out_uncond, guidance_scale, guidance_rescale)
         else:
-            model_output = unet(x_t, t, hidden_states, attention_mask)
+            model_output = unet(model_input, t, hidden_states, attention_mask)
         out = scheduler.step(model_output, t, x_t, generator=generator, **extra)
         x_t = out.prev_sample
         steps_done = i + 1
-        if callback is not None and callback(i, int(t), x_t, out.pred_original_sample):
+        # DPM-Solver++ reports no x_0 estimate: previews then show x_t
+        pred_original_sample = getattr(out, "pred_original_sample", None)
+        pred_original_sample = x_t if pred_original_sample is None else pred_original_sample
+        if callback is not None and callback(i, int(t), x_t, pred_original_sample):
             # stopped early: the best estimate of x_0 so far is the model's prediction
-            return out.pred_original_sample, steps_done
+            return pred_original_sample, steps_done
     return x_t, steps_done
 
 

@@ -23,6 +23,10 @@ from uncond.scheduler import DDIMScheduler, DDPMScheduler
 from uncond.unet import UNet
 
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+# diffusers' samplers that fit the same loop (set_timesteps, scale_model_input, step), offered as extras
+DIFFUSERS_SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler"}
+# the training-schedule settings a diffusers sampler takes from our scheduler config
+SHARED_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "timestep_spacing", "steps_offset")
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 MAX_SEED = 2**63 - 1
 
@@ -47,11 +51,15 @@ class SampleOutput:
 
 
 def make_scheduler(name: str, config: dict):
-    """A fresh DDPM or DDIM sampler built from the training schedule's config."""
-    if name not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {name!r}")
-    cls = SCHEDULERS[name]
-    return cls.from_config(config)
+    """A fresh sampler built from the training schedule's config: our DDPM or DDIM, or diffusers' DPM-Solver++ or Euler."""
+    if name in SCHEDULERS:
+        return SCHEDULERS[name].from_config(config)
+    if name in DIFFUSERS_SCHEDULERS:
+        import diffusers
+
+        cls = getattr(diffusers, DIFFUSERS_SCHEDULERS[name])
+        return cls.from_config({k: v for k, v in config.items() if k in SHARED_SCHEDULE_KEYS})
+    raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS) + sorted(DIFFUSERS_SCHEDULERS)}, got {name!r}")
 
 
 def check_sampling_args(num_images: int, num_inference_steps: int, eta: float, seed: int, num_train_timesteps: int) -> None:
@@ -133,15 +141,19 @@ def save_grid(images: list, path: str, columns: int | None = None) -> None:
 def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: float = 0.0, callback: Callback | None = None) -> tuple[torch.Tensor, int]:
     """Run the reverse process from x_T = `x_t`; returns (x_0, steps done). Ho et al. 2020 Alg. 2 / Song et al. 2021 eq. 12."""
     extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
+    x_t = x_t * scheduler.init_noise_sigma  # 1 for DDPM/DDIM; sigma_max for Euler
     steps_done = 0
     for i, t in enumerate(scheduler.timesteps):
-        model_output = unet(x_t, t)
+        model_output = unet(scheduler.scale_model_input(x_t, t), t)  # the input scaling is the identity for DDPM/DDIM
         out = scheduler.step(model_output, t, x_t, generator=generator, **extra)
         x_t = out.prev_sample
         steps_done = i + 1
-        if callback is not None and callback(i, int(t), x_t, out.pred_original_sample):
+        # DPM-Solver++ reports no x_0 estimate: previews then show x_t
+        pred_original_sample = getattr(out, "pred_original_sample", None)
+        pred_original_sample = x_t if pred_original_sample is None else pred_original_sample
+        if callback is not None and callback(i, int(t), x_t, pred_original_sample):
             # stopped early: the best estimate of x_0 so far is the model's prediction
-            return out.pred_original_sample, steps_done
+            return pred_original_sample, steps_done
     return x_t, steps_done
 
 
