@@ -32,7 +32,7 @@ import gradio as gr
 import torch
 
 from uncond.pipeline import MAX_SEED, UnconditionalPipeline, default_device, forward_diffuse, noise_schedule
-from uncond.sample import save_with_settings
+from uncond.sample import read_settings, save_with_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UNCOND_WEIGHTS = os.path.join(HERE, "weights", "uncond")
@@ -275,6 +275,22 @@ def schedule_table(model: str):
     return pd.DataFrame(rows)
 
 
+def restore_settings(file, with_prompt: bool) -> list:
+    """Control values from a PNG this app made: scheduler, steps, eta, seed (and prompt, negative prompt, guidance)."""
+    if file is None:
+        return [gr.skip()] * (7 if with_prompt else 4)
+    try:
+        settings = read_settings(file if isinstance(file, str) else file.name)
+    except ValueError as error:
+        raise gr.Error(f"Settings file: {error}.")
+    labels = {name: label for label, (name, _) in SCHEDULERS.items()}
+    values = [labels.get(settings.get("scheduler"), gr.skip()), settings.get("steps", gr.skip()), settings.get("eta", gr.skip()),
+              settings.get("seed", gr.skip())]
+    if with_prompt:
+        values = [settings.get("prompt", gr.skip()), settings.get("negative_prompt", gr.skip()), settings.get("guidance_scale", gr.skip())] + values
+    return values
+
+
 @dataclass
 class SamplingControls:
     """The controls and outputs both generation tabs share."""
@@ -286,6 +302,7 @@ class SamplingControls:
     seed: gr.Number
     generate: gr.Button
     stop: gr.Button
+    restore: gr.File
 
 
 def sampling_controls() -> SamplingControls:
@@ -300,9 +317,11 @@ def sampling_controls() -> SamplingControls:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary")
         stop = gr.Button("Stop")
-    scheduler.change(lambda s: (gr.update(value=SCHEDULERS[s][1]), gr.update(visible=s == "DDIM")), scheduler, [steps, eta], api_visibility="private")
+    restore = gr.File(label="Drop a PNG made here to restore its settings", file_types=[".png"], height=80)
+    # .input, not .change: a restored scheduler must not reset the restored steps
+    scheduler.input(lambda s: (gr.update(value=SCHEDULERS[s][1]), gr.update(visible=s == "DDIM")), scheduler, [steps, eta], api_visibility="private")
     randomize.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_visibility="private")
-    return SamplingControls(scheduler, steps, eta, num_images, seed, generate, stop)
+    return SamplingControls(scheduler, steps, eta, num_images, seed, generate, stop, restore)
 
 
 def result_outputs() -> list:
@@ -338,6 +357,8 @@ with gr.Blocks(title="Emoji from noise") as demo:
         t_event = t.generate.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
                                    t_outputs, api_name="text_to_image", concurrency_limit=1, concurrency_id="sampling")
         t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
+        t.restore.change(lambda f: restore_settings(f, True), t.restore, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
+                         api_visibility="private")
 
     with gr.Tab("How it works"):
         gr.Markdown(
@@ -364,6 +385,7 @@ with gr.Blocks(title="Emoji from noise") as demo:
     u_event = u.generate.click(generate_unconditional, [u_model, u.scheduler, u.steps, u.eta, u.num_images, u.seed], u_outputs + [h_strip],
                                api_name="unconditional", concurrency_limit=1, concurrency_id="sampling")
     u.stop.click(None, None, None, cancels=[u_event], api_visibility="private")
+    u.restore.change(lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private")
     u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
 
 

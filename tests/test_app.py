@@ -187,3 +187,14 @@ def test_long_and_odd_prompts_still_give_images(tiny_txt2img):
 def test_diffusers_samplers_from_the_picker(scheduler):
     gallery, settings, seed, strip = run_unconditional(app.UNCOND_DEFAULT, scheduler, 6, 0.0, 1, 5)[-1]
     assert len(gallery) == 1 and json.loads(settings)["scheduler"] == app.SCHEDULERS[scheduler][0]
+
+
+def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
+    gallery, _, _ = run_text_to_image("cat face", "dog", 2.5, "DDIM", 7, 0.3, 1, 4242)[-1]
+    prompt, negative, guidance, scheduler, steps, eta, seed = app.restore_settings(gallery[0][0], with_prompt=True)
+    assert (prompt, negative, guidance, scheduler, steps, eta, seed) == ("cat face", "dog", 2.5, "DDIM", 7, 0.3, 4242)
+    gallery, _, _, _ = run_unconditional(app.UNCOND_DEFAULT, "Euler (diffusers)", 3, 0.0, 1, 99)[-1]
+    assert app.restore_settings(gallery[0][0], with_prompt=False) == ["Euler (diffusers)", 3, 0.0, 99]
+    (tmp_path / "bad.png").write_bytes(b"not a png at all")
+    with pytest.raises(gr.Error, match="Settings file"):
+        app.restore_settings(str(tmp_path / "bad.png"), with_prompt=False)

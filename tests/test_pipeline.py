@@ -118,3 +118,39 @@ def test_diffusers_samplers_run_in_our_loop(pipe, scheduler):
 def test_unknown_scheduler_lists_the_choices(pipe):
     with pytest.raises(ValueError, match="dpm\\+\\+"):
         pipe(scheduler="plms")
+
+
+def test_settings_round_trip_through_png_text_chunks(tmp_path):
+    from uncond.sample import read_settings, save_with_settings
+
+    path = str(tmp_path / "x.png")
+    save_with_settings(Image.new("RGB", (8, 8)), path, {"scheduler": "ddim", "steps": 50, "eta": 0.5, "seed": 2**62, "prompt": "red heart", "other": "x"})
+    assert read_settings(path) == {"scheduler": "ddim", "steps": 50, "eta": 0.5, "seed": 2**62, "prompt": "red heart"}
+
+
+def test_settings_reader_refuses_bad_files(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    from uncond.sample import read_settings, save_with_settings
+
+    good = tmp_path / "good.png"
+    save_with_settings(Image.new("RGB", (8, 8)), str(good), {"seed": 1, "steps": 5})
+    data = good.read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    (tmp_path / "text.png").write_bytes(b"hello, not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    info = PngInfo()
+    info.add_text("seed", "not a number")
+    Image.new("RGB", (8, 8)).save(tmp_path / "badtype.png", pnginfo=info)
+    info = PngInfo()
+    info.add_text("prompt", "x" * 100_000)
+    Image.new("RGB", (8, 8)).save(tmp_path / "huge.png", pnginfo=info)
+    info = PngInfo()
+    info.add_text("prompt", "y" * 5_000_000, zip=True)  # a small file that decompresses past Pillow's cap
+    Image.new("RGB", (8, 8)).save(tmp_path / "bomb.png", pnginfo=info)
+    for name, message in [("truncated.png", "PNG"), ("garbage.png", "PNG"), ("text.png", "PNG"), ("photo.jpg", "not a PNG"),
+                          ("plain.png", "no settings"), ("badtype.png", "seed"), ("huge.png", "prompt"), ("bomb.png", "PNG|prompt")]:
+        with pytest.raises(ValueError, match=message):
+            read_settings(str(tmp_path / name))

@@ -25,6 +25,40 @@ def save_with_settings(image, path: str, settings: dict) -> None:
     image.save(path, pnginfo=info)
 
 
+# the settings a PNG of this project carries that can be restored, with their types
+RESTORABLE = {"model": str, "scheduler": str, "steps": int, "eta": float, "seed": int, "prompt": str, "negative_prompt": str, "guidance_scale": float}
+MAX_SETTING_CHARS = 4096  # longer values are refused (prompts are cut at 32 tokens anyway)
+
+
+def read_settings(path: str) -> dict:
+    """The settings written by `save_with_settings`, typed; ValueError for a file that is not such a PNG."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            # reading .text decodes the text chunks; Pillow caps their size (PngImagePlugin.MAX_TEXT_CHUNK)
+            text = dict(image.text) if image_format == "PNG" else {}
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as error:
+        raise ValueError(f"not a readable PNG file ({type(error).__name__}: {error})") from error
+    if image_format != "PNG":
+        raise ValueError(f"not a PNG file (it is {image_format})")
+    settings = {}
+    for key, kind in RESTORABLE.items():
+        if key not in text:
+            continue
+        value = text[key]
+        if not isinstance(value, str) or len(value) > MAX_SETTING_CHARS:
+            raise ValueError(f"setting {key!r} is longer than {MAX_SETTING_CHARS} characters")
+        try:
+            settings[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"setting {key!r} should be a {kind.__name__}, got {value[:40]!r}") from None
+    if not settings:
+        raise ValueError("this PNG carries no settings of this app")
+    return settings
+
+
 def progress_callback(total: int, desc: str):
     """A progress bar and the pipeline callback that advances it (returns None: the loop goes on)."""
     bar = tqdm(total=total, desc=desc)
