@@ -232,6 +232,12 @@ def generate_text_to_image(prompt, negative_prompt, guidance_scale, scheduler: s
         yield outputs[:3]
 
 
+def suggest_captions(prompt: str):
+    """The training captions closest to what is typed, so a user learns the model's vocabulary."""
+    captions = TXT2IMG.closest_captions(prompt, k=6) if TXT2IMG is not None and isinstance(prompt, str) else []
+    return gr.update(samples=[[caption] for caption in captions])
+
+
 def stream_to_page(run, steps: int, seed: int, progress):
     """Page outputs while sampling: previews with progress, then the PNGs, their settings, the seed and the reverse-process strip."""
     started = time.perf_counter()
@@ -348,6 +354,7 @@ with gr.Blocks(title="Emoji from noise") as demo:
         with gr.Row():
             with gr.Column(scale=1):
                 t_prompt = gr.Textbox(label="Prompt", value="red heart", max_lines=2)
+                t_suggestions = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[], label="Closest captions the model was trained on")
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
                 t = sampling_controls()
@@ -357,6 +364,8 @@ with gr.Blocks(title="Emoji from noise") as demo:
         t_event = t.generate.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
                                    t_outputs, api_name="text_to_image", concurrency_limit=1, concurrency_id="sampling")
         t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
+        t_prompt.change(suggest_captions, t_prompt, t_suggestions, trigger_mode="always_last", api_visibility="private", concurrency_id="suggest")
+        t_suggestions.click(lambda sample: sample[0], t_suggestions, t_prompt, api_visibility="private")
         t.restore.change(lambda f: restore_settings(f, True), t.restore, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
                          api_visibility="private")
 

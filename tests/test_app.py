@@ -198,3 +198,13 @@ def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
     with pytest.raises(gr.Error, match="Settings file"):
         app.restore_settings(str(tmp_path / "bad.png"), with_prompt=False)
+
+
+def test_suggestions_are_the_closest_training_captions(tiny_txt2img, monkeypatch):
+    monkeypatch.setattr(tiny_txt2img, "captions", ["red", "blue", "green", "red heart"])
+    monkeypatch.setattr(tiny_txt2img, "_caption_features", None)
+    assert tiny_txt2img.closest_captions("red", k=1) == ["red"]  # the same text is its own nearest caption
+    assert len(tiny_txt2img.closest_captions("something", k=3)) == 3
+    assert tiny_txt2img.closest_captions("   ") == []
+    update = app.suggest_captions("blue")
+    assert ["blue"] in update["samples"] and len(update["samples"]) == 4

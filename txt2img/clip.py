@@ -98,6 +98,13 @@ class TextEncoder:
         hidden_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return TextEmbeddings(hidden_states, attention_mask.bool(), truncated)
 
+    @torch.inference_mode()
+    def pooled(self, prompts: list) -> torch.Tensor:
+        """Unit-norm pooled text states (B, D): CLIP's end-token state, one vector per prompt, for comparing prompts."""
+        input_ids, attention_mask, _ = self.tokenize(prompts)
+        output = self.text_model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
+        return F.normalize(output.pooler_output.float(), dim=-1)
+
 
 # ---- both towers: embeddings in the shared space ----
 

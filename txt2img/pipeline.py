@@ -34,6 +34,7 @@ from uncond.scheduler import DDIMScheduler
 
 PIPELINE_CONFIG_NAME = "pipeline.json"
 UNET_FOLDER = "unet"
+CAPTIONS_NAME = "captions.json"  # the training captions, written by txt2img.train
 TEXT_ENCODER_FOLDER = "text_encoder"
 
 
@@ -177,7 +178,7 @@ def text_encoder_location(directory: str) -> str:
 class TextToImagePipeline:
     """A text-conditional UNet, its frozen CLIP text encoder and the training noise schedule; call it with a prompt."""
 
-    def __init__(self, unet: TextUNet, text_encoder: TextEncoder, scheduler_config: dict, name: str = "txt2img"):
+    def __init__(self, unet: TextUNet, text_encoder: TextEncoder, scheduler_config: dict, name: str = "txt2img", captions: list | None = None):
         if unet.config.cross_attention_dim != text_encoder.hidden_size:
             raise ValueError(
                 f"text_encoder width {text_encoder.hidden_size} does not match the UNet's cross_attention_dim {unet.config.cross_attention_dim}"
@@ -186,6 +187,8 @@ class TextToImagePipeline:
         self.text_encoder = text_encoder
         self.scheduler_config = dict(scheduler_config)
         self.name = name
+        self.captions = list(captions or [])  # the training captions, if the model folder lists them
+        self._caption_features = None
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None) -> "TextToImagePipeline":
@@ -202,8 +205,12 @@ class TextToImagePipeline:
         if os.path.isfile(os.path.join(directory, SCHEDULER_CONFIG_NAME)):
             with open(os.path.join(directory, SCHEDULER_CONFIG_NAME)) as f:
                 scheduler_config = json.load(f)
+        captions = None
+        if os.path.isfile(os.path.join(directory, CAPTIONS_NAME)):
+            with open(os.path.join(directory, CAPTIONS_NAME)) as f:
+                captions = json.load(f)
         unet.to(device=device, dtype=dtype or torch.float32)
-        return cls(unet, text_encoder, scheduler_config, name=os.path.basename(os.path.normpath(str(path_or_hub_id))))
+        return cls(unet, text_encoder, scheduler_config, name=os.path.basename(os.path.normpath(str(path_or_hub_id))), captions=captions)
 
     @classmethod
     def untrained(cls, text_encoder_path: str, device=None) -> "TextToImagePipeline":
@@ -223,6 +230,15 @@ class TextToImagePipeline:
         if text_encoder_reference is None:
             save_text_encoder(self.text_encoder, os.path.join(directory, TEXT_ENCODER_FOLDER))
         write_pipeline_config(directory, text_encoder_reference or TEXT_ENCODER_FOLDER)
+
+    def closest_captions(self, prompt: str, k: int = 5) -> list:
+        """The `k` training captions nearest to `prompt` in the text encoder's space: the model's vocabulary, for suggestions."""
+        if not self.captions or not isinstance(prompt, str) or not prompt.strip():
+            return []
+        if self._caption_features is None:  # once, on first use (a few thousand short captions: about a second)
+            self._caption_features = torch.cat([self.text_encoder.pooled(self.captions[i : i + 256]) for i in range(0, len(self.captions), 256)])
+        similarity = self._caption_features @ self.text_encoder.pooled([prompt])[0]  # (N,)
+        return [self.captions[i] for i in similarity.topk(min(k, len(self.captions))).indices.tolist()]
 
     @property
     def device(self) -> torch.device:

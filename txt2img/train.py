@@ -21,14 +21,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
-from txt2img.pipeline import TEXT_ENCODER_FOLDER, UNET_FOLDER, sample_images, save_text_encoder, write_pipeline_config
+from txt2img.pipeline import CAPTIONS_NAME, TEXT_ENCODER_FOLDER, UNET_FOLDER, sample_images, save_text_encoder, write_pipeline_config
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond.pipeline import save_grid
 from uncond.train import (SCHEDULER_CONFIG_NAME, TRAIN_CONFIG_NAME, TrainConfig, UnconditionalTask, config_from_args, find_checkpoint, train,
                           training_parser)
 
 VALIDATION_PROMPTS = ("red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun")
-CAPTIONS_NAME = "captions.json"
 ENCODE_BATCH = 256  # captions per text-encoder call while filling the cache
 
 
