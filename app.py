@@ -354,7 +354,8 @@ with gr.Blocks(title="Emoji from noise") as demo:
         with gr.Row():
             with gr.Column(scale=1):
                 t_prompt = gr.Textbox(label="Prompt", value="red heart", max_lines=2)
-                t_suggestions = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[], label="Closest captions the model was trained on")
+                t_suggestions = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[], label="Closest captions the model was trained on",
+                                           visible=TXT2IMG is not None and bool(TXT2IMG.captions))
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
                 t = sampling_controls()

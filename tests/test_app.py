@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,8 +12,8 @@ import torch
 from PIL import Image
 
 import app
+from tests.serving import ROOT, free_port, wait_for_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_unconditional(*args):
@@ -104,12 +103,6 @@ def test_closing_the_stream_stops_the_worker_within_a_step():
     assert len(steps_run) == count < 1000  # the worker has ended
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_served_app_answers_the_api(tmp_path):
     from gradio_client import Client
@@ -118,14 +111,7 @@ def test_served_app_answers_the_api(tmp_path):
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                time.sleep(0.5)
+        wait_for_port(server, port)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         gallery, settings, seed, strip = client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional")
         assert seed == 77 and len(gallery) == 2 and '"seed": 77' in settings
