@@ -228,8 +228,7 @@ def generate_text_to_image(prompt, negative_prompt, guidance_scale, scheduler: s
         return TXT2IMG(prompt=prompt, negative_prompt=negative_prompt or None, num_images=num_images, num_inference_steps=steps,
                        scheduler=SCHEDULERS[scheduler][0], eta=eta, guidance_scale=guidance_scale, seed=seed, callback=callback)
 
-    for outputs in stream_to_page(run, steps, seed, progress):
-        yield outputs[:3]
+    yield from stream_to_page(run, steps, seed, progress)
 
 
 def suggest_captions(prompt: str):
@@ -362,9 +361,6 @@ with gr.Blocks(title="Emoji from noise") as demo:
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
                 t_outputs = result_outputs()
-        t_event = t.generate.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
-                                   t_outputs, api_name="text_to_image", concurrency_limit=1, concurrency_id="sampling")
-        t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
         t_prompt.change(suggest_captions, t_prompt, t_suggestions, trigger_mode="always_last", api_visibility="private", concurrency_id="suggest")
         t_suggestions.click(lambda sample: sample[0], t_suggestions, t_prompt, api_visibility="private")
         t.restore.change(lambda f: restore_settings(f, True), t.restore, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
@@ -386,7 +382,7 @@ with gr.Blocks(title="Emoji from noise") as demo:
                 h_plot = gr.LinePlot(schedule_table(UNCOND_DEFAULT), x="t", y="value", color="curve", title="Noise schedule", height=260)
         gr.Markdown(
             "**Reverse process.** Sampling starts from pure noise x_T and removes a little of it at each step. "
-            "Top row: x_t of the first image of your last Unconditional generation; bottom row: the network's guess of the final picture at that step."
+            "Top row: x_t of the first image of your last generation (either tab); bottom row: the network's guess of the final picture at that step."
         )
         h_strip = gr.Gallery(label="Last generation, step by step", columns=STRIP_FRAMES, height=300)
         for trigger in (h_image.change, h_t.release):
@@ -395,6 +391,9 @@ with gr.Blocks(title="Emoji from noise") as demo:
     u_event = u.generate.click(generate_unconditional, [u_model, u.scheduler, u.steps, u.eta, u.num_images, u.seed], u_outputs + [h_strip],
                                api_name="unconditional", concurrency_limit=1, concurrency_id="sampling")
     u.stop.click(None, None, None, cancels=[u_event], api_visibility="private")
+    t_event = t.generate.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
+                               t_outputs + [h_strip], api_name="text_to_image", concurrency_limit=1, concurrency_id="sampling")
+    t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
     u.restore.change(lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private")
     u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
 

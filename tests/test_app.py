@@ -118,6 +118,10 @@ def test_served_app_answers_the_api(tmp_path):
         assert Image.open(gallery[0]["image"]).text["seed"] == "77"
         with pytest.raises(Exception, match="Seed"):
             client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 1, -5, api_name="/unconditional")
+        gallery, settings, seed, strip = client.predict("red heart", "", 3.0, "DDIM", 4, 0.0, 2, 5, api_name="/text_to_image")
+        assert seed == 5 and len(gallery) == 2 and json.loads(settings)["prompt"] == "red heart"
+        with pytest.raises(Exception, match="less than minimum value"):  # Gradio's own slider check (it does not name the field)
+            client.predict("red heart", "", -2.0, "DDIM", 4, 0.0, 1, 5, api_name="/text_to_image")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -140,8 +144,8 @@ def run_text_to_image(*args):
 
 def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt2img):
     outputs = run_text_to_image("red heart", "blue", 3.0, "DDIM", 6, 0.0, 2, 11)
-    gallery, settings, seed = outputs[-1]
-    assert seed == 11 and len(gallery) == 2
+    gallery, settings, seed, strip = outputs[-1]
+    assert seed == 11 and len(gallery) == 2 and len(strip) == 2 * 6  # one frame per step when there are fewer steps than frames
     image = Image.open(gallery[1][0])
     assert image.text["prompt"] == "red heart" and image.text["negative_prompt"] == "blue" and image.text["guidance_scale"] == "3.0"
 
@@ -164,7 +168,7 @@ def test_text_to_image_bad_input_names_the_field(tiny_txt2img, args, field):
 
 def test_long_and_odd_prompts_still_give_images(tiny_txt2img):
     for prompt in ["x" * 100_000, "\x00\x07\x1b[31m", "❤️🐱🍕"]:
-        gallery, settings, _ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
+        gallery, settings, _, _ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
         assert len(gallery) == 1
         assert json.loads(settings)["truncated"] == (len(prompt) == 100_000)
 
@@ -176,7 +180,7 @@ def test_diffusers_samplers_from_the_picker(scheduler):
 
 
 def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
-    gallery, _, _ = run_text_to_image("cat face", "dog", 2.5, "DDIM", 7, 0.3, 1, 4242)[-1]
+    gallery, _, _, _ = run_text_to_image("cat face", "dog", 2.5, "DDIM", 7, 0.3, 1, 4242)[-1]
     prompt, negative, guidance, scheduler, steps, eta, seed = app.restore_settings(gallery[0][0], with_prompt=True)
     assert (prompt, negative, guidance, scheduler, steps, eta, seed) == ("cat face", "dog", 2.5, "DDIM", 7, 0.3, 4242)
     gallery, _, _, _ = run_unconditional(app.UNCOND_DEFAULT, "Euler (diffusers)", 3, 0.0, 1, 99)[-1]
