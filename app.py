@@ -94,7 +94,10 @@ def load_txt2img():
 
     device = default_device()
     if os.path.isdir(os.path.join(TXT2IMG_WEIGHTS, "unet")):
-        return TextToImagePipeline.from_pretrained(TXT2IMG_WEIGHTS, device=device), ""
+        pipe = TextToImagePipeline.from_pretrained(TXT2IMG_WEIGHTS, device=device)
+        # encode the training captions for the suggestions in the background, not on the first keystroke
+        threading.Thread(target=pipe.closest_captions, args=("warm up",), daemon=True).start()
+        return pipe, ""
     if os.path.isfile(os.path.join(CLIP_WEIGHTS, "config.json")):
         return TextToImagePipeline.untrained(CLIP_WEIGHTS, device=device), "No trained weights in weights/txt2img: this UNet is freshly initialised and draws noise."
     return None, "No text-to-image model yet: weights/txt2img and weights/clip are missing."
@@ -234,7 +237,7 @@ def generate_text_to_image(prompt, negative_prompt, guidance_scale, scheduler: s
 def suggest_captions(prompt: str):
     """The training captions closest to what is typed, so a user learns the model's vocabulary."""
     captions = TXT2IMG.closest_captions(prompt, k=6) if TXT2IMG is not None and isinstance(prompt, str) else []
-    return gr.update(samples=[[caption] for caption in captions])
+    return gr.update(choices=captions, value=None)
 
 
 def stream_to_page(run, steps: int, seed: int, progress):
@@ -353,8 +356,8 @@ with gr.Blocks(title="Emoji from noise") as demo:
         with gr.Row():
             with gr.Column(scale=1):
                 t_prompt = gr.Textbox(label="Prompt", value="red heart", max_lines=2)
-                t_suggestions = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[], label="Closest captions the model was trained on",
-                                           visible=TXT2IMG is not None and bool(TXT2IMG.captions))
+                t_suggestions = gr.Radio(choices=[], label="Closest captions the model was trained on (pick one to use it)",
+                                         visible=TXT2IMG is not None and bool(TXT2IMG.captions))
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
                 t = sampling_controls()
@@ -362,7 +365,7 @@ with gr.Blocks(title="Emoji from noise") as demo:
             with gr.Column(scale=2):
                 t_outputs = result_outputs()
         t_prompt.change(suggest_captions, t_prompt, t_suggestions, trigger_mode="always_last", api_visibility="private", concurrency_id="suggest")
-        t_suggestions.click(lambda sample: sample[0], t_suggestions, t_prompt, api_visibility="private")
+        t_suggestions.input(lambda caption: caption, t_suggestions, t_prompt, api_visibility="private")
         t.restore.change(lambda f: restore_settings(f, True), t.restore, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
                          api_visibility="private")
 

@@ -197,4 +197,4 @@ def test_suggestions_are_the_closest_training_captions(tiny_txt2img, monkeypatch
     assert len(tiny_txt2img.closest_captions("something", k=3)) == 3
     assert tiny_txt2img.closest_captions("   ") == []
     update = app.suggest_captions("blue")
-    assert ["blue"] in update["samples"] and len(update["samples"]) == 4
+    assert "blue" in update["choices"] and len(update["choices"]) == 4

@@ -237,8 +237,12 @@ class TextToImagePipeline:
             return []
         if self._caption_features is None:  # once, on first use (a few thousand short captions: about a second)
             self._caption_features = torch.cat([self.text_encoder.pooled(self.captions[i : i + 256]) for i in range(0, len(self.captions), 256)])
-        similarity = self._caption_features @ self.text_encoder.pooled([prompt])[0]  # (N,)
-        return [self.captions[i] for i in similarity.topk(min(k, len(self.captions))).indices.tolist()]
+        similarity = self._caption_features @ self.text_encoder.pooled([prompt])[0]  # (N,) cosine in [-1, 1]
+        # typed words found in a caption count first ("cats" -> "cat face"): a small BPE knows few unseen words
+        words = [word.rstrip("s") or word for word in prompt.lower().split()]
+        overlap = torch.tensor([sum(word in caption.lower() for word in words) for caption in self.captions], dtype=similarity.dtype)
+        score = overlap * 2 + similarity
+        return [self.captions[i] for i in score.topk(min(k, len(self.captions))).indices.tolist()]
 
     @property
     def device(self) -> torch.device:
