@@ -29,7 +29,8 @@ import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
 from txt2img.unet import TextUNet, TextUNetConfig
-from uncond.pipeline import SCHEDULER_CONFIG_NAME, Callback, SampleOutput, check_sampling_args, default_device, initial_noise, make_scheduler, to_pil
+from uncond.pipeline import (SCHEDULER_CONFIG_NAME, Callback, SampleOutput, check_sampling_args, default_device, initial_noise, make_scheduler,
+                             predicted_x0, to_pil)
 from uncond.scheduler import DDIMScheduler
 
 PIPELINE_CONFIG_NAME = "pipeline.json"
@@ -114,9 +115,7 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
         out = scheduler.step(model_output, t, x_t, generator=generator, **extra)
         x_t = out.prev_sample
         steps_done = i + 1
-        # DPM-Solver++ reports no x_0 estimate: previews then show x_t
-        pred_original_sample = getattr(out, "pred_original_sample", None)
-        pred_original_sample = x_t if pred_original_sample is None else pred_original_sample
+        pred_original_sample = predicted_x0(out, x_t)
         if callback is not None and callback(i, int(t), x_t, pred_original_sample):
             # stopped early: the best estimate of x_0 so far is the model's prediction
             return pred_original_sample, steps_done

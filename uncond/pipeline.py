@@ -137,6 +137,12 @@ def save_grid(images: list, path: str, columns: int | None = None) -> None:
     grid.save(path)
 
 
+def predicted_x0(step_output, x_t: torch.Tensor) -> torch.Tensor:
+    """The step's estimate of x_0 for previews; DPM-Solver++ reports none, so x_t stands in."""
+    pred_original_sample = getattr(step_output, "pred_original_sample", None)
+    return x_t if pred_original_sample is None else pred_original_sample
+
+
 @torch.inference_mode()
 def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: float = 0.0, callback: Callback | None = None) -> tuple[torch.Tensor, int]:
     """Run the reverse process from x_T = `x_t`; returns (x_0, steps done). Ho et al. 2020 Alg. 2 / Song et al. 2021 eq. 12."""
@@ -148,9 +154,7 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: 
         out = scheduler.step(model_output, t, x_t, generator=generator, **extra)
         x_t = out.prev_sample
         steps_done = i + 1
-        # DPM-Solver++ reports no x_0 estimate: previews then show x_t
-        pred_original_sample = getattr(out, "pred_original_sample", None)
-        pred_original_sample = x_t if pred_original_sample is None else pred_original_sample
+        pred_original_sample = predicted_x0(out, x_t)
         if callback is not None and callback(i, int(t), x_t, pred_original_sample):
             # stopped early: the best estimate of x_0 so far is the model's prediction
             return pred_original_sample, steps_done
