@@ -38,6 +38,7 @@ GUIDANCE_SCALES = (1.0, 2.0, 3.0, 5.0, 7.0)
 HELD_OUT_EVERY = 4  # about one emoji in four with skin tones loses one tone to the held-out set
 MEMORISATION_THRESHOLD = 0.05  # RMS pixel distance in [0, 1] units; see uncond.metrics.memorisation_rate
 GRID_IMAGES = 64  # samples shown per setting in OUT/samples_*.png
+WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")  # the shipped models
 
 
 # ---- the fixed caption lists ----
@@ -320,9 +321,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="task", required=True)
     uncond = sub.add_parser("uncond", help="FID_CLIP, precision/recall and memorisation per sampler setting")
     txt2img = sub.add_parser("txt2img", help="CLIP score and caption retrieval per guidance scale, held-out pairs apart")
-    for p, data in ((uncond, "data/emoji32"), (txt2img, "data/emoji")):
-        p.add_argument("--model", required=True, help="model folder or hub id")
-        p.add_argument("--clip", required=True, help="the project's CLIP folder (both towers), e.g. weights/clip")
+    for p, data, model in ((uncond, "data/emoji32", "uncond"), (txt2img, "data/emoji", "txt2img")):
+        p.add_argument("--model", default=os.path.join(WEIGHTS, model), help=f"model folder or hub id (default: the shipped weights/{model})")
+        p.add_argument("--clip", default=os.path.join(WEIGHTS, "clip"), help="the project's CLIP folder, both towers (default: weights/clip)")
         p.add_argument("--data", default=data, help=f"image folder with metadata.jsonl (default {data})")
         p.add_argument("--out", required=True, help="folder for report.json, plot.png and sample grids")
         p.add_argument("--seed", type=int, default=0)
