@@ -154,3 +154,21 @@ def test_settings_reader_refuses_bad_files(tmp_path):
                           ("plain.png", "no settings"), ("badtype.png", "seed"), ("huge.png", "prompt"), ("bomb.png", "PNG|prompt")]:
         with pytest.raises(ValueError, match=message):
             read_settings(str(tmp_path / name))
+
+
+def test_half_precision_unet_keeps_x_t_and_the_scheduler_in_float32(model_dir):
+    full = UnconditionalPipeline.from_pretrained(str(model_dir), device="cpu")
+    half = UnconditionalPipeline.from_pretrained(str(model_dir), device="cpu", dtype=torch.bfloat16)
+    unet_inputs, loop_dtypes = [], []
+    hook = half.unet.register_forward_pre_hook(lambda module, args: unet_inputs.append(args[0].dtype))
+    try:
+        result = half(num_images=2, num_inference_steps=5, scheduler="ddpm", seed=0,
+                      callback=lambda step, t, x_t, x_0: loop_dtypes.append((x_t.dtype, x_0.dtype)) and None)
+    finally:
+        hook.remove()
+    assert unet_inputs == [torch.bfloat16] * 5 and loop_dtypes == [(torch.float32, torch.float32)] * 5
+    assert result.settings["dtype"] == "bfloat16"
+    # the same noise (drawn in float32 either way), so the images differ only by the UNet's bf16 rounding
+    reference = full(num_images=2, num_inference_steps=5, scheduler="ddpm", seed=0)
+    difference = np.abs(np.stack([np.asarray(i, dtype=np.int16) for i in result.images]) - np.stack([np.asarray(i, dtype=np.int16) for i in reference.images]))
+    assert difference.mean() < 3

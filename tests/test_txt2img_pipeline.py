@@ -201,3 +201,20 @@ def test_diffusers_samplers_run_in_the_guided_loop(pipe, scheduler):
     result = pipe("red", num_images=2, num_inference_steps=4, scheduler=scheduler, guidance_scale=3.0, seed=1)
     again = pipe("red", num_images=2, num_inference_steps=4, scheduler=scheduler, guidance_scale=3.0, seed=1)
     assert len(result.images) == 2 and result.images[1].tobytes() == again.images[1].tobytes()
+
+
+def test_half_precision_unet_keeps_x_t_and_guidance_in_float32():
+    unet, encoder = tiny_unet(), tiny_text_encoder()
+    full = TextToImagePipeline(unet, encoder, SCHEDULER_CONFIG)
+    half = TextToImagePipeline(tiny_unet().to(torch.bfloat16), encoder, SCHEDULER_CONFIG)
+    unet_inputs, loop_dtypes = [], []
+    hook = half.unet.register_forward_pre_hook(lambda module, args: unet_inputs.append((args[0].dtype, args[2].dtype, args[0].shape[0])))
+    try:
+        result = half("red", num_images=2, num_inference_steps=4, guidance_scale=3.0, seed=0,
+                      callback=lambda step, t, x_t, x_0: loop_dtypes.append((x_t.dtype, x_0.dtype)) and None)
+    finally:
+        hook.remove()
+    assert unet_inputs == [(torch.bfloat16, torch.bfloat16, 4)] * 4  # one guided batch of 2B per step, all in bf16
+    assert loop_dtypes == [(torch.float32, torch.float32)] * 4
+    reference = full("red", num_images=2, num_inference_steps=4, guidance_scale=3.0, seed=0)
+    assert np.abs(pixels(result.images).astype(np.int16) - pixels(reference.images).astype(np.int16)).mean() < 3

@@ -30,7 +30,7 @@ import torch
 from txt2img.clip import TextEmbeddings, TextEncoder
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond.pipeline import (SCHEDULER_CONFIG_NAME, Callback, SampleOutput, check_sampling_args, default_device, initial_noise, make_scheduler,
-                             predicted_x0, to_pil)
+                             model_dtype, predicted_x0, to_pil)
 from uncond.scheduler import DDIMScheduler
 
 PIPELINE_CONFIG_NAME = "pipeline.json"
@@ -94,7 +94,7 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
     extra = {"eta": eta, "use_clipped_model_output": guided} if isinstance(scheduler, DDIMScheduler) else {}
     if guided and uncond is None:
         raise ValueError("uncond embeddings are needed when guidance_scale != 1")
-    device, dtype = x_t.device, x_t.dtype
+    device, dtype = x_t.device, model_dtype(unet, x_t.dtype)  # the UNet's dtype, for its inputs
     if guided:
         # one batch of 2B: the B unconditional (or negative) rows first, then the B conditional rows
         hidden_states = torch.cat([uncond.hidden_states, cond.hidden_states]).to(device=device, dtype=dtype)  # (2B, L, D)
@@ -102,16 +102,18 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
     else:
         hidden_states = cond.hidden_states.to(device=device, dtype=dtype)  # (B, L, D)
         attention_mask = cond.attention_mask.to(device)  # (B, L)
+    timesteps = scheduler.timesteps.to(device)  # once, not a host-to-device copy per step
     x_t = x_t * scheduler.init_noise_sigma  # 1 for DDPM/DDIM; sigma_max for Euler
     steps_done = 0
     for i, t in enumerate(scheduler.timesteps):
-        model_input = scheduler.scale_model_input(x_t, t)  # the identity for DDPM/DDIM
+        # the UNet runs in its dtype; x_t, the guidance and the scheduler in x_t's (float32 from the pipeline)
+        model_input = scheduler.scale_model_input(x_t, t).to(dtype)  # the scaling is the identity for DDPM/DDIM
         if guided:
-            model_output = unet(torch.cat([model_input, model_input]), t, hidden_states, attention_mask)  # (2B, C, H, W)
+            model_output = unet(torch.cat([model_input, model_input]), timesteps[i], hidden_states, attention_mask).to(x_t.dtype)  # (2B, C, H, W)
             out_uncond, out_cond = model_output.chunk(2)
             model_output = classifier_free_guidance(out_cond, out_uncond, guidance_scale, guidance_rescale)
         else:
-            model_output = unet(model_input, t, hidden_states, attention_mask)
+            model_output = unet(model_input, timesteps[i], hidden_states, attention_mask).to(x_t.dtype)
         out = scheduler.step(model_output, t, x_t, generator=generator, **extra)
         x_t = out.prev_sample
         steps_done = i + 1
@@ -125,11 +127,11 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
 def sample_images(unet, scheduler_config: dict, cond: TextEmbeddings, uncond: TextEmbeddings, guidance_scale: float, num_inference_steps: int = 50,
                   scheduler: str = "ddim", eta: float = 0.0, seed: int = 0) -> list:
     """One PIL image per row of `cond`, from a fresh scheduler (used by training for its sample grids)."""
-    device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+    device = next(unet.parameters()).device
     sampler = make_scheduler(scheduler, scheduler_config)
     sampler.set_timesteps(num_inference_steps)
     size, channels = unet.config.sample_size, unet.config.in_channels
-    x_t, generator = initial_noise((cond.hidden_states.shape[0], channels, size, size), seed, device, dtype)
+    x_t, generator = initial_noise((cond.hidden_states.shape[0], channels, size, size), seed, device)
     was_training = unet.training
     unet.eval()
     x_0, _ = sample(unet, sampler, x_t, generator, cond, uncond, guidance_scale, 0.0, eta)
@@ -284,7 +286,7 @@ class TextToImagePipeline:
 
         sampler.set_timesteps(num_inference_steps)
         size, channels = self.unet.config.sample_size, self.unet.config.in_channels
-        x_t, generator = initial_noise((p * num_images, channels, size, size), seed, self.device, self.dtype)
+        x_t, generator = initial_noise((p * num_images, channels, size, size), seed, self.device)  # float32 whatever the UNet's dtype
         x_0, steps_done = sample(
             self.unet, sampler, x_t, generator, repeat_embeddings(cond, num_images), repeat_embeddings(uncond, num_images) if guided else None,
             guidance_scale, guidance_rescale, eta, callback,

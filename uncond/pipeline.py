@@ -7,6 +7,11 @@
 Seeds are device-independent: the initial noise x_T and DDPM's per-step noise are drawn from a
 CPU `torch.Generator` and then moved to the device, so seed 0 gives the same images on CPU and GPU
 (up to floating-point differences of the UNet itself).
+
+Precision: x_t and the scheduler's arithmetic stay float32 whatever the UNet runs in; a bf16/fp16 UNet
+gets its input cast down and its output cast back up, so 50 rounding steps do not pile up in half precision.
+On a GPU the loop never waits for the device: the schedule's timesteps go over once, and the CPU noise is
+drawn into pinned memory and copied without blocking.
 """
 
 import json
@@ -74,11 +79,18 @@ def check_sampling_args(num_images: int, num_inference_steps: int, eta: float, s
         raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
 
 
-def initial_noise(shape: tuple, seed: int, device, dtype) -> tuple[torch.Tensor, torch.Generator]:
+def initial_noise(shape: tuple, seed: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Generator]:
     """x_T ~ N(0, I) drawn on the CPU from `seed` (device-independent), and the generator for later noise."""
     generator = torch.Generator().manual_seed(seed)
-    x_t = torch.randn(shape, generator=generator, dtype=torch.float32)
-    return x_t.to(device=device, dtype=dtype), generator
+    pinned = torch.device(device).type == "cuda"  # pinned memory: the copy below does not block the host
+    x_t = torch.randn(shape, generator=generator, dtype=torch.float32, pin_memory=pinned)
+    return x_t.to(device=device, dtype=dtype, non_blocking=True), generator
+
+
+def model_dtype(unet, default: torch.dtype) -> torch.dtype:
+    """The dtype the UNet computes in (its first parameter's), or `default` for a model without parameters."""
+    parameter = next(unet.parameters(), None)
+    return default if parameter is None else parameter.dtype
 
 
 def to_pil(images: torch.Tensor) -> list:
@@ -147,10 +159,13 @@ def predicted_x0(step_output, x_t: torch.Tensor) -> torch.Tensor:
 def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: float = 0.0, callback: Callback | None = None) -> tuple[torch.Tensor, int]:
     """Run the reverse process from x_T = `x_t`; returns (x_0, steps done). Ho et al. 2020 Alg. 2 / Song et al. 2021 eq. 12."""
     extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
+    dtype = model_dtype(unet, x_t.dtype)  # the UNet's; x_t keeps its own (float32 from the pipelines)
+    timesteps = scheduler.timesteps.to(x_t.device)  # once, not a host-to-device copy per step
     x_t = x_t * scheduler.init_noise_sigma  # 1 for DDPM/DDIM; sigma_max for Euler
     steps_done = 0
     for i, t in enumerate(scheduler.timesteps):
-        model_output = unet(scheduler.scale_model_input(x_t, t), t)  # the input scaling is the identity for DDPM/DDIM
+        model_input = scheduler.scale_model_input(x_t, t)  # the identity for DDPM/DDIM
+        model_output = unet(model_input.to(dtype), timesteps[i]).to(x_t.dtype)
         out = scheduler.step(model_output, t, x_t, generator=generator, **extra)
         x_t = out.prev_sample
         steps_done = i + 1
@@ -162,14 +177,13 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: 
 
 
 def sample_images(unet, scheduler_config: dict, num_images: int, num_inference_steps: int, scheduler: str = "ddim", eta: float = 0.0,
-                  seed: int = 0, device=None, dtype=None, callback: Callback | None = None) -> list:
+                  seed: int = 0, device=None, callback: Callback | None = None) -> list:
     """Sample `num_images` PIL images from `unet` with a fresh scheduler (used by training for its sample grids)."""
     device = device or next(unet.parameters()).device
-    dtype = dtype or next(unet.parameters()).dtype
     sampler = make_scheduler(scheduler, scheduler_config)
     sampler.set_timesteps(num_inference_steps)
     size, channels = unet.config.sample_size, unet.config.in_channels
-    x_t, generator = initial_noise((num_images, channels, size, size), seed, device, dtype)
+    x_t, generator = initial_noise((num_images, channels, size, size), seed, device)
     was_training = unet.training
     unet.eval()
     x_0, _ = sample(unet, sampler, x_t, generator, eta, callback)
@@ -234,7 +248,7 @@ class UnconditionalPipeline:
         started = time.perf_counter()
         sampler.set_timesteps(num_inference_steps)
         size, channels = self.unet.config.sample_size, self.unet.config.in_channels
-        x_t, generator = initial_noise((num_images, channels, size, size), seed, self.device, self.dtype)
+        x_t, generator = initial_noise((num_images, channels, size, size), seed, self.device)
         x_0, steps_done = sample(self.unet, sampler, x_t, generator, eta, callback)
         images = to_pil(x_0)
         elapsed = time.perf_counter() - started

@@ -216,7 +216,10 @@ class _Scheduler:
     def _randn(like: torch.Tensor, generator, device):
         """N(0, I) noise shaped like `like`, drawn on the generator's device (as diffusers does, so seeds agree)."""
         draw_on = generator.device if generator is not None else like.device
-        return torch.randn(like.shape, generator=generator, device=draw_on, dtype=like.dtype).to(device)
+        # CPU noise for a GPU loop is drawn into pinned memory and copied without blocking: the host never waits for the GPU
+        pinned = draw_on.type == "cpu" and torch.device(device).type == "cuda"
+        noise = torch.randn(like.shape, generator=generator, device=draw_on, dtype=like.dtype, pin_memory=pinned)
+        return noise.to(device, non_blocking=True)
 
 
 class DDPMScheduler(_Scheduler):
