@@ -133,8 +133,9 @@ def test_uncond_generation_is_seeded_and_batched(folders):
 
 def test_txt2img_command_writes_report_with_held_out_pairs(folders, tmp_path):
     main(["txt2img", "--model", folders["txt2img"], "--clip", folders["clip"], "--data", folders["data"], "--out", str(tmp_path),
-          "--captions", "6", "--guidance-scales", "1", "3", "--steps", "2", "--batch-size", "4"])
+          "--captions", "6", "--guidance-scales", "1", "3", "--steps", "2", "--batch-size", "4", "--precision", "bf16"])
     report = read_outputs(tmp_path)
+    assert report["precision"] == "bf16"
     held_out = held_out_captions(emoji_captions(tones=SKIN_TONES[:3]))
     assert report["held_out_captions"] == held_out and report["num_held_out"] == len(held_out) > 0
     assert len(report["captions"]) == 6 and not set(report["captions"]) & set(held_out)
@@ -162,5 +163,7 @@ def test_bad_arguments_are_named(folders, tmp_path):
         evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), samplers=["plms:10"])
     with pytest.raises(ValueError, match="num_samples"):
         evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=3)
+    with pytest.raises(ValueError, match="precision must be"):
+        evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=5, precision="fp8")
     with pytest.raises(ValueError, match="n must be"):
         evaluate.evaluate_txt2img(folders["txt2img"], folders["clip"], folders["data"], str(tmp_path), num_captions=1000)

@@ -115,6 +115,13 @@ def parse_sampler(spec: str) -> tuple[str, int]:
     return name, int(steps)
 
 
+def autocast(device: torch.device, precision: str):
+    """The UNet's matmuls and convolutions in bf16 ("bf16", about 2x faster on CPUs with AVX-512 BF16) or as loaded ("fp32")."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -133,7 +140,8 @@ def generate_uncond(pipe, num_samples: int, scheduler: str, steps: int, batch_si
 
 
 def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples: int = 1000, samplers=SAMPLERS, batch_size: int = 250,
-                    seed: int = 0, k: int = 3, threshold: float = MEMORISATION_THRESHOLD, device=None, log=print) -> dict:
+                    seed: int = 0, k: int = 3, threshold: float = MEMORISATION_THRESHOLD, device=None, precision: str = "fp32",
+                    log=print) -> dict:
     """FID_CLIP, precision / recall and memorisation of an unconditional model per sampler setting; writes OUT/report.json, plot.png."""
     from uncond.pipeline import UnconditionalPipeline
 
@@ -160,7 +168,8 @@ def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples:
     results = []
     for name, steps in settings:
         started = time.perf_counter()
-        images = generate_uncond(pipe, num_samples, name, steps, batch_size, seed)
+        with autocast(pipe.device, precision):
+            images = generate_uncond(pipe, num_samples, name, steps, batch_size, seed)
         fake = to_uint8(images)  # (N, C, H, W)
         fake_features = clip_image_features(embedder, fake, batch_size)
         distances, _ = nearest_training_image(fake.float() / 255, real_pixels)  # (N,) RMS pixel distance
@@ -178,6 +187,7 @@ def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples:
         "task": "uncond", "model": model, "clip": clip, "data": data, "num_samples": num_samples, "num_training_images": len(real),
         "image_size": size, "feature": f"CLIP image embedding (unit norm, {real_features.shape[1]}-d)", "k": k,
         "memorisation_threshold": threshold, "memorisation_distance": "RMS pixel distance, pixels in [0, 1]", "batch_size": batch_size,
+        "precision": precision,
         "seed": seed, "reference_data_halves": reference, "results": results,
     }
     _write(report, out_dir, plot_uncond)
@@ -206,7 +216,8 @@ def _text_metrics(image_features: torch.Tensor, text_features: torch.Tensor, tar
 
 
 def evaluate_txt2img(model: str, clip: str, data: str, out_dir: str, num_captions: int = 200, guidance_scales=GUIDANCE_SCALES,
-                     steps: int = 50, scheduler: str = "ddim", batch_size: int = 100, seed: int = 0, device=None, log=print) -> dict:
+                     steps: int = 50, scheduler: str = "ddim", batch_size: int = 100, seed: int = 0, device=None, precision: str = "fp32",
+                     log=print) -> dict:
     """CLIP score and caption retrieval of a text-to-image model per guidance scale, held-out pairs apart; writes OUT/report.json, plot.png."""
     from txt2img.pipeline import TextToImagePipeline
 
@@ -233,7 +244,8 @@ def evaluate_txt2img(model: str, clip: str, data: str, out_dir: str, num_caption
     results = []
     for guidance_scale in guidance_scales:
         started = time.perf_counter()
-        images = generate_txt2img(pipe, prompts + held_out, guidance_scale, steps, scheduler, batch_size, seed)
+        with autocast(pipe.device, precision):
+            images = generate_txt2img(pipe, prompts + held_out, guidance_scale, steps, scheduler, batch_size, seed)
         features = clip_image_features(embedder, to_uint8(images), batch_size)
         row = {"guidance_scale": guidance_scale, **_text_metrics(features[:n], text_features, targets),
                "held_out": _text_metrics(features[n:], text_features, held_targets), "seconds": round(time.perf_counter() - started, 1)}
@@ -245,7 +257,7 @@ def evaluate_txt2img(model: str, clip: str, data: str, out_dir: str, num_caption
     report = {
         "task": "txt2img", "model": model, "clip": clip, "data": data, "num_captions": n, "num_held_out": len(held_out),
         "num_candidates": len(candidates), "chance_top1": 1 / len(candidates), "chance_top5": min(1.0, 5 / len(candidates)),
-        "steps": steps, "scheduler": scheduler, "batch_size": batch_size, "seed": seed, "captions": prompts, "held_out_captions": held_out,
+        "steps": steps, "scheduler": scheduler, "batch_size": batch_size, "seed": seed, "precision": precision, "captions": prompts, "held_out_captions": held_out,
         "reference_real_images": reference, "results": results,
     }
     _write(report, out_dir, plot_txt2img)
@@ -328,6 +340,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--out", required=True, help="folder for report.json, plot.png and sample grids")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+        p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: the UNet under bf16 autocast (faster)")
     uncond.add_argument("--num-samples", type=int, default=1000, help="samples per sampler setting")
     uncond.add_argument("--samplers", nargs="+", default=list(SAMPLERS), help="settings like ddpm:1000 ddim:50")
     uncond.add_argument("--batch-size", type=int, default=250)
@@ -343,7 +356,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    common = dict(model=args.model, clip=args.clip, data=args.data, out_dir=args.out, batch_size=args.batch_size, seed=args.seed, device=args.device)
+    common = dict(model=args.model, clip=args.clip, data=args.data, out_dir=args.out, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                  precision=args.precision)
     if args.task == "uncond":
         report = evaluate_uncond(num_samples=args.num_samples, samplers=args.samplers, k=args.k, threshold=args.memorisation_threshold, **common)
     else:
