@@ -28,27 +28,39 @@ def save_with_settings(image, path: str, settings: dict) -> None:
 # the settings a PNG of this project carries that can be restored, with their types
 RESTORABLE = {"model": str, "scheduler": str, "steps": int, "eta": float, "seed": int, "prompt": str, "negative_prompt": str, "guidance_scale": float}
 MAX_SETTING_CHARS = 4096  # longer values are refused (prompts are cut at 32 tokens anyway)
+MAX_SETTINGS_FILE_BYTES = 8 * 2**20  # larger files are refused unread (the app's PNGs are a few kB)
 
 
 def read_settings(path: str) -> dict:
-    """The settings written by `save_with_settings`, typed; ValueError for a file that is not such a PNG."""
+    """The settings written by `save_with_settings`, typed; ValueError for a file that is not such a PNG.
+
+    The pixels are never decoded (a decompression bomb costs nothing): the text chunks before the pixel data are
+    read, capped by Pillow (MAX_TEXT_CHUNK, MAX_TEXT_MEMORY), and every chunk's checksum is verified.
+    """
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image_format = image.format
-            # reading .text decodes the text chunks; Pillow caps their size (PngImagePlugin.MAX_TEXT_CHUNK)
-            text = dict(image.text) if image_format == "PNG" else {}
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as error:
-        raise ValueError(f"not a readable PNG file ({type(error).__name__}: {error})") from error
-    if image_format != "PNG":
-        raise ValueError(f"not a PNG file (it is {image_format})")
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise ValueError(f"cannot read the file ({type(error).__name__})") from error
+    if size > MAX_SETTINGS_FILE_BYTES:
+        raise ValueError(f"the file is {size / 2**20:.1f} MB; at most {MAX_SETTINGS_FILE_BYTES // 2**20} MB are read")
+    try:
+        with Image.open(path, formats=["PNG"]) as image:  # any other format is refused unparsed
+            info = dict(image.info)  # tEXt, zTXt and iTXt chunks before the pixel data, as str
+            image.verify()  # every chunk's checksum through IEND: a truncated or damaged file is refused, pixels undecoded
+    except Image.UnidentifiedImageError as error:
+        raise ValueError("not a PNG file") from error
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        raise ValueError(f"not a readable PNG file ({type(error).__name__})") from error
     settings = {}
     for key, kind in RESTORABLE.items():
-        if key not in text:
+        if key not in info:
             continue
-        value = text[key]
-        if not isinstance(value, str) or len(value) > MAX_SETTING_CHARS:
+        value = info[key]
+        if not isinstance(value, str):
+            raise ValueError(f"setting {key!r} is not text")
+        if len(value) > MAX_SETTING_CHARS:
             raise ValueError(f"setting {key!r} is longer than {MAX_SETTING_CHARS} characters")
         try:
             settings[key] = kind(value)
