@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import gradio as gr
+import httpx
 import pytest
 import torch
 from PIL import Image
@@ -21,9 +23,14 @@ def run_unconditional(*args):
     return list(app.generate_unconditional(*args, progress=lambda *a, **k: None))
 
 
+def is_tick(output) -> bool:
+    """A yield that changes nothing on the page (it only lets Stop take effect)."""
+    return all(value == gr.skip() for value in output)
+
+
 def test_unconditional_streams_previews_then_pngs_with_settings():
     outputs = run_unconditional(app.UNCOND_DEFAULT, "DDIM", 12, 0.0, 2, 123)
-    previews, final = outputs[:-1], outputs[-1]
+    previews, final = [o for o in outputs[:-1] if not is_tick(o)], outputs[-1]
     assert len(previews) == 2  # after steps 5 and 10
     gallery, settings, seed, strip = final
     assert seed == 123 and len(gallery) == 2
@@ -41,45 +48,68 @@ def test_same_seed_same_pixels_through_the_handler():
 
 
 @pytest.mark.parametrize(
-    "args, field",
+    "args, message",
     [
-        (("DDIM", 0, 0.0, 1, 0), "Steps"),
-        (("DDIM", -3, 0.0, 1, 0), "Steps"),
-        (("DDIM", 2.5, 0.0, 1, 0), "Steps"),
-        (("DDIM", 1001, 0.0, 1, 0), "Steps"),
-        (("DDIM", 10, 0.0, 0, 0), "Number of images"),
-        (("DDIM", 10, 0.0, 17, 0), "Number of images"),
-        (("DDIM", 10, 0.0, 1, -1), "Seed"),
+        (("DDIM", 0, 0.0, 1, 0), "Steps must be a whole number from 1 to 1000, got 0"),
+        (("DDIM", -3, 0.0, 1, 0), "Steps .* got -3"),
+        (("DDIM", 2.5, 0.0, 1, 0), "Steps .* got 2.5"),
+        (("DDIM", 1001, 0.0, 1, 0), "Steps .* got 1001"),
+        (("DDIM", float("inf"), 0.0, 1, 0), "Steps"),
+        (("DDIM", "ten", 0.0, 1, 0), "Steps"),
+        (("DDIM", None, 0.0, 1, 0), "Steps"),
+        (("DDIM", 10, 0.0, 0, 0), "Number of images must be a whole number from 1 to 16, got 0"),
+        (("DDIM", 10, 0.0, 17, 0), "Number of images .* got 17"),
+        (("DDIM", 10, 0.0, 1.5, 0), "Number of images"),
+        (("DDIM", 10, 0.0, 1, -1), "Seed must be a whole number from 0 to 9223372036854775807, got -1"),
         (("DDIM", 10, 0.0, 1, 2**63), "Seed"),
-        (("DDIM", 10, 0.0, 1, "abc"), "Seed"),
-        (("DDIM", 10, 1.5, 1, 0), "Eta"),
+        (("DDIM", 10, 0.0, 1, 1e30), "Seed"),
+        (("DDIM", 10, 0.0, 1, "abc"), "Seed .* got 'abc'"),
+        (("DDIM", 10, 0.0, 1, True), "Seed"),
+        (("DDIM", 10, 1.5, 1, 0), "Eta must be a number from 0 to 1, got 1.5"),
+        (("DDIM", 10, -0.1, 1, 0), "Eta"),
         (("DDIM", 10, float("nan"), 1, 0), "Eta"),
-        (("Euler-ish", 10, 0.0, 1, 0), "Scheduler"),
+        (("DDIM", 10, "x", 1, 0), "Eta"),
+        (("Euler-ish", 10, 0.0, 1, 0), "Scheduler must be one of DDPM, DDIM, .* got 'Euler-ish'"),
+        ((None, 10, 0.0, 1, 0), "Scheduler"),
     ],
 )
-def test_bad_input_gives_a_message_naming_the_field(args, field):
-    with pytest.raises(gr.Error, match=field):
+def test_bad_input_gives_a_message_naming_the_field_and_range(args, message):
+    with pytest.raises(gr.Error, match=message):
         run_unconditional(app.UNCOND_DEFAULT, *args)
+
+
+def test_numbers_as_text_and_seeds_beyond_float_precision_are_taken_exactly():
+    seed = 2**62 + 1  # a float would round it to 2**62
+    assert app.check_int("Seed", seed, 0, app.MAX_SEED) == seed
+    assert app.check_int("Seed", str(seed), 0, app.MAX_SEED) == seed
+    assert app.check_int("Seed", app.MAX_SEED, 0, app.MAX_SEED) == app.MAX_SEED
+    assert app.check_int("Steps", 12.0, 1, 1000) == 12 and app.check_int("Steps", " 7 ", 1, 1000) == 7
+    settings = json.loads(run_unconditional(app.UNCOND_DEFAULT, "DDIM", 2, 0.0, 1, seed)[-1][1])
+    assert settings["seed"] == seed
+    with pytest.raises(gr.Error, match="Seed") as error:
+        app.check_int("Seed", "x" * 100_000, 0, app.MAX_SEED)
+    assert len(error.value.message) < 120  # a long value is cut in the message
 
 
 def test_forward_process_tab_noises_the_picture():
     from uncond.pipeline import from_pil
 
-    picture = Image.open(os.path.join(app.EXAMPLES_DIR, "red_heart.png"))
-    clean = from_pil(app.show_forward_process(picture, 0, app.UNCOND_DEFAULT), 32)
-    noisy = from_pil(app.show_forward_process(picture, 999, app.UNCOND_DEFAULT), 32)
-    original = from_pil(picture, 32)
+    path = os.path.join(app.EXAMPLES_DIR, "red_heart.png")  # the page hands over a file path
+    clean = from_pil(app.show_forward_process(path, 0, app.UNCOND_DEFAULT), 32)
+    noisy = from_pil(app.show_forward_process(path, 999, app.UNCOND_DEFAULT), 32)
+    original = from_pil(Image.open(path), 32)
     assert (clean - original).abs().mean() < 0.05  # t = 0 keeps the picture
     assert (noisy - original).abs().mean() > 0.5  # t = 999 is nearly pure noise
     with pytest.raises(gr.Error, match="Timestep"):
-        app.show_forward_process(picture, 1000, app.UNCOND_DEFAULT)
+        app.show_forward_process(path, 1000, app.UNCOND_DEFAULT)
     table = app.schedule_table(app.UNCOND_DEFAULT)
     assert set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t"} and len(table) == 3000
 
 
-def test_unknown_model_is_refused():
-    with pytest.raises(gr.Error, match="Model"):
-        run_unconditional("no such model", "DDIM", 5, 0.0, 1, 0)
+def test_unknown_model_is_refused_and_never_read_as_a_path():
+    for model in ["no such model", "weights/uncond", os.path.join(app.WEIGHTS_DIR, "uncond"), None]:
+        with pytest.raises(gr.Error, match="Model must be one of emoji \\(shipped\\)"):
+            run_unconditional(model, "DDIM", 5, 0.0, 1, 0)
 
 
 def test_closing_the_stream_stops_the_worker_within_a_step():
@@ -116,12 +146,32 @@ def test_served_app_answers_the_api(tmp_path):
         gallery, settings, seed, strip = client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional")
         assert seed == 77 and len(gallery) == 2 and '"seed": 77' in settings
         assert Image.open(gallery[0]["image"]).text["seed"] == "77"
-        with pytest.raises(Exception, match="Seed"):
-            client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 1, -5, api_name="/unconditional")
         gallery, settings, seed, strip = client.predict("red heart", "", 3.0, "DDIM", 4, 0.0, 2, 5, api_name="/text_to_image")
         assert seed == 5 and len(gallery) == 2 and json.loads(settings)["prompt"] == "red heart"
-        with pytest.raises(Exception, match="less than minimum value"):  # Gradio's own slider check (it does not name the field)
-            client.predict("red heart", "", -2.0, "DDIM", 4, 0.0, 1, 5, api_name="/text_to_image")
+        # out-of-range slider values get our message, naming the field and its range, not Gradio's anonymous one
+        for args, message in [
+            ((app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 1, -5), "Seed must be a whole number from 0 to"),
+            ((app.UNCOND_DEFAULT, "DDIM", 5000, 0.0, 1, 0), "Steps must be a whole number from 1 to 1000, got 5000"),
+            ((app.UNCOND_DEFAULT, "DDIM", 5, 2.0, 1, 0), "Eta must be a number from 0 to 1, got 2.0"),
+            ((app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 99, 0), "Number of images must be a whole number from 1 to 16, got 99"),
+            ((app.UNCOND_DEFAULT, "PLMS", 5, 0.0, 1, 0), "Scheduler must be one of"),
+            (("../../etc/passwd", "DDIM", 5, 0.0, 1, 0), "Model must be one of"),
+        ]:
+            with pytest.raises(Exception, match=message):
+                client.predict(*args, api_name="/unconditional")
+        for args, message in [
+            (("red heart", "", -2.0, "DDIM", 4, 0.0, 1, 5), "Guidance scale must be a number from 0 to 20, got -2.0"),
+            (("red heart", "", 3.0, "DDIM", 0, 0.0, 1, 5), "Steps must be a whole number from 1 to 1000, got 0"),
+            (("x" * 100_000, "", 3.0, "DDIM", 4, 0.0, 1, 5), "Prompt must be at most 1000 characters, got 100000"),
+            (("red\x1b[31m", "", 3.0, "DDIM", 4, 0.0, 1, 5), "Prompt must not contain control characters, found U\\+001B"),
+        ]:
+            with pytest.raises(Exception, match=message):
+                client.predict(*args, api_name="/text_to_image")
+        # still up, and serving no file outside Gradio's own folders
+        assert client.predict(app.UNCOND_DEFAULT, "DDIM", 2, 0.0, 1, 1, api_name="/unconditional")[2] == 1
+        for path in (os.path.join(ROOT, "app.py"), os.path.join(ROOT, "weights", "uncond", "config.json"), "/etc/passwd"):
+            response = httpx.get(f"http://127.0.0.1:{port}/gradio_api/file={path}")
+            assert response.status_code == 403, (path, response.status_code)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -151,26 +201,37 @@ def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt
 
 
 @pytest.mark.parametrize(
-    "args, field",
+    "args, message",
     [
-        (("heart", "", float("nan"), "DDIM", 5, 0.0, 1, 0), "Guidance scale"),
-        (("heart", "", float("inf"), "DDIM", 5, 0.0, 1, 0), "Guidance scale"),
-        (("heart", "", -1.0, "DDIM", 5, 0.0, 1, 0), "Guidance scale"),
+        (("heart", "", float("nan"), "DDIM", 5, 0.0, 1, 0), "Guidance scale must be a number from 0 to 20, got nan"),
+        (("heart", "", float("inf"), "DDIM", 5, 0.0, 1, 0), "Guidance scale .* got inf"),
+        (("heart", "", -1.0, "DDIM", 5, 0.0, 1, 0), "Guidance scale .* got -1.0"),
+        (("heart", "", "strong", "DDIM", 5, 0.0, 1, 0), "Guidance scale"),
         (("heart", "", 3.0, "DDIM", 0, 0.0, 1, 0), "Steps"),
         (("heart", "", 3.0, "PNDM", 5, 0.0, 1, 0), "Scheduler"),
-        ((None, "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt"),
+        (("heart", "", 3.0, "DDIM", 5, 0.0, 1, 0.5), "Seed"),
+        ((None, "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must be text"),
+        ((["heart"], "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must be text"),
+        (("x" * 100_000, "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must be at most 1000 characters, got 100000"),
+        (("\x00\x07\x1b[31m", "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must not contain control characters, found U\\+0000 at position 0"),
+        (("heart", "a\x7fb", 3.0, "DDIM", 5, 0.0, 1, 0), "Negative prompt must not contain control characters, found U\\+007F at position 1"),
+        (("heart", 5, 3.0, "DDIM", 5, 0.0, 1, 0), "Negative prompt must be text"),
     ],
 )
-def test_text_to_image_bad_input_names_the_field(tiny_txt2img, args, field):
-    with pytest.raises(gr.Error, match=field):
+def test_text_to_image_bad_input_names_the_field(tiny_txt2img, args, message):
+    with pytest.raises(gr.Error, match=message):
         run_text_to_image(*args)
 
 
-def test_long_and_odd_prompts_still_give_images(tiny_txt2img):
-    for prompt in ["x" * 100_000, "\x00\x07\x1b[31m", "❤️🐱🍕"]:
-        gallery, settings, _, _ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
+def test_long_emoji_and_multiline_prompts_still_give_images(tiny_txt2img):
+    for prompt in ["heart " * 166, "❤️🐱🍕", "red\nheart\t"]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gallery, settings, _, _ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
         assert len(gallery) == 1
-        assert json.loads(settings)["truncated"] == (len(prompt) == 100_000)
+        assert json.loads(settings)["truncated"] == (len(prompt) > 100)  # 166 words: past the tokenizer's 32 tokens
+        # an emoji-only prompt gets a hint: the model knows emoji by their names
+        assert any("no letters or digits" in str(w.message) for w in caught) == (prompt == "❤️🐱🍕")
 
 
 @pytest.mark.parametrize("scheduler", ["DPM-Solver++ (diffusers)", "Euler (diffusers)"])
@@ -186,8 +247,29 @@ def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
     gallery, _, _, _ = run_unconditional(app.UNCOND_DEFAULT, "Euler (diffusers)", 3, 0.0, 1, 99)[-1]
     assert app.restore_settings(gallery[0][0], with_prompt=False) == ["Euler (diffusers)", 3, 0.0, 99]
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
-    with pytest.raises(gr.Error, match="Settings file"):
+    with pytest.raises(gr.Error, match="Settings file: not a PNG file"):
         app.restore_settings(str(tmp_path / "bad.png"), with_prompt=False)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"steps": "5000"}, "Steps must be a whole number from 1 to 1000, got 5000"),
+        ({"seed": "-1"}, "Seed"),
+        ({"scheduler": "plms"}, "Scheduler must be one of"),
+        ({"eta": "inf"}, "Eta"),
+        ({"guidance_scale": "nan"}, "Guidance scale"),
+        ({"prompt": "a\x1bb"}, "Prompt must not contain control characters"),
+        ({"prompt": "x" * 2000}, "Prompt must be at most 1000 characters"),
+    ],
+)
+def test_restored_settings_out_of_range_name_the_field(tmp_path, settings, message):
+    from uncond.sample import save_with_settings
+
+    path = str(tmp_path / "crafted.png")
+    save_with_settings(Image.new("RGB", (8, 8)), path, {"steps": 5, "seed": 1, **settings})
+    with pytest.raises(gr.Error, match=f"Settings file: {message}"):
+        app.restore_settings(path, with_prompt=True)
 
 
 def test_suggestions_are_the_closest_training_captions(tiny_txt2img, monkeypatch):
