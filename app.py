@@ -102,6 +102,12 @@ def queue_settings(device: torch.device) -> tuple[int, int]:
     return env_int("EMOJI_CONCURRENCY", 1), env_int("EMOJI_QUEUE_SIZE", 32)
 
 
+def device_note(device: torch.device, dtype: torch.dtype, concurrency: int, queue_size: int) -> str:
+    """What the page says about where and how it samples."""
+    where = f"**{device.type.upper()}**" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    return f"Running on {where} in {str(dtype).replace('torch.', '')}; {concurrency} generation(s) at a time, up to {queue_size} waiting."
+
+
 # ---- the models, or one clear message and a non-zero exit ----
 
 
@@ -145,7 +151,7 @@ def load_txt2img(weights_dir: str, device: torch.device, dtype: torch.dtype):
     except Exception as error:
         # which folder is at fault: the CLIP folder the pipeline names, or the pipeline's own
         try:
-            clip = os.path.normpath(text_encoder_location(folder))
+            clip = os.path.normpath(os.path.join(folder, text_encoder_location(folder)))  # pipeline.json names it relative to the folder
         except Exception:  # an unreadable pipeline.json: the pipeline folder is at fault
             raise cannot_start("txt2img", folder, error, weights_dir) from error
         try:
@@ -185,8 +191,7 @@ UNCOND_DEFAULT = next(iter(UNCOND_MODELS))
 DEVICE = UNCOND_MODELS[UNCOND_DEFAULT].device
 DTYPE = UNCOND_MODELS[UNCOND_DEFAULT].dtype
 CONCURRENCY, QUEUE_SIZE = queue_settings(DEVICE)
-DEVICE_NOTE = (f"Running on **{DEVICE.type.upper()}**" + (f" ({torch.cuda.get_device_name(DEVICE)})" if DEVICE.type == "cuda" else "")
-               + f" in {str(DTYPE).replace('torch.', '')}; {CONCURRENCY} generation(s) at a time, up to {QUEUE_SIZE} waiting.")
+DEVICE_NOTE = device_note(DEVICE, DTYPE, CONCURRENCY, QUEUE_SIZE)
 OUTPUT_DIR = tempfile.mkdtemp(prefix="emoji-app-")
 
 
@@ -438,6 +443,8 @@ def load_picture(path: str) -> Image.Image:
                 raise gr.Error(f"Picture must be at most {MAX_PICTURE_SIDE} pixels a side, got {image.width}x{image.height}.")
             image.load()
             return image.copy()
+    except gr.Error:  # a subclass of ValueError: one of the messages above
+        raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise gr.Error(f"Picture could not be read ({type(error).__name__}).") from error
 

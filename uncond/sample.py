@@ -29,6 +29,7 @@ def save_with_settings(image, path: str, settings: dict) -> None:
 RESTORABLE = {"model": str, "scheduler": str, "steps": int, "eta": float, "seed": int, "prompt": str, "negative_prompt": str, "guidance_scale": float}
 MAX_SETTING_CHARS = 4096  # longer values are refused (prompts are cut at 32 tokens anyway)
 MAX_SETTINGS_FILE_BYTES = 8 * 2**20  # larger files are refused unread (the app's PNGs are a few kB)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def read_settings(path: str) -> dict:
@@ -41,16 +42,18 @@ def read_settings(path: str) -> dict:
 
     try:
         size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            signature = f.read(len(PNG_SIGNATURE))
     except OSError as error:
         raise ValueError(f"cannot read the file ({type(error).__name__})") from error
     if size > MAX_SETTINGS_FILE_BYTES:
         raise ValueError(f"the file is {size / 2**20:.1f} MB; at most {MAX_SETTINGS_FILE_BYTES // 2**20} MB are read")
+    if signature != PNG_SIGNATURE:  # any other format is refused unparsed
+        raise ValueError("not a PNG file")
     try:
-        with Image.open(path, formats=["PNG"]) as image:  # any other format is refused unparsed
+        with Image.open(path, formats=["PNG"]) as image:
             info = dict(image.info)  # tEXt, zTXt and iTXt chunks before the pixel data, as str
             image.verify()  # every chunk's checksum through IEND: a truncated or damaged file is refused, pixels undecoded
-    except Image.UnidentifiedImageError as error:
-        raise ValueError("not a PNG file") from error
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise ValueError(f"not a readable PNG file ({type(error).__name__})") from error
     settings = {}
