@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from uncond.scheduler import DDPMScheduler
-from uncond.train import (TrainConfig, UnconditionalTask, batch_indices, diffusion_loss, find_checkpoint, learning_rate_factor, main,
-                          save_checkpoint, train)
+from uncond.train import (TrainConfig, UnconditionalTask, batch_indices, diffusion_loss, find_checkpoint, learning_rate_factor, load_checkpoint,
+                          main, save_checkpoint, train)
 from uncond.unet import UNet, UNetConfig
 
 TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [4], "norm_num_groups": 4, "attention_head_dim": 8}
@@ -116,6 +116,37 @@ def test_interrupted_checkpoint_swap_still_loads(tmp_path):
     os.replace(tmp_path / "checkpoint", tmp_path / "checkpoint.old")
     os.makedirs(tmp_path / "checkpoint.tmp")  # and a half-written temporary folder is ignored
     assert find_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint.old")
+
+
+def test_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import uncond.train
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(sample_size=8, **TINY_UNET))
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(str(tmp_path), model, model, optimizer, 7, tiny_config())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    real_save_file = uncond.train.save_file
+
+    def killed_mid_file(tensors, path):  # half of the second file reaches the disk, then the process dies
+        if path.endswith("ema.safetensors"):
+            real_save_file(tensors, path)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            raise Killed()
+        real_save_file(tensors, path)
+
+    monkeypatch.setattr(uncond.train, "save_file", killed_mid_file)
+    with pytest.raises(Killed):
+        save_checkpoint(str(tmp_path), model, model, optimizer, 9, tiny_config())
+    # the half-written step 9 stays in checkpoint.tmp; resuming finds and loads step 7, exactly as it was saved
+    assert find_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint")
+    fresh = UNet(UNetConfig(sample_size=8, **TINY_UNET))
+    assert load_checkpoint(str(tmp_path / "checkpoint"), fresh, fresh, torch.optim.AdamW(fresh.parameters())) == 7
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
 
 
 def test_bad_config_raises():
