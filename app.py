@@ -192,7 +192,9 @@ DEVICE = UNCOND_MODELS[UNCOND_DEFAULT].device
 DTYPE = UNCOND_MODELS[UNCOND_DEFAULT].dtype
 CONCURRENCY, QUEUE_SIZE = queue_settings(DEVICE)
 DEVICE_NOTE = device_note(DEVICE, DTYPE, CONCURRENCY, QUEUE_SIZE)
-OUTPUT_DIR = tempfile.mkdtemp(prefix="emoji-app-")
+OUTPUT_DIR = tempfile.mkdtemp(prefix="emoji-app-")  # the PNGs of the last KEEP_RESULTS requests (see result_folder)
+FOLDERS_IN_USE: set[str] = set()
+FOLDERS_LOCK = threading.Lock()
 
 
 # ---- sampling in a worker thread, streamed to the page ----
@@ -258,22 +260,25 @@ def sampling_error(error: Exception, num_images: int) -> Exception:
 def stream_to_page(run, steps: int, seed: int, num_images: int, progress):
     """Page outputs while sampling: previews with progress, then the PNGs, their settings, the seed and the reverse-process strip."""
     started = time.perf_counter()
+    folder = result_folder()
     try:
         for kind, payload, extra in stream_samples(run, steps):
             if kind == "done":
-                yield save_results(payload), json.dumps(payload.settings, indent=2), seed, strip_entries(extra)
+                yield save_results(payload, folder), json.dumps(payload.settings, indent=2), seed, strip_entries(extra, folder)
                 continue
             rate = extra / (time.perf_counter() - started)
             if extra:
                 progress((extra, steps), desc=f"{rate:.1f} steps/s, {(steps - extra) / rate:.0f} s left")
             if kind == "preview":
-                yield preview_entries(payload), f"step {extra}/{steps} ({rate:.1f} steps/s)", seed, gr.skip()
+                yield preview_entries(payload, folder, extra), f"step {extra}/{steps} ({rate:.1f} steps/s)", seed, gr.skip()
             else:
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()  # a tick: nothing new, but Stop can take effect here
     except gr.Error:
         raise
     except Exception as error:
         raise sampling_error(error, num_images) from error
+    finally:
+        release_folder(folder)
 
 
 # ---- checks: every field of every request, with a message that names it ----
@@ -395,38 +400,57 @@ def suggest_captions(prompt: str):
 
 
 def result_folder() -> str:
-    """A fresh folder for one request's PNGs; the oldest beyond KEEP_RESULTS go, so the disk use stays bounded."""
-    folders = sorted((entry for entry in os.scandir(OUTPUT_DIR) if entry.is_dir()), key=lambda entry: entry.stat().st_mtime)
-    for entry in folders[: max(0, len(folders) - KEEP_RESULTS + 1)]:
-        shutil.rmtree(entry.path, ignore_errors=True)
-    return tempfile.mkdtemp(dir=OUTPUT_DIR)
+    """A fresh folder for one request's PNGs. Beyond KEEP_RESULTS, the oldest folders no request is writing go
+    (Gradio has copied their files to its cache by then), so the disk use stays bounded."""
+    with FOLDERS_LOCK:
+        idle = sorted((entry for entry in os.scandir(OUTPUT_DIR) if entry.is_dir() and entry.path not in FOLDERS_IN_USE),
+                      key=lambda entry: entry.stat().st_mtime)
+        for entry in idle[: max(0, len(idle) - KEEP_RESULTS + 1)]:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        folder = tempfile.mkdtemp(dir=OUTPUT_DIR)
+        FOLDERS_IN_USE.add(folder)
+    return folder
 
 
-def save_results(result) -> list[tuple[str, str]]:
-    """Write each image as PNG with its settings in text chunks; gallery entries (path, caption)."""
-    folder = result_folder()
+def release_folder(folder: str) -> None:
+    """The request is done with `folder`: it may be removed once it is among the oldest."""
+    with FOLDERS_LOCK:
+        FOLDERS_IN_USE.discard(folder)
+
+
+def save_png(image: Image.Image, folder: str, name: str, scale: int = 4, settings: dict | None = None) -> str:
+    """Write `image` enlarged `scale` times (nearest: crisp pixels) as folder/name.png, with settings in text chunks.
+
+    The page gets files, never PIL images: Gradio writes PIL images to its cache in place, so two requests making
+    the same picture (same seed) could overwrite a file while it is sent; files it copies under a new name.
+    """
+    path = os.path.join(folder, f"{name}.png")  # names made here from checked numbers: no user text in paths
+    save_with_settings(image.resize((image.width * scale, image.height * scale), 0), path, settings or {})
+    return path
+
+
+def save_results(result, folder: str) -> list[tuple[str, str]]:
+    """Each image as PNG with its settings in text chunks; gallery entries (path, caption)."""
     entries = []
     for i, image in enumerate(result.images):
-        settings = {**result.settings, "index": i}
-        path = os.path.join(folder, f"emoji_{result.seed}_{i}.png")  # the seed is a checked int: no user text in paths
-        save_with_settings(image.resize((image.width * 4, image.height * 4), 0), path, settings)  # 0: nearest, crisp pixels
+        path = save_png(image, folder, f"emoji_{result.seed}_{i}", settings={**result.settings, "index": i})
         entries.append((path, f"seed {result.seed} #{i}"))
     return entries
 
 
-def preview_entries(x0: torch.Tensor) -> list:
-    """Predicted x_0 of the current step as PIL images, enlarged."""
+def preview_entries(x0: torch.Tensor, folder: str, step: int) -> list:
+    """Predicted x_0 of the current step as enlarged PNGs."""
     from uncond.pipeline import to_pil
 
-    return [image.resize((image.width * 4, image.height * 4), 0) for image in to_pil(x0)]
+    return [save_png(image, folder, f"preview_{step}_{i}") for i, image in enumerate(to_pil(x0))]
 
 
-def strip_entries(strip: list) -> list:
+def strip_entries(strip: list, folder: str) -> list:
     """The reverse process of the first image: x_t frames, then the predicted x_0 frames, captioned by step."""
     from uncond.pipeline import to_pil
 
-    x_t_row = [(to_pil(x_t)[0].resize((128, 128), 0), f"x_t after step {step}") for step, x_t, _ in strip]
-    x_0_row = [(to_pil(x_0)[0].resize((128, 128), 0), f"predicted x_0 at step {step}") for step, _, x_0 in strip]
+    x_t_row = [(save_png(to_pil(x_t)[0], folder, f"x_t_{step}"), f"x_t after step {step}") for step, x_t, _ in strip]
+    x_0_row = [(save_png(to_pil(x_0)[0], folder, f"x_0_{step}"), f"predicted x_0 at step {step}") for step, _, x_0 in strip]
     return x_t_row + x_0_row
 
 
@@ -457,7 +481,11 @@ def show_forward_process(picture, timestep, model: str):
     timestep = check_int("Timestep t", timestep, 0, MAX_STEPS - 1)
     pipe = UNCOND_MODELS.get(model) or UNCOND_MODELS[UNCOND_DEFAULT]
     noisy = forward_diffuse(image, timestep, pipe.scheduler_config, pipe.unet.config.sample_size)
-    return noisy.resize((256, 256), 0)
+    folder = result_folder()
+    try:
+        return save_png(noisy, folder, f"x_{timestep}", scale=256 // noisy.width)
+    finally:
+        release_folder(folder)
 
 
 def schedule_table(model: str):

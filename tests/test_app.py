@@ -35,6 +35,8 @@ def test_unconditional_streams_previews_then_pngs_with_settings():
     gallery, settings, seed, strip = final
     assert seed == 123 and len(gallery) == 2
     assert len(strip) == 2 * app.STRIP_FRAMES  # x_t row and predicted x_0 row
+    # files, never PIL images: Gradio writes those into its cache in place, racing requests that make the same picture
+    assert all(isinstance(path, str) for path in previews[0][0]) and all(isinstance(path, str) for path, _ in strip + gallery)
     assert strip[0][1] == "x_t after step 1" and strip[app.STRIP_FRAMES - 1][1] == "x_t after step 12"
     image = Image.open(gallery[0][0])
     assert image.text["seed"] == "123" and image.text["scheduler"] == "ddim" and image.text["steps"] == "12"
@@ -95,8 +97,8 @@ def test_forward_process_tab_noises_the_picture():
     from uncond.pipeline import from_pil
 
     path = os.path.join(app.EXAMPLES_DIR, "red_heart.png")  # the page hands over a file path
-    clean = from_pil(app.show_forward_process(path, 0, app.UNCOND_DEFAULT), 32)
-    noisy = from_pil(app.show_forward_process(path, 999, app.UNCOND_DEFAULT), 32)
+    clean = from_pil(Image.open(app.show_forward_process(path, 0, app.UNCOND_DEFAULT)), 32)
+    noisy = from_pil(Image.open(app.show_forward_process(path, 999, app.UNCOND_DEFAULT)), 32)
     original = from_pil(Image.open(path), 32)
     assert (clean - original).abs().mean() < 0.05  # t = 0 keeps the picture
     assert (noisy - original).abs().mean() > 0.5  # t = 999 is nearly pure noise

@@ -1,0 +1,197 @@
+"""The served app under load: 32 clients send 4 mixed requests each; every answer is there and is its own request's.
+
+    python -m pytest -m load -s tests/test_load.py      # what .ci/run runs after the default suite
+
+Starts `python app.py` with the shipped models on a free loopback port. Few steps and one image per request,
+so it takes a few minutes on one core. Also fills the queue past its maximum (read from the page) to see the
+"busy, try again" answer, and stops the job that held the queue to see the worker freed.
+Prints the figures: requests sent and answered, errors, peak memory of the server, longest wait.
+"""
+
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.serving import ROOT, free_port, wait_for_port
+
+pytestmark = pytest.mark.load
+
+CLIENTS = 32
+REQUESTS_PER_CLIENT = 4
+STEPS = 3
+IDLE_REFERENCES = 6  # requests also answered on the idle server first: the same seed must give the same pixels under load
+DEADLINE_SECONDS = 300  # the whole load phase; a hung server fails the test instead of hanging it
+PEAK_MEMORY_LIMIT_MB = 2500  # the server's peak resident memory (VmHWM)
+MODEL = "emoji (shipped)"
+PROMPTS = ["red heart", "cat face", "pizza", "flag: Japan", "rocket", "sun", "grinning face", "blue heart"]
+SCHEDULERS = ["DDIM", "DDPM", "Euler (diffusers)", "DPM-Solver++ (diffusers)"]
+
+
+def request_for(client: int, i: int) -> tuple[str, tuple]:
+    """The i-th request of a client: endpoints, schedulers and prompts mixed; each with its own seed (and prompt)."""
+    seed = 1000 * client + i
+    scheduler = SCHEDULERS[(client + i) % len(SCHEDULERS)]
+    if (client + i) % 2 == 0:
+        return "/unconditional", (MODEL, scheduler, STEPS, 0.0, 1, seed)
+    prompt = f"{PROMPTS[(client * REQUESTS_PER_CLIENT + i) % len(PROMPTS)]} {client}.{i}"
+    return "/text_to_image", (prompt, "", 3.0, scheduler, STEPS, 0.0, 1, seed)
+
+
+@dataclass
+class Answer:
+    endpoint: str
+    args: tuple
+    seconds: float  # from sending to the answer: queue wait plus sampling
+    pixels: bytes | None = None
+    error: str | None = None
+
+
+def fetch_png(entry: dict) -> Image.Image:
+    """A gallery entry's PNG as the browser gets it (the clients do not download every file: that would load the core)."""
+    response = httpx.get(entry["image"]["url"], timeout=60)
+    response.raise_for_status()
+    return Image.open(io.BytesIO(response.content))
+
+
+def check_answer(endpoint: str, args: tuple, output, fetch_strip: bool = False) -> bytes:
+    """The answer names its own request's seed (and prompt) in the page and in the PNG; returns its pixels."""
+    gallery, settings_json, seed, strip = output
+    settings = json.loads(settings_json)
+    png = fetch_png(gallery[0])
+    assert seed == args[-1] and settings["seed"] == args[-1] and png.text["seed"] == str(args[-1]), (args, settings)
+    assert settings["steps"] == STEPS and len(gallery) == 1
+    if endpoint == "/text_to_image":
+        assert settings["prompt"] == args[0] and png.text["prompt"] == args[0], (args, settings)
+    for entry in strip if fetch_strip else []:  # the same frames for every request with this seed: each file whole
+        fetch_png(entry).load()
+    return png.tobytes()
+
+
+def ask(client, endpoint: str, args: tuple) -> Answer:
+    started = time.monotonic()
+    try:
+        output = client.predict(*args, api_name=endpoint)
+        return Answer(endpoint, args, time.monotonic() - started, pixels=check_answer(endpoint, args, output))
+    except Exception as error:  # counted and shown below, not raised: one failure must not hide the others
+        return Answer(endpoint, args, time.monotonic() - started, error=f"{type(error).__name__}: {error}")
+
+
+def run_client(url: str, client: int) -> list[Answer]:
+    from gradio_client import Client
+
+    connection = Client(url, verbose=False, download_files=False)
+    return [ask(connection, *request_for(client, i)) for i in range(REQUESTS_PER_CLIENT)]
+
+
+def memory_mb(pid: int) -> dict:
+    """Resident memory now and at its peak (VmRSS, VmHWM), in MB, and the thread count, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024, "threads": int(fields["Threads"])}
+
+
+def queue_limits(url: str) -> tuple[int, int]:
+    """(generations at a time, most waiting) as the page states them."""
+    config = httpx.get(url + "config").text
+    match = re.search(r"(\d+) generation\(s\) at a time, up to (\d+) waiting", config)
+    assert match, "the page states its queue limits"
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_32_clients_get_every_answer_their_own_and_the_queue_says_busy_beyond_its_size(tmp_path):
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path / "server.log", "w")  # a file, not a pipe: a full pipe would stall the server under load
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        started = time.monotonic()
+        wait_for_port(server, port, timeout=180)
+        startup_seconds = time.monotonic() - started
+        concurrency, queue_size = queue_limits(url)
+
+        # the idle server: reference pixels for the first requests of client 0 and 1
+        idle_client = Client(url, verbose=False, download_files=False)
+        plan = [request_for(client, i) for client in range(CLIENTS) for i in range(REQUESTS_PER_CLIENT)]
+        idle = [ask(idle_client, *request) for request in plan[:IDLE_REFERENCES]]
+        assert all(answer.error is None for answer in idle), [answer.error for answer in idle]
+        before = memory_mb(server.pid)
+
+        # the load: 32 clients at once, 4 requests each
+        load_started = time.monotonic()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            futures = [pool.submit(run_client, url, client) for client in range(CLIENTS)]
+            done, not_done = wait(futures, timeout=DEADLINE_SECONDS)
+        assert not not_done, f"{len(not_done)} clients had no answers after {DEADLINE_SECONDS} s"
+        answers = [answer for future in futures for answer in future.result()]
+        load_seconds = time.monotonic() - load_started
+        after_load = memory_mb(server.pid)
+
+        # beyond the queue's size: hold every worker with a long job, then send queue_size + 4 short requests at once
+        busy = Client(url, verbose=False, max_workers=queue_size + 8, download_files=False)
+        long_jobs = [busy.submit(MODEL, "DDPM", 1000, 0.0, 16, 7 + n, api_name="/unconditional") for n in range(concurrency)]
+        deadline = time.monotonic() + 60
+        while not all(job.status().code in (Status.PROCESSING, Status.ITERATING, Status.PROGRESS) for job in long_jobs):
+            assert time.monotonic() < deadline, "the long jobs did not start"
+            time.sleep(0.1)
+        extra = 4
+        short = [busy.submit(*request_for(0, 0)[1], api_name=request_for(0, 0)[0]) for _ in range(queue_size + extra)]
+        deadline = time.monotonic() + 60
+        while sum(job.status().code in (Status.IN_QUEUE, Status.QUEUE_FULL) or job.done() for job in short) < len(short):
+            assert time.monotonic() < deadline, "the short jobs were neither queued nor refused"
+            time.sleep(0.1)
+        stop_pressed = time.monotonic()
+        for job in long_jobs:
+            job.cancel()  # Stop: the queued requests get the worker
+        busy_results = []
+        for job in short:
+            try:
+                output = job.result(timeout=DEADLINE_SECONDS)
+                busy_results.append(check_answer("/unconditional", request_for(0, 0)[1], output, fetch_strip=True))
+            except Exception as error:
+                busy_results.append(f"{type(error).__name__}: {error}")
+        queue_drained = time.monotonic() - stop_pressed
+        after = memory_mb(server.pid)
+
+        errors = [answer for answer in answers if answer.error is not None]
+        waits = sorted(answer.seconds for answer in answers)
+        refused = [result for result in busy_results if isinstance(result, str)]
+        print(
+            f"\nLOAD: server started in {startup_seconds:.1f} s; {concurrency} generation(s) at a time, queue of {queue_size}\n"
+            f"LOAD: {len(plan)} requests from {CLIENTS} clients sent, {len(answers) - len(errors)} answered correctly, "
+            f"{len(errors)} errors, in {load_seconds:.1f} s ({len(answers) / load_seconds:.2f} requests/s)\n"
+            f"LOAD: wait per request: median {statistics.median(waits):.2f} s, longest {waits[-1]:.2f} s\n"
+            f"LOAD: busy check: {len(short)} sent beyond the running job(s), {len(short) - len(refused)} answered, "
+            f"{len(refused)} refused ({refused[0] if refused else '-'}); queue drained {queue_drained:.1f} s after Stop\n"
+            f"LOAD: server memory: {before['rss']:.0f} MB before the load, {after_load['rss']:.0f} MB after it, "
+            f"{after['rss']:.0f} MB at the end; peak {after['peak']:.0f} MB; threads {before['threads']} -> {after['threads']}"
+        )
+        assert not errors, errors[:3]
+        assert len(answers) == len(plan)
+        for reference in idle:  # the same seed, the same pixels, idle or loaded
+            loaded = next(answer for answer in answers if answer.args == reference.args)
+            assert loaded.pixels == reference.pixels, reference.args
+        assert len(refused) == extra and all("Queue is full! Please try again." in result for result in refused), busy_results
+        assert after["peak"] < PEAK_MEMORY_LIMIT_MB
+        assert server.poll() is None, "the server is still up"
+    except BaseException:
+        print((tmp_path / "server.log").read_text()[-5000:])  # the server's side of a failure
+        raise
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
