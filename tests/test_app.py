@@ -15,6 +15,7 @@ from PIL import Image
 
 import app
 from tests.serving import ROOT, free_port, wait_for_port
+from webapp.streaming import PREVIEW_EVERY, stream_samples
 
 
 
@@ -125,9 +126,9 @@ def test_closing_the_stream_stops_the_worker_within_a_step():
             time.sleep(0.002)
         return "finished"
 
-    stream = app.stream_samples(run, 1000)
+    stream = stream_samples(run, 1000)
     kind, _, step = next(stream)  # the first preview
-    assert kind == "preview" and step == app.PREVIEW_EVERY
+    assert kind == "preview" and step == PREVIEW_EVERY
     stream.close()  # what Stop or a vanished client does
     time.sleep(0.1)
     count = len(steps_run)

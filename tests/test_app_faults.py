@@ -20,6 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 import app
 from tests.serving import ROOT, free_port
 from uncond.pipeline import SampleOutput
+from webapp import startup
 
 WEIGHTS = os.path.join(ROOT, "weights")
 STEP_SECONDS = 0.2  # one step of the stand-in pipeline
@@ -61,7 +62,7 @@ def truncate(path):
 def test_broken_weights_stop_the_start_naming_the_folder_and_the_rebuild_command(tmp_path, broken, damage, command):
     weights = weights_with(tmp_path, broken, damage)
     with pytest.raises(SystemExit) as stopped:
-        app.load_models(weights, [])
+        startup.load_models(weights, [])
     message = str(stopped.value)
     assert message.startswith("Cannot start: the ") and f"in {os.path.join(weights, broken)} is missing or unreadable" in message
     assert command in message and f"--out {os.path.join(weights, broken)}" in message
@@ -80,17 +81,17 @@ def test_the_app_exits_non_zero_with_that_message_and_no_traceback(tmp_path):
 
 
 def test_precision_and_queue_follow_the_device(monkeypatch):
-    assert app.default_dtype(torch.device("cpu")) == torch.float32
-    assert app.default_dtype(torch.device("cuda", 0)) == torch.float16
+    assert startup.default_dtype(torch.device("cpu")) == torch.float32
+    assert startup.default_dtype(torch.device("cuda", 0)) == torch.float16
     for name in ("EMOJI_CONCURRENCY", "EMOJI_QUEUE_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    assert app.queue_settings(torch.device("cpu")) == (1, 32)
-    assert app.queue_settings(torch.device("cuda")) == (4, 64)
+    assert startup.queue_settings(torch.device("cpu")) == (1, 32)
+    assert startup.queue_settings(torch.device("cuda")) == (4, 64)
     monkeypatch.setenv("EMOJI_QUEUE_SIZE", "3")
-    assert app.queue_settings(torch.device("cpu")) == (1, 3)
+    assert startup.queue_settings(torch.device("cpu")) == (1, 3)
     monkeypatch.setenv("EMOJI_CONCURRENCY", "0")
     with pytest.raises(SystemExit, match="EMOJI_CONCURRENCY must be a positive whole number, got '0'"):
-        app.queue_settings(torch.device("cpu"))
+        startup.queue_settings(torch.device("cpu"))
     assert app.DEVICE_NOTE.startswith("Running on **CPU** in float32; 1 generation(s) at a time")
 
 
@@ -106,13 +107,13 @@ def test_on_cuda_the_models_load_in_fp16_and_the_page_says_so(monkeypatch):
 
     from txt2img.pipeline import TextToImagePipeline
 
-    monkeypatch.setattr(app, "default_device", lambda: torch.device("cuda", 0))
-    monkeypatch.setattr(app.UnconditionalPipeline, "from_pretrained", record("uncond"))
+    monkeypatch.setattr(startup, "default_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(startup.UnconditionalPipeline, "from_pretrained", record("uncond"))
     monkeypatch.setattr(TextToImagePipeline, "from_pretrained", record("txt2img"))
-    app.load_models(WEIGHTS, [])
+    startup.load_models(WEIGHTS, [])
     assert loaded == [("uncond", "uncond", torch.device("cuda", 0), torch.float16), ("txt2img", "txt2img", torch.device("cuda", 0), torch.float16)]
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
-    note = app.device_note(torch.device("cuda", 0), torch.float16, 4, 64)
+    note = startup.device_note(torch.device("cuda", 0), torch.float16, 4, 64)
     assert note == "Running on **CUDA** (NVIDIA H100) in float16; 4 generation(s) at a time, up to 64 waiting."
 
 
@@ -162,6 +163,19 @@ def test_out_of_memory_suggests_fewer_images_and_the_next_request_works(monkeypa
     assert emptied == [True]  # the failed batch's memory is handed back
     gallery, settings, seed, strip = run_unconditional(app.UNCOND_DEFAULT, "DDIM", 3, 0.0, 4, 1)[-1]
     assert len(gallery) == 4 and seed == 1
+
+
+def test_result_folders_stay_bounded_and_a_folder_in_use_is_kept():
+    from webapp.streaming import ResultFolders
+
+    folders = ResultFolders(keep=3)
+    busy = folders.new()  # a long request, still writing
+    for _ in range(10):
+        folders.release(folders.new())
+        time.sleep(0.01)  # distinct modification times
+    remaining = [entry.path for entry in os.scandir(folders.root)]
+    assert busy in remaining and len(remaining) <= 3 + 1
+    shutil.rmtree(folders.root)
 
 
 # ---- Stop and lost clients on the served app ----
@@ -234,7 +248,7 @@ def test_uploads_are_size_limited_and_no_folder_beyond_gradios_is_served(served)
     assert big.status_code == 413
     small = httpx.post(served + "gradio_api/upload", files={"files": ("small.png", b"\0" * 1000, "image/png")})
     assert small.status_code == 200
-    for path in (os.path.join(ROOT, "app.py"), os.path.join(WEIGHTS, "uncond", "model.safetensors"), "/etc/passwd", app.OUTPUT_DIR):
+    for path in (os.path.join(ROOT, "app.py"), os.path.join(WEIGHTS, "uncond", "model.safetensors"), "/etc/passwd", app.RESULTS.root):
         assert httpx.get(served + f"gradio_api/file={path}").status_code == 403, path
 
 
@@ -339,7 +353,7 @@ def test_only_safetensors_weights_are_ever_loaded():
     # no pickle-based loader anywhere in the code (the tests may mention them: they check they are refused)
     pickle_loaders = re.compile(r"torch\.load\(|import pickle|pickle\.loads?\(|import dill|joblib\.load|allow_pickle\s*=\s*True|use_safetensors\s*=\s*False")
     sources = [os.path.join(ROOT, "app.py")]
-    for package in ("uncond", "txt2img"):
+    for package in ("uncond", "txt2img", "webapp"):
         sources += [os.path.join(ROOT, package, name) for name in os.listdir(os.path.join(ROOT, package)) if name.endswith(".py")]
     for path in sources:
         with open(path) as f:
