@@ -95,6 +95,59 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool 
     return emb
 
 
+# oneDNN's convolution on a weight reordered ahead of time (the kernel torch.compile's freezing emits on CPUs)
+PACKED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
+MAX_PACKED_SHAPES = 8  # input shapes whose packed weights a conv keeps (sampling uses one or two batch sizes)
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d that, in CPU float32 inference, reorders its weight for oneDNN once instead of on every call.
+
+    The plain path reorders the weight into oneDNN's blocked layout on every call (or, at batch 1 on small
+    maps, falls back to a slower im2col kernel); for a 32x32 UNet that is a large share of a sampling step.
+    Here the reordered weight is kept per input shape until the weight changes (an in-place update bumps
+    its version; `.to()` and friends clear the cache), and the output comes back channels-last, which the
+    norms, activations and attention reshapes after it keep. With autograd on, on GPUs and in half
+    precision this is nn.Conv2d.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._packed = {}  # input shape -> weight in oneDNN's layout for it
+        self._packed_from = None  # (the weight's data, its version) the cache was built from
+
+    def _apply(self, fn, *args, **kwargs):
+        self._packed, self._packed_from = {}, None  # .to(device / dtype) gives the weight new data
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        # copies (deepcopy, pickle) start without the cache: oneDNN's layout cannot be copied, and it is rebuilt on use
+        return {**self.__dict__, "_packed": {}, "_packed_from": None}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._can_pack(x):
+            return super().forward(x)
+        args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        return torch.ops.mkldnn._convolution_pointwise(x, self._packed_weight(x.shape, args), self.bias, *args, "none", [], "")
+
+    def _can_pack(self, x: torch.Tensor) -> bool:
+        """Whether this call takes the packed path: float32 inference (no autograd) on a CPU with oneDNN, not under torch.compile."""
+        return (PACKED_CONV and torch.backends.mkldnn.enabled and not torch.is_grad_enabled() and x.device.type == "cpu"
+                and x.dtype == torch.float32 and self.weight.dtype == torch.float32 and self.padding_mode == "zeros"
+                and not torch.compiler.is_compiling())  # (the compiler emits its own oneDNN kernels)
+
+    def _packed_weight(self, shape: torch.Size, args: tuple) -> torch.Tensor:
+        """The weight in oneDNN's layout for inputs of `shape`; all are rebuilt once the weight has changed."""
+        weight, built_from = self.weight, self._packed_from
+        if built_from is None or built_from[0].data_ptr() != weight.data_ptr() or built_from[1] != weight._version \
+                or len(self._packed) >= MAX_PACKED_SHAPES:
+            # holding the data the cache was built from keeps its address from going to a new weight
+            self._packed, self._packed_from = {}, (weight.data, weight._version)
+        if shape not in self._packed:
+            self._packed[shape] = torch.ops.mkldnn._reorder_convolution_weight(weight, *args, list(shape))
+        return self._packed[shape]
+
+
 class TimestepEmbedding(nn.Module):
     """MLP on the sinusoidal embedding: Linear, SiLU, Linear."""
 
@@ -113,17 +166,18 @@ class ResnetBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float, dropout: float):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
         self.time_emb_proj = nn.Linear(temb_channels, out_channels)
         self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
         # a 1x1 conv matches channel counts on the residual path when they differ
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.conv_shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb_act: torch.Tensor) -> torch.Tensor:
+        """`temb_act` = SiLU(time embedding) (B, T), which every block projects: the UNet computes it once."""
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
+        h = h + self.time_emb_proj(temb_act)[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
@@ -158,7 +212,7 @@ class Downsample(nn.Module):
     def __init__(self, channels: int, padding: int = 1):
         super().__init__()
         self.padding = padding
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
+        self.conv = Conv2d(channels, channels, 3, stride=2, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == 0:
@@ -171,7 +225,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -264,7 +318,7 @@ class UNet(nn.Module):
         temb_channels = ch[0] * 4
         groups, eps, dropout = config.norm_num_groups, config.norm_eps, config.dropout
 
-        self.conv_in = nn.Conv2d(config.in_channels, ch[0], 3, padding=1)
+        self.conv_in = Conv2d(config.in_channels, ch[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(ch[0], temb_channels)
 
         self.down_blocks = nn.ModuleList()
@@ -286,7 +340,7 @@ class UNet(nn.Module):
                 )
             )
         self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=eps)
-        self.conv_out = nn.Conv2d(ch[0], config.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(ch[0], config.out_channels, 3, padding=1)
 
     def attention_factory(self, level: int | None) -> AttentionFactory | None:
         """The attention layer maker for a level (None: the mid block), or None where the level has none."""
@@ -308,17 +362,17 @@ class UNet(nn.Module):
         # a host tensor goes to the device without a sync; a scalar is broadcast over the batch
         timestep = timestep.to(sample.device, non_blocking=True).reshape(-1).expand(batch)
         t_emb = timestep_embedding(timestep, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift)
-        temb = self.time_embedding(t_emb.to(sample.dtype))  # (B, 4 * C0)
+        temb_act = F.silu(self.time_embedding(t_emb.to(sample.dtype)))  # (B, 4 * C0), activated as each resnet reads it
 
         x = self.conv_in(sample)
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = block(x, temb, attn_kwargs)
+            x, block_skips = block(x, temb_act, attn_kwargs)
             skips.extend(block_skips)
-        x = self.mid_block(x, temb, attn_kwargs)
+        x = self.mid_block(x, temb_act, attn_kwargs)
         for block in self.up_blocks:
-            x = block(x, skips, temb, attn_kwargs)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+            x = block(x, skips, temb_act, attn_kwargs)
+        return self.conv_out(F.silu(self.conv_norm_out(x))).contiguous()  # (B, C, H, W), whatever layout the convs chose
 
     # ---- saving and loading: config.json + safetensors, never pickles ----
 
