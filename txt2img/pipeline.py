@@ -30,7 +30,7 @@ import torch
 from txt2img.clip import TextEmbeddings, TextEncoder
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond.pipeline import (SCHEDULER_CONFIG_NAME, Callback, SampleOutput, check_sampling_args, default_device, initial_noise, make_scheduler,
-                             model_dtype, predicted_x0, to_pil)
+                             model_dtype, predicted_x0, prepare_for_sampling, to_pil)
 from uncond.scheduler import DDIMScheduler
 
 PIPELINE_CONFIG_NAME = "pipeline.json"
@@ -102,7 +102,7 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
     else:
         hidden_states = cond.hidden_states.to(device=device, dtype=dtype)  # (B, L, D)
         attention_mask = cond.attention_mask.to(device)  # (B, L)
-    timesteps = scheduler.timesteps.to(device)  # once, not a host-to-device copy per step
+    timesteps = scheduler.timesteps.to(device, non_blocking=True)  # once, not a host-to-device copy per step
     x_t = x_t * scheduler.init_noise_sigma  # 1 for DDPM/DDIM; sigma_max for Euler
     steps_done = 0
     for i, t in enumerate(scheduler.timesteps):
@@ -184,7 +184,7 @@ class TextToImagePipeline:
             raise ValueError(
                 f"text_encoder width {text_encoder.hidden_size} does not match the UNet's cross_attention_dim {unet.config.cross_attention_dim}"
             )
-        self.unet = unet.eval()
+        self.unet = prepare_for_sampling(unet)
         self.text_encoder = text_encoder
         self.scheduler_config = dict(scheduler_config)
         self.name = name
@@ -269,7 +269,7 @@ class TextToImagePipeline:
         check_sampling_args(num_images, num_inference_steps, eta, seed, sampler.config.num_train_timesteps)
         check_guidance_args(guidance_scale, guidance_rescale)
         if device is not None or dtype is not None:
-            self.unet.to(device=device or self.device, dtype=dtype or self.dtype)
+            prepare_for_sampling(self.unet.to(device=device or self.device, dtype=dtype or self.dtype))
             self.text_encoder.text_model.to(device=self.device)
         started = time.perf_counter()
         guided = guidance_scale != 1.0
