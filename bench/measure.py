@@ -27,7 +27,12 @@ def synchronize(device) -> None:
 
 
 def compare(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
-    """Median seconds of each zero-argument callable in `candidates`, run alternately `repeats` times after `warmup` runs."""
+    """Median seconds of each zero-argument callable in `candidates` (see `time_alternately`)."""
+    return {name: statistics.median(times) for name, times in time_alternately(candidates, repeats, device, warmup).items()}
+
+
+def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
+    """Seconds of every run of each zero-argument callable in `candidates`, run alternately `repeats` times after `warmup` runs."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(candidates)
@@ -42,7 +47,7 @@ def compare(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> di
             candidates[name]()
             synchronize(device)
             seconds[name].append(time.perf_counter() - started)
-    return {name: statistics.median(times) for name, times in seconds.items()}
+    return seconds
 
 
 def matmul_peak(device="cpu", dtype=torch.float32, sizes=(512, 1024, 2048), repeats: int = 5) -> tuple[float, dict]:
@@ -66,6 +71,18 @@ def count_flops(fn) -> int:
 def time_steps(run_steps, steps: int, repeats: int, device="cpu") -> float:
     """Median seconds per step of `run_steps()`, which runs `steps` steps."""
     return compare({"steps": run_steps}, repeats, device, warmup=1)["steps"] / steps
+
+
+def host_waits_for_device(run) -> str | None:
+    """None if `run()` never makes the host wait for the GPU, else the error torch.cuda's sync debug mode raised."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run()
+        return None
+    except RuntimeError as error:
+        return str(error)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 # ---- diffusers' side of each comparison ----

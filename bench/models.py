@@ -24,6 +24,8 @@ ROOT = os.path.dirname(HERE)
 UNCOND_TRAIN_CONFIG = os.path.join(ROOT, "configs", "uncond_cpu32.json")
 TXT2IMG_TRAIN_CONFIG = os.path.join(ROOT, "configs", "txt2img_cpu32.json")
 SHIPPED_CLIP = os.path.join(ROOT, "weights", "clip")
+SHIPPED_UNCOND = os.path.join(ROOT, "weights", "uncond")
+SHIPPED_TXT2IMG_UNET = os.path.join(ROOT, "weights", "txt2img", "unet")
 SHIPPED_CLIP_WIDTH = 128  # weights/clip's text hidden size: the shipped TextUNet's cross_attention_dim
 
 # beyond uncond.convert's renames: the transformer blocks of UNet2DConditionModel
@@ -93,34 +95,49 @@ def diffusers_txt2img_config(config: TextUNetConfig) -> dict:
     )
 
 
-def uncond_pair(config: UNetConfig, seed: int = 0) -> tuple[UNet, torch.nn.Module]:
-    """(our UNet, diffusers' UNet2DModel) of the same architecture and weights, in eval mode."""
+def _ours_keys(reference_state: dict, transformer: bool) -> dict:
+    """diffusers key -> our key, for every weight of a diffusers UNet."""
+    keys = convert_state_dict({key: key for key in reference_state})  # our key -> diffusers key
+    if transformer:
+        for pattern, replacement in TRANSFORMER_RENAMES:
+            keys = {pattern.sub(replacement, ours): theirs for ours, theirs in keys.items()}
+    return {theirs: ours for ours, theirs in keys.items()}
+
+
+def _pair(ours, reference, transformer: bool, ours_from: str | None):
+    """Give both models the same weights: diffusers' initialisation, or the trained weights in the folder `ours_from`."""
+    mapping = _ours_keys(reference.state_dict(), transformer)
+    if ours_from is None:
+        state = reference.state_dict()
+        ours.load_state_dict({mapping[key]: value for key, value in state.items()}, strict=True)
+    else:
+        trained = type(ours).from_pretrained(ours_from)
+        if trained.config != ours.config:
+            raise ValueError(f"weights in {ours_from!r} are for {trained.config}, not {ours.config}")
+        ours.load_state_dict(trained.state_dict(), strict=True)
+        state = ours.state_dict()
+        reference.load_state_dict({key: state[mapping[key]] for key in reference.state_dict()}, strict=True)
+    return ours.eval(), reference.eval()
+
+
+def uncond_pair(config: UNetConfig, seed: int = 0, weights: str | None = None) -> tuple[UNet, torch.nn.Module]:
+    """(our UNet, diffusers' UNet2DModel) of the same architecture and weights (`weights`: a model folder; None: random)."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
-    reference = UNet2DModel(**diffusers_uncond_config(config)).eval()
-    ours = UNet(config).eval()
-    ours.load_state_dict(convert_state_dict(reference.state_dict()), strict=True)
-    return ours, reference
+    return _pair(UNet(config), UNet2DModel(**diffusers_uncond_config(config)), transformer=False, ours_from=weights)
 
 
-def txt2img_pair(config: TextUNetConfig, seed: int = 0) -> tuple[TextUNet, torch.nn.Module]:
-    """(our TextUNet, diffusers' UNet2DConditionModel) of the same architecture and weights, in eval mode."""
+def txt2img_pair(config: TextUNetConfig, seed: int = 0, weights: str | None = None) -> tuple[TextUNet, torch.nn.Module]:
+    """(our TextUNet, diffusers' UNet2DConditionModel) of the same architecture and weights (`weights`: a UNet folder; None: random)."""
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention import BasicTransformerBlock, FeedForward
 
     torch.manual_seed(seed)
     reference = UNet2DConditionModel(**diffusers_txt2img_config(config))
     # its config has no feed-forward width or activation: give each transformer block diffusers' own FeedForward of ours
-    activation = {"geglu": "geglu", "gelu": "gelu"}[config.ff_activation]
     for module in reference.modules():
         if isinstance(module, BasicTransformerBlock):
             dim = module.norm3.normalized_shape[0]
-            module.ff = FeedForward(dim, mult=config.ff_mult, activation_fn=activation, dropout=config.dropout)
-    reference.eval()
-    state = convert_state_dict(reference.state_dict())
-    for pattern, replacement in TRANSFORMER_RENAMES:
-        state = {pattern.sub(replacement, key): value for key, value in state.items()}
-    ours = TextUNet(config).eval()
-    ours.load_state_dict(state, strict=True)
-    return ours, reference
+            module.ff = FeedForward(dim, mult=config.ff_mult, activation_fn=config.ff_activation, dropout=config.dropout)
+    return _pair(TextUNet(config), reference, transformer=True, ours_from=weights)
