@@ -101,15 +101,15 @@ def read_outputs(out):
 
 def test_uncond_command_writes_report_plot_and_grids(folders, tmp_path):
     main(["uncond", "--model", folders["uncond"], "--clip", folders["clip"], "--data", folders["data"], "--out", str(tmp_path),
-          "--num-samples", "9", "--samplers", "ddpm:3", "ddim:2", "ddim:4", "--batch-size", "4"])
+          "--num-samples", "9", "--samplers", "ddpm:3", "ddim:2", "ddim:4", "ddim:4:1", "--batch-size", "4"])
     report = read_outputs(tmp_path)
-    assert [(r["sampler"], r["steps"]) for r in report["results"]] == [("ddpm", 3), ("ddim", 2), ("ddim", 4)]
+    assert [(r["sampler"], r["steps"], r["eta"]) for r in report["results"]] == [("ddpm", 3, 0), ("ddim", 2, 0), ("ddim", 4, 0), ("ddim", 4, 1)]
     assert report["num_samples"] == 9 and report["num_training_images"] == 36 and report["image_size"] == 8
     for row in report["results"] + [report["reference_data_halves"]]:
         assert row["fid_clip"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
     for row in report["results"]:
         assert row["memorisation_rate"] == 0.0 and row["nearest_distance_median"] > 0.1  # an untrained model draws noise
-    assert {"samples_ddpm3.png", "samples_ddim2.png", "samples_ddim4.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"samples_ddpm3.png", "samples_ddim2.png", "samples_ddim4.png", "samples_ddim4_eta1.png"} <= {p.name for p in tmp_path.iterdir()}
 
 
 def test_uncond_samples_that_copy_the_data_are_memorised(folders, tmp_path, monkeypatch):
@@ -156,6 +156,17 @@ def test_txt2img_real_images_as_samples_score_as_the_reference(folders, tmp_path
     row, reference = report["results"][0], report["reference_real_images"]
     assert row["top1"] == reference["top1"] and row["top5"] == reference["top5"] and row["held_out"] == reference["held_out"]
     assert row["clip_score"] == pytest.approx(reference["clip_score"])
+
+
+@pytest.mark.parametrize("spec", ["plms:10", "ddim:0", "ddim:x", "ddim:50:2", "ddim:50:x", "ddpm:1000:1"])
+def test_bad_sampler_settings_are_refused(spec):
+    with pytest.raises(ValueError, match="sampler must look like"):
+        evaluate.parse_sampler(spec)
+
+
+def test_sampler_settings_parse():
+    assert evaluate.parse_sampler("ddim:50") == ("ddim", 50, 0.0) and evaluate.parse_sampler("ddim:50:1") == ("ddim", 50, 1.0)
+    assert evaluate.parse_sampler("ddpm:1000") == ("ddpm", 1000, 0.0)
 
 
 def test_bad_arguments_are_named(folders, tmp_path):

@@ -107,12 +107,20 @@ def clip_text_features(clip: CLIPEmbedder, captions: list, batch_size: int) -> t
     return torch.cat([clip.text_features(captions[i : i + batch_size]).cpu() for i in range(0, len(captions), batch_size)])
 
 
-def parse_sampler(spec: str) -> tuple[str, int]:
-    """Parse a sampler setting: "ddim:50" -> ("ddim", 50)."""
-    name, _, steps = spec.partition(":")
-    if name not in ("ddpm", "ddim") or not steps.isdigit() or int(steps) < 1:
-        raise ValueError(f"sampler must look like ddpm:1000 or ddim:50, got {spec!r}")
-    return name, int(steps)
+def parse_sampler(spec: str) -> tuple[str, int, float]:
+    """Parse a sampler setting: "ddim:50" -> ("ddim", 50, 0.0); "ddim:50:1" -> ("ddim", 50, 1.0), DDIM's eta last."""
+    name, _, rest = spec.partition(":")
+    steps, _, eta = rest.partition(":")
+    error = ValueError(f"sampler must look like ddpm:1000, ddim:50 or ddim:50:1 (eta in [0, 1]), got {spec!r}")
+    if name not in ("ddpm", "ddim") or not steps.isdigit() or int(steps) < 1 or (eta and name != "ddim"):
+        raise error
+    try:
+        eta_value = float(eta) if eta else 0.0
+    except ValueError:
+        raise error from None
+    if not 0.0 <= eta_value <= 1.0:
+        raise error
+    return name, int(steps), eta_value
 
 
 def autocast(device: torch.device, precision: str):
@@ -130,11 +138,11 @@ def _check_batch_size(batch_size: int) -> None:
 # ---- unconditional ----
 
 
-def generate_uncond(pipe, num_samples: int, scheduler: str, steps: int, batch_size: int, seed: int) -> list:
+def generate_uncond(pipe, num_samples: int, scheduler: str, steps: int, batch_size: int, seed: int, eta: float = 0.0) -> list:
     """`num_samples` PIL images from an `UnconditionalPipeline`, batch b seeded with seed + b."""
     images = []
     for b, start in enumerate(range(0, num_samples, batch_size)):
-        result = pipe(num_images=min(batch_size, num_samples - start), num_inference_steps=steps, scheduler=scheduler, seed=seed + b)
+        result = pipe(num_images=min(batch_size, num_samples - start), num_inference_steps=steps, scheduler=scheduler, eta=eta, seed=seed + b)
         images += result.images
     return images
 
@@ -166,22 +174,22 @@ def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples:
 
     os.makedirs(out_dir, exist_ok=True)
     results = []
-    for name, steps in settings:
+    for name, steps, eta in settings:
         started = time.perf_counter()
         with autocast(pipe.device, precision):
-            images = generate_uncond(pipe, num_samples, name, steps, batch_size, seed)
+            images = generate_uncond(pipe, num_samples, name, steps, batch_size, seed, eta)
         fake = to_uint8(images)  # (N, C, H, W)
         fake_features = clip_image_features(embedder, fake, batch_size)
         distances, _ = nearest_training_image(fake.float() / 255, real_pixels)  # (N,) RMS pixel distance
         row = {
-            "sampler": name, "steps": steps, "fid_clip": frechet_distance(real_features, fake_features),
+            "sampler": name, "steps": steps, "eta": eta, "fid_clip": frechet_distance(real_features, fake_features),
             **precision_recall(real_features, fake_features, k),
             "memorisation_rate": (distances < threshold).double().mean().item(),  # = memorisation_rate(), from the same distances
             "nearest_distance_median": distances.median().item(), "seconds": round(time.perf_counter() - started, 1),
         }
         results.append(row)
-        save_grid(images[:GRID_IMAGES], os.path.join(out_dir, f"samples_{name}{steps}.png"))
-        log(f"{name.upper()} {steps:4d} steps: FID_CLIP {row['fid_clip']:.4f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}, "
+        save_grid(images[:GRID_IMAGES], os.path.join(out_dir, f"samples_{name}{steps}" + (f"_eta{eta:g}" if eta else "") + ".png"))
+        log(f"{sampler_label(name, eta)} {steps:4d} steps: FID_CLIP {row['fid_clip']:.4f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}, "
             f"memorised {row['memorisation_rate']:.1%} ({row['seconds']} s)")
     report = {
         "task": "uncond", "model": model, "clip": clip, "data": data, "num_samples": num_samples, "num_training_images": len(real),
@@ -273,19 +281,25 @@ def _write(report: dict, out_dir: str, plot) -> None:
     plot(report, os.path.join(out_dir, "plot.png"))
 
 
+def sampler_label(sampler: str, eta: float) -> str:
+    """"DDPM", "DDIM" (eta 0) or "DDIM eta 1" for tables and plots."""
+    return sampler.upper() + (f" eta {eta:g}" if eta else "")
+
+
 def plot_uncond(report: dict, path: str) -> None:
     """FID_CLIP, and precision / recall, against sampling steps; DDIM as lines, DDPM as points."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4), layout="constrained")
     fid_axes, pr_axes = figure.subplots(1, 2)
-    for sampler, style in (("ddim", "o-"), ("ddpm", "s")):
-        rows = sorted((r for r in report["results"] if r["sampler"] == sampler), key=lambda r: r["steps"])
-        steps = [r["steps"] for r in rows]
-        if rows:
-            fid_axes.plot(steps, [r["fid_clip"] for r in rows], style, label=sampler.upper())
-            pr_axes.plot(steps, [r["precision"] for r in rows], style, color="C0", label=f"precision ({sampler.upper()})")
-            pr_axes.plot(steps, [r["recall"] for r in rows], style, color="C1", label=f"recall ({sampler.upper()})", mfc="none")
+    groups = sorted({(r["sampler"], r.get("eta", 0.0)) for r in report["results"]}, key=lambda g: (g[0] == "ddpm", g[1]))
+    for (sampler, eta), style in zip(groups, ("o-", "^--", "v:", "D-.", "x-")):
+        rows = sorted((r for r in report["results"] if (r["sampler"], r.get("eta", 0.0)) == (sampler, eta)), key=lambda r: r["steps"])
+        steps, label = [r["steps"] for r in rows], sampler_label(sampler, eta)
+        style = "s" if sampler == "ddpm" else style  # DDPM: one point per step count
+        fid_axes.plot(steps, [r["fid_clip"] for r in rows], style, label=label)
+        pr_axes.plot(steps, [r["precision"] for r in rows], style, color="C0", label=f"precision ({label})")
+        pr_axes.plot(steps, [r["recall"] for r in rows], style, color="C1", label=f"recall ({label})", mfc="none")
     fid_axes.axhline(report["reference_data_halves"]["fid_clip"], ls=":", color="grey", label="data vs data (halves)")
     fid_axes.set(xscale="log", xlabel="sampling steps", ylabel="FID_CLIP", title=f"FID in CLIP space, {report['num_samples']} samples")
     pr_axes.set(xscale="log", xlabel="sampling steps", ylim=(-0.02, 1.02), title=f"precision / recall (k = {report['k']})")
@@ -342,7 +356,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
         p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: the UNet under bf16 autocast (faster)")
     uncond.add_argument("--num-samples", type=int, default=1000, help="samples per sampler setting")
-    uncond.add_argument("--samplers", nargs="+", default=list(SAMPLERS), help="settings like ddpm:1000 ddim:50")
+    uncond.add_argument("--samplers", nargs="+", default=list(SAMPLERS), help="settings like ddpm:1000 ddim:50 ddim:50:1 (the last number: DDIM's eta)")
     uncond.add_argument("--batch-size", type=int, default=250)
     uncond.add_argument("--k", type=int, default=3, help="neighbours of the precision/recall manifolds")
     uncond.add_argument("--memorisation-threshold", type=float, default=MEMORISATION_THRESHOLD, help="RMS pixel distance, pixels in [0, 1]")
