@@ -151,8 +151,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_startup_seconds(root: str, timeout: float = 120.0) -> float | None:
-    """Seconds from `python app.py` to its page answering HTTP 200; None if it never does within `timeout`."""
+def app_startup_seconds(root: str, timeout: float = 120.0) -> tuple[float | None, float]:
+    """Seconds from `python app.py` to its page answering HTTP 200 (None if not within `timeout`), and the CPU seconds the app used.
+
+    The CPU seconds (the app is stopped as soon as it answers) do not grow when other programs share the cores; the wall time does.
+    """
+    import resource
+
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
@@ -162,25 +168,34 @@ def app_startup_seconds(root: str, timeout: float = 120.0) -> float | None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
                     if response.status == 200:
-                        return time.perf_counter() - started
+                        ready = time.perf_counter() - started
+                        break
             except OSError:
                 time.sleep(0.1)
-        return None
+        else:
+            ready = None
     finally:
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ready, (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
 
 
-def time_generator(handler, *args) -> tuple[float, float, int]:
-    """(seconds to the first preview, seconds to the final images, previews seen) of one app handler call."""
-    started = time.perf_counter()
-    first = None
-    previews = 0
+def time_generator(handler, *args) -> tuple[float | None, float, int, float]:
+    """(seconds to the first preview, seconds to the final images, previews seen, CPU seconds) of one app handler call.
+
+    The handler yields page outputs: previews (their status text reads "step k/n ..."), ticks that change nothing,
+    and last the results.
+    """
+    started, cpu_started = time.perf_counter(), time.process_time()
+    first, previews = None, 0
     for outputs in handler(*args, progress=lambda *a, **k: None):
-        if first is None:
-            first = time.perf_counter() - started
-        previews += 1
-    return first, time.perf_counter() - started, previews - 1  # the last output is the final images
+        if isinstance(outputs[1], str) and outputs[1].startswith("step "):
+            previews += 1
+            if first is None:
+                first = time.perf_counter() - started
+    return first, time.perf_counter() - started, previews, time.process_time() - cpu_started
