@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from uncond.unet import UNet, UNetConfig, timestep_embedding
+from uncond.unet import Conv2d, UNet, UNetConfig, timestep_embedding
 
 
 def tiny_config(**overrides) -> UNetConfig:
@@ -160,3 +160,12 @@ def test_packed_conv_sees_every_weight_change():
     # with autograd on it is nn.Conv2d: gradients flow
     conv(x).sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_packed_convolution_leaves_autocast_in_charge():
+    conv = Conv2d(4, 8, 3, padding=1).eval()
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv(x).dtype == torch.bfloat16  # bf16 as asked, not the float32 packed path
+        assert conv(x).dtype == torch.float32

@@ -131,9 +131,10 @@ class Conv2d(nn.Conv2d):
         return torch.ops.mkldnn._convolution_pointwise(x, self._packed_weight(x.shape, args), self.bias, *args, "none", [], "")
 
     def _can_pack(self, x: torch.Tensor) -> bool:
-        """Whether this call takes the packed path: float32 inference (no autograd) on a CPU with oneDNN, not under torch.compile."""
+        """Whether this call takes the packed path: float32 inference (no autograd, no autocast) on a CPU with oneDNN, not under torch.compile."""
         return (PACKED_CONV and torch.backends.mkldnn.enabled and not torch.is_grad_enabled() and x.device.type == "cpu"
                 and x.dtype == torch.float32 and self.weight.dtype == torch.float32 and self.padding_mode == "zeros"
+                and not torch.is_autocast_enabled("cpu")  # autocast asks for bf16 convolutions: nn.Conv2d honours it
                 and not torch.compiler.is_compiling())  # (the compiler emits its own oneDNN kernels)
 
     def _packed_weight(self, shape: torch.Size, args: tuple) -> torch.Tensor:
