@@ -239,7 +239,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             with gr.Column(scale=1):
                 u_model = gr.Dropdown(list(UNCOND_MODELS), value=UNCOND_DEFAULT, label="Model", visible=len(UNCOND_MODELS) > 1)
                 # eta 1: the shipped unconditional model's deterministic DDIM-50 drifts into textured squares
-                # (FID_CLIP 0.37 against DDPM-1000's 0.22); re-injecting noise brings it to 0.25 (README, Evaluation)
+                # (FID_CLIP 0.38 against DDPM-1000's 0.29); re-injecting noise brings it to 0.27 (README, Evaluation)
                 u = sampling_controls(eta_default=1.0)
             with gr.Column(scale=2):
                 u_outputs = result_outputs()
