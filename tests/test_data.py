@@ -8,7 +8,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from uncond import data
-from uncond.data import DEFAULT_FONT, ImageCaptionDataset, build_emoji, cldr_name, glyph_problem, main
+from uncond.data import (DEFAULT_FONT, SKIN_TONES, ImageCaptionDataset, build_emoji, cldr_name, glyph_problem, main, repeat_factors,
+                         variant_base)
 
 needs_font = pytest.mark.skipif(not os.path.isfile(DEFAULT_FONT),
                                 reason=f"{DEFAULT_FONT} missing: apt-get install fonts-noto-color-emoji")
@@ -202,3 +203,19 @@ def test_without_drops_the_named_captions_only(tmp_path):
     assert subset.captions == ["blue", "green"] and len(subset) == 2
     assert subset[0]["pixel_values"][2].mean() > 0.9  # blue stays blue
     assert len(dataset) == 4  # the original is untouched
+
+
+def test_variant_base_groups_skin_tones_hair_and_members_but_not_flags():
+    assert variant_base("waving hand: medium skin tone") == "waving hand"
+    assert variant_base("man: light skin tone, red hair") == "man"
+    assert variant_base("kiss: woman, man, dark skin tone, light skin tone") == "kiss"
+    assert variant_base("flag: Japan") == "flag: Japan"
+    assert variant_base("keycap: 1") == "keycap: 1"
+    assert variant_base("pizza") == "pizza"
+
+
+def test_repeat_factors_follow_the_square_root_of_group_sizes():
+    captions = ["kiss"] + [f"kiss: {tone}" for tone in SKIN_TONES] * 3 + ["waving hand", "waving hand: dark skin tone"] + ["pizza"]
+    # groups: kiss 16, waving hand 2, pizza 1 -> round(sqrt(16 / n)): 1, 3 (2.83), 4
+    assert repeat_factors(captions) == [1] * 16 + [3, 3] + [4]
+    assert repeat_factors([]) == []

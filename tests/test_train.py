@@ -186,3 +186,31 @@ def test_init_from_a_model_folder_starts_from_its_weights(tmp_path):
     second = UNet.from_pretrained(str(tmp_path / "second"))
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+class RecordingTask(KilledAt):
+    """Records the data indices of every batch."""
+
+    def __init__(self, dataset):
+        super().__init__(dataset, kill_step=None)
+        self.drawn = []
+
+    def model_kwargs(self, indices, generator, device):
+        self.drawn.extend(int(i) for i in indices)
+        return super().model_kwargs(indices, generator, device)
+
+
+def test_balance_variants_repeats_the_single_emoji_in_each_epoch(tmp_path):
+    from uncond.data import SKIN_TONES
+
+    dataset = TinyDataset()
+    # one emoji with six variants, two without: repeat factors 1 and round(sqrt(6)) = 2, an epoch of 6 + 2 * 2 = 10
+    dataset.captions = ["waving hand"] + [f"waving hand: {tone}" for tone in SKIN_TONES] + ["pizza", "rocket"]
+    task = RecordingTask(dataset)
+    train("", str(tmp_path / "run"), tiny_config(max_steps=3, batch_size=10, balance_variants=True), task=task, log=lambda *_: None)
+    counts = [task.drawn.count(i) for i in range(8)]
+    assert counts == [3, 3, 3, 3, 3, 3, 6, 6]
+
+    plain = RecordingTask(dataset)
+    train("", str(tmp_path / "plain"), tiny_config(max_steps=2, batch_size=8), task=plain, log=lambda *_: None)
+    assert [plain.drawn.count(i) for i in range(8)] == [2] * 8

@@ -55,6 +55,7 @@ class TrainConfig:
     sample_every: int = 1000
     num_sample_images: int = 16
     seed: int = 0
+    balance_variants: bool = False  # repeat rare emoji in each epoch (uncond.data.repeat_factors)
     init_from: str = ""  # a model folder to start from instead of random weights (e.g. the shipped model); ignored when resuming
     unet: dict = field(default_factory=dict)  # UNetConfig fields; sample_size follows image_size
 
@@ -227,7 +228,7 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from uncond.data import ImageCaptionDataset
+    from uncond.data import ImageCaptionDataset, repeat_factors
 
     accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
     checkpoint = find_checkpoint(out_dir) if resume else None
@@ -260,6 +261,12 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{type(ema_model).__name__} {n_params / 1e6:.2f}M parameters, {len(dataset)} images, step {start_step} -> {config.max_steps}, device {accelerator.device}")
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
+    # an epoch walks `pool`: every item once, or rare ones several times when balancing variants
+    if config.balance_variants:
+        pool = torch.repeat_interleave(torch.arange(len(dataset)), torch.tensor(repeat_factors(dataset.captions)))
+        log(f"balance_variants: an epoch holds {len(pool)} items for {len(dataset)} images")
+    else:
+        pool = torch.arange(len(dataset))
     # each process takes its share of the global batch
     per_process = config.batch_size // accelerator.num_processes
     progress = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, disable=not accelerator.is_main_process)
@@ -267,7 +274,7 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
     for step in range(start_step, config.max_steps):
         for micro in range(config.gradient_accumulation_steps):
             global_step = step * config.gradient_accumulation_steps + micro
-            indices = batch_indices(global_step, len(dataset), config.batch_size, config.seed)
+            indices = pool[batch_indices(global_step, len(pool), config.batch_size, config.seed)]
             indices = indices[accelerator.process_index * per_process : (accelerator.process_index + 1) * per_process]
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + global_step * 97 + accelerator.process_index)
             x_0 = load_batch(dataset, indices, config.random_flip, generator).to(accelerator.device)
@@ -300,6 +307,7 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
 # TrainConfig fields that can also be given as flags (they override --config)
 FLAG_OVERRIDES = (("max_steps", int), ("batch_size", int), ("learning_rate", float), ("image_size", int), ("mixed_precision", str),
                   ("checkpoint_every", int), ("sample_every", int), ("seed", int), ("prediction_type", str), ("init_from", str))
+FLAG_SWITCHES = ("random_flip", "balance_variants")
 
 
 def training_parser(description: str, config_help: str, extra_overrides=()) -> argparse.ArgumentParser:
@@ -311,7 +319,8 @@ def training_parser(description: str, config_help: str, extra_overrides=()) -> a
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if there is one")
     for name, kind in FLAG_OVERRIDES + tuple(extra_overrides):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
-    parser.add_argument("--random-flip", action="store_true", default=None)
+    for name in FLAG_SWITCHES:
+        parser.add_argument("--" + name.replace("_", "-"), action="store_true", default=None, dest=name)
     return parser
 
 
