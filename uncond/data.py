@@ -13,6 +13,7 @@ network are there) into one uint8 tensor (N, C, H, W) and serves pixels in [-1, 
 """
 
 import argparse
+import collections
 import copy
 import json
 import math
@@ -48,11 +49,13 @@ GROUPS = ("kiss", "couple with heart", "family")  # "kiss: woman, man", "family:
 GROUP_MEMBERS = {"man", "woman", "person", "boy", "girl", "adult", "child", "baby"}
 
 
+VARIANT_WORDS = set(SKIN_TONES) | set(HAIR) | GROUP_MEMBERS  # qualifiers that make a variant of the same emoji
+
+
 def variant_base(caption: str) -> str:
     """The emoji a caption is a variant of: "waving hand: medium skin tone" -> "waving hand"; "flag: Japan" stays."""
     base, _, qualifiers = caption.partition(": ")
-    variant_words = set(SKIN_TONES) | set(HAIR) | GROUP_MEMBERS
-    if qualifiers and all(word in variant_words for word in qualifiers.split(", ")):
+    if qualifiers and all(word in VARIANT_WORDS for word in qualifiers.split(", ")):
         return base
     return caption
 
@@ -65,12 +68,10 @@ def repeat_factors(captions: list[str]) -> list[int]:
     variants, but one "pizza". Square-root repeats give the single emoji about 1.6x the share of training they
     have in a plain epoch while the skin-tone variants keep most of theirs.
     """
-    sizes = {}
-    for caption in captions:
-        base = variant_base(caption)
-        sizes[base] = sizes.get(base, 0) + 1
+    bases = [variant_base(caption) for caption in captions]
+    sizes = collections.Counter(bases)
     n_max = max(sizes.values(), default=1)
-    return [max(1, round(math.sqrt(n_max / sizes[variant_base(caption)]))) for caption in captions]
+    return [max(1, round(math.sqrt(n_max / sizes[base]))) for base in bases]
 
 
 def _strip_suffixes(text: str, suffixes: tuple[str, ...], most: int = 99) -> tuple[str, list[str]]:
