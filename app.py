@@ -46,7 +46,9 @@ MAX_GUIDANCE = 20.0
 MAX_PROMPT_CHARS = 1000  # the tokenizer keeps 32 tokens; this only bounds the work a request can ask for
 MAX_UPLOAD = "5mb"  # any uploaded file (the PNG whose settings are restored, the picture of "How it works")
 MAX_PICTURE_SIDE = 2048  # pixels; larger pictures are refused before they are decoded
-Image.MAX_IMAGE_PIXELS = MAX_PICTURE_SIDE**2  # Pillow's decompression-bomb guard: a warning above, an error above twice this
+Image.MAX_IMAGE_PIXELS = (
+    MAX_PICTURE_SIDE**2
+)  # Pillow's decompression-bomb guard: a warning above, an error above twice this
 KEEP_RESULTS = 64  # requests whose PNGs stay in the app's own folder
 # picker label -> (scheduler name in the pipelines, default steps); the last two are diffusers' samplers in our loop
 SCHEDULERS = {
@@ -65,9 +67,16 @@ Both are written from scratch here; **DPM-Solver++** and **Euler** are diffusers
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="The emoji diffusion demo.")
-    parser.add_argument("--uncond-model", action="append", default=[], metavar="PATH_OR_HUB_ID",
-                        help="also offer this unconditional model (our format or a diffusers UNet2DModel / DDPMPipeline folder or hub id); repeatable")
-    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link (off unless asked for)")
+    parser.add_argument(
+        "--uncond-model",
+        action="append",
+        default=[],
+        metavar="PATH_OR_HUB_ID",
+        help="also offer this unconditional model (our format or a diffusers UNet2DModel / DDPMPipeline folder or hub id); repeatable",
+    )
+    parser.add_argument(
+        "--share", action="store_true", help="also serve through a public gradio.live link (off unless asked for)"
+    )
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -102,22 +111,42 @@ def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, s
     scheduler, steps, eta, num_images, seed = check_sampling_fields(scheduler, steps, eta, num_images, seed)
 
     def run(callback):
-        return pipe(num_images=num_images, num_inference_steps=steps, scheduler=SCHEDULERS[scheduler][0], eta=eta, seed=seed, callback=callback)
+        return pipe(
+            num_images=num_images,
+            num_inference_steps=steps,
+            scheduler=SCHEDULERS[scheduler][0],
+            eta=eta,
+            seed=seed,
+            callback=callback,
+        )
 
     yield from stream_to_page(run, steps, seed, num_images, progress, RESULTS)
 
 
 @gpu
-def generate_text_to_image(prompt, negative_prompt, guidance_scale, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
+def generate_text_to_image(
+    prompt, negative_prompt, guidance_scale, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()
+):
     """Sample images for a prompt with classifier-free guidance, streaming predicted-x_0 previews."""
     prompt = check_prompt("Prompt", prompt, MAX_PROMPT_CHARS)
-    negative_prompt = check_prompt("Negative prompt", "" if negative_prompt is None else negative_prompt, MAX_PROMPT_CHARS)
+    negative_prompt = check_prompt(
+        "Negative prompt", "" if negative_prompt is None else negative_prompt, MAX_PROMPT_CHARS
+    )
     guidance_scale = check_float("Guidance scale", guidance_scale, 0.0, MAX_GUIDANCE)
     scheduler, steps, eta, num_images, seed = check_sampling_fields(scheduler, steps, eta, num_images, seed)
 
     def run(callback):
-        return TXT2IMG(prompt=prompt, negative_prompt=negative_prompt or None, num_images=num_images, num_inference_steps=steps,
-                       scheduler=SCHEDULERS[scheduler][0], eta=eta, guidance_scale=guidance_scale, seed=seed, callback=callback)
+        return TXT2IMG(
+            prompt=prompt,
+            negative_prompt=negative_prompt or None,
+            num_images=num_images,
+            num_inference_steps=steps,
+            scheduler=SCHEDULERS[scheduler][0],
+            eta=eta,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            callback=callback,
+        )
 
     yield from stream_to_page(run, steps, seed, num_images, progress, RESULTS)
 
@@ -153,7 +182,11 @@ def schedule_table(model: str):
     pipe = UNCOND_MODELS.get(model) or UNCOND_MODELS[UNCOND_DEFAULT]
     schedule = noise_schedule(pipe.scheduler_config)
     rows = []
-    for name, label in (("alpha_bar", "alpha-bar_t (signal kept)"), ("noise_level", "sqrt(1 - alpha-bar_t) (noise std)"), ("beta", "beta_t")):
+    for name, label in (
+        ("alpha_bar", "alpha-bar_t (signal kept)"),
+        ("noise_level", "sqrt(1 - alpha-bar_t) (noise std)"),
+        ("beta", "beta_t"),
+    ):
         rows += [{"t": t, "value": v, "curve": label} for t, v in zip(schedule["t"], schedule[name])]
     return pd.DataFrame(rows)
 
@@ -165,7 +198,7 @@ def restore_settings(file, with_prompt: bool) -> list:
     try:
         settings = read_settings(file if isinstance(file, str) else file.name)
     except ValueError as error:
-        raise gr.Error(f"Settings file: {error}.")
+        raise gr.Error(f"Settings file: {error}.") from error
     labels = {name: label for label, (name, _) in SCHEDULERS.items()}
     checks = {
         "scheduler": lambda v: check_choice("Scheduler", v, labels),
@@ -176,7 +209,12 @@ def restore_settings(file, with_prompt: bool) -> list:
         "negative_prompt": lambda v: check_prompt("Negative prompt", v, MAX_PROMPT_CHARS),
         "guidance_scale": lambda v: check_float("Guidance scale", v, 0.0, MAX_GUIDANCE),
     }
-    names = (["prompt", "negative_prompt", "guidance_scale"] if with_prompt else []) + ["scheduler", "steps", "eta", "seed"]
+    names = (["prompt", "negative_prompt", "guidance_scale"] if with_prompt else []) + [
+        "scheduler",
+        "steps",
+        "eta",
+        "seed",
+    ]
     values = []
     for name in names:
         try:
@@ -217,7 +255,12 @@ def sampling_controls(eta_default: float) -> SamplingControls:
         stop = gr.Button("Stop")
     restore = gr.File(label="Drop a PNG made here to restore its settings", file_types=[".png"], height=80)
     # .input, not .change: a restored scheduler must not reset the restored steps
-    scheduler.input(lambda s: (gr.update(value=SCHEDULERS[s][1]), gr.update(visible=s == "DDIM")), scheduler, [steps, eta], api_visibility="private")
+    scheduler.input(
+        lambda s: (gr.update(value=SCHEDULERS[s][1]), gr.update(visible=s == "DDIM")),
+        scheduler,
+        [steps, eta],
+        api_visibility="private",
+    )
     randomize.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_visibility="private")
     return SamplingControls(scheduler, steps, eta, num_images, seed, generate, stop, restore)
 
@@ -234,31 +277,46 @@ def result_outputs() -> list:
 with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     gr.Markdown(DESCRIPTION)
     gr.Markdown(DEVICE_NOTE)
-    with gr.Tab("Unconditional"):
-        with gr.Row():
-            with gr.Column(scale=1):
-                u_model = gr.Dropdown(list(UNCOND_MODELS), value=UNCOND_DEFAULT, label="Model", visible=len(UNCOND_MODELS) > 1)
-                # eta 1: the shipped unconditional model's deterministic DDIM-50 drifts into textured squares
-                # (FID_CLIP 0.38 against DDPM-1000's 0.29); re-injecting noise brings it to 0.27 (README, Evaluation)
-                u = sampling_controls(eta_default=1.0)
-            with gr.Column(scale=2):
-                u_outputs = result_outputs()
+    with gr.Tab("Unconditional"), gr.Row():
+        with gr.Column(scale=1):
+            u_model = gr.Dropdown(
+                list(UNCOND_MODELS), value=UNCOND_DEFAULT, label="Model", visible=len(UNCOND_MODELS) > 1
+            )
+            # eta 1: the shipped unconditional model's deterministic DDIM-50 drifts into textured squares
+            # (FID_CLIP 0.38 against DDPM-1000's 0.29); re-injecting noise brings it to 0.27 (README, Evaluation)
+            u = sampling_controls(eta_default=1.0)
+        with gr.Column(scale=2):
+            u_outputs = result_outputs()
     with gr.Tab("Text to image"):
         with gr.Row():
             with gr.Column(scale=1):
                 t_prompt = gr.Textbox(label="Prompt", value="red heart", max_lines=2, max_length=MAX_PROMPT_CHARS)
-                t_suggestions = gr.Radio(choices=[], label="Closest captions the model was trained on (pick one to use it)",
-                                         visible=bool(TXT2IMG.captions))
+                t_suggestions = gr.Radio(
+                    choices=[],
+                    label="Closest captions the model was trained on (pick one to use it)",
+                    visible=bool(TXT2IMG.captions),
+                )
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2, max_length=MAX_PROMPT_CHARS)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
                 t = sampling_controls(eta_default=0.0)
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
                 t_outputs = result_outputs()
-        t_prompt.change(suggest_captions, t_prompt, t_suggestions, trigger_mode="always_last", api_visibility="private", concurrency_id="suggest")
+        t_prompt.change(
+            suggest_captions,
+            t_prompt,
+            t_suggestions,
+            trigger_mode="always_last",
+            api_visibility="private",
+            concurrency_id="suggest",
+        )
         t_suggestions.input(lambda caption: caption, t_suggestions, t_prompt, api_visibility="private")
-        t.restore.change(lambda f: restore_settings(f, True), t.restore, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
-                         api_visibility="private")
+        t.restore.change(
+            lambda f: restore_settings(f, True),
+            t.restore,
+            [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
+            api_visibility="private",
+        )
 
     with gr.Tab("How it works"):
         gr.Markdown(
@@ -270,11 +328,16 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             with gr.Column():
                 # a file path, decoded by load_picture with its limits (image_mode None: Gradio passes the upload on undecoded)
                 h_image = gr.Image(type="filepath", image_mode=None, label="Picture x_0", height=256)
-                gr.Examples(sorted(os.path.join(EXAMPLES_DIR, f) for f in os.listdir(EXAMPLES_DIR) if f.endswith(".png")), h_image)
+                gr.Examples(
+                    sorted(os.path.join(EXAMPLES_DIR, f) for f in os.listdir(EXAMPLES_DIR) if f.endswith(".png")),
+                    h_image,
+                )
                 h_t = gr.Slider(0, MAX_STEPS - 1, value=250, step=1, label="Timestep t")
             with gr.Column():
                 h_noisy = gr.Image(label="x_t", height=256)
-                h_plot = gr.LinePlot(schedule_table(UNCOND_DEFAULT), x="t", y="value", color="curve", title="Noise schedule", height=260)
+                h_plot = gr.LinePlot(
+                    schedule_table(UNCOND_DEFAULT), x="t", y="value", color="curve", title="Noise schedule", height=260
+                )
         gr.Markdown(
             "**Reverse process.** Sampling starts from pure noise x_T and removes a little of it at each step. "
             "Top row: x_t of the first image of your last generation (either tab); bottom row: the network's guess of the final picture at that step."
@@ -285,14 +348,29 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
 
     # preprocess=False: the handlers get the values as sent and check every field themselves, so an API caller's
     # out-of-range slider value gets the same message, naming the field and its range, as the page
-    u_event = u.generate.click(generate_unconditional, [u_model, u.scheduler, u.steps, u.eta, u.num_images, u.seed], u_outputs + [h_strip],
-                               api_name="unconditional", concurrency_limit=CONCURRENCY, concurrency_id="sampling", preprocess=False)
+    u_event = u.generate.click(
+        generate_unconditional,
+        [u_model, u.scheduler, u.steps, u.eta, u.num_images, u.seed],
+        u_outputs + [h_strip],
+        api_name="unconditional",
+        concurrency_limit=CONCURRENCY,
+        concurrency_id="sampling",
+        preprocess=False,
+    )
     u.stop.click(None, None, None, cancels=[u_event], api_visibility="private")
-    t_event = t.generate.click(generate_text_to_image, [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
-                               t_outputs + [h_strip], api_name="text_to_image", concurrency_limit=CONCURRENCY, concurrency_id="sampling",
-                               preprocess=False)
+    t_event = t.generate.click(
+        generate_text_to_image,
+        [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
+        t_outputs + [h_strip],
+        api_name="text_to_image",
+        concurrency_limit=CONCURRENCY,
+        concurrency_id="sampling",
+        preprocess=False,
+    )
     t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
-    u.restore.change(lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private")
+    u.restore.change(
+        lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private"
+    )
     u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
 
 

@@ -19,10 +19,32 @@ import time
 
 import torch
 
-from bench.measure import (app_startup_seconds, compare, count_flops, diffusers_ddim_pipeline, diffusers_diffusion_loss, diffusers_text_to_image,
-                           host_waits_for_device, matmul_peak, synchronize, time_alternately, time_generator, time_steps, training_step)
-from bench.models import (ROOT, SHIPPED_CLIP, SHIPPED_TXT2IMG_UNET, SHIPPED_UNCOND, count_parameters, shipped_txt2img_config, shipped_uncond_config,
-                          txt2img_pair, uncond_pair)
+from bench.measure import (
+    app_startup_seconds,
+    compare,
+    count_flops,
+    diffusers_ddim_pipeline,
+    diffusers_diffusion_loss,
+    diffusers_text_to_image,
+    host_waits_for_device,
+    matmul_peak,
+    synchronize,
+    time_alternately,
+    time_generator,
+    time_steps,
+    training_step,
+)
+from bench.models import (
+    ROOT,
+    SHIPPED_CLIP,
+    SHIPPED_TXT2IMG_UNET,
+    SHIPPED_UNCOND,
+    count_parameters,
+    shipped_txt2img_config,
+    shipped_uncond_config,
+    txt2img_pair,
+    uncond_pair,
+)
 from txt2img.clip import TextEncoder
 from txt2img.pipeline import TextToImagePipeline
 from txt2img.unet import TextUNetConfig
@@ -43,12 +65,26 @@ def load_scheduler_config(name: str) -> dict:
 
 # what each size of run measures: batches and the repeats at each (one core: the big batches get few repeats)
 FULL = dict(
-    matmul_sizes=(512, 1024, 2048), matmul_repeats=5, forward={1: 15, 8: 7, 64: 3}, flops_batch=8,
-    sampling={1: 5, 4: 3}, steps=50, train_batch=64, train_repeats=5, scheduler_repeats=20,
+    matmul_sizes=(512, 1024, 2048),
+    matmul_repeats=5,
+    forward={1: 15, 8: 7, 64: 3},
+    flops_batch=8,
+    sampling={1: 5, 4: 3},
+    steps=50,
+    train_batch=64,
+    train_repeats=5,
+    scheduler_repeats=20,
 )
 TINY = dict(
-    matmul_sizes=(128, 256), matmul_repeats=3, forward={1: 2, 2: 2}, flops_batch=2,
-    sampling={1: 2, 2: 1}, steps=3, train_batch=2, train_repeats=1, scheduler_repeats=2,
+    matmul_sizes=(128, 256),
+    matmul_repeats=3,
+    forward={1: 2, 2: 2},
+    flops_batch=2,
+    sampling={1: 2, 2: 1},
+    steps=3,
+    train_batch=2,
+    train_repeats=1,
+    scheduler_repeats=2,
 )
 
 
@@ -56,15 +92,32 @@ def tiny_models() -> tuple[UNetConfig, TextUNetConfig, TextEncoder]:
     """8x8 UNets and a random 1-layer CLIP text tower behind the shipped tokenizer: the whole benchmark in seconds."""
     from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
-    shape = dict(sample_size=8, block_out_channels=(8, 16), layers_per_block=1, attention_resolutions=(4,), norm_num_groups=4, attention_head_dim=8)
+    shape = dict(
+        sample_size=8,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_resolutions=(4,),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    )
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED_CLIP)
     text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    return UNetConfig(**shape), TextUNetConfig(**shape, cross_attention_dim=16), TextEncoder(tokenizer, CLIPTextModel(text_config))
+    return (
+        UNetConfig(**shape),
+        TextUNetConfig(**shape, cross_attention_dim=16),
+        TextEncoder(tokenizer, CLIPTextModel(text_config)),
+    )
 
 
 def cpu_name() -> str:
@@ -80,7 +133,10 @@ def pixel_difference(ours: list, theirs: list) -> tuple[int, float]:
     """Largest and mean difference of the pixel values (0..255) of two lists of PIL images."""
     import numpy as np
 
-    difference = np.abs(np.stack([np.asarray(a, dtype=np.int16) for a in ours]) - np.stack([np.asarray(b, dtype=np.int16) for b in theirs]))
+    difference = np.abs(
+        np.stack([np.asarray(a, dtype=np.int16) for a in ours])
+        - np.stack([np.asarray(b, dtype=np.int16) for b in theirs])
+    )
     return int(difference.max()), float(difference.mean())
 
 
@@ -88,8 +144,16 @@ def speed_row(model: str, what: str, batch: int, runs: dict, variant: str, **ext
     """One row of the table from every run's seconds: medians, their ratio, and the runs themselves (ms)."""
     ours, theirs = statistics.median(runs["ours"]), statistics.median(runs["diffusers"])
     return {
-        "model": model, "what": what, "batch": batch, "variant": variant, "ours_ms": ours * 1e3, "diffusers_ms": theirs * 1e3,
-        "speedup": theirs / ours, **extra, "ours_runs_ms": [t * 1e3 for t in runs["ours"]], "diffusers_runs_ms": [t * 1e3 for t in runs["diffusers"]],
+        "model": model,
+        "what": what,
+        "batch": batch,
+        "variant": variant,
+        "ours_ms": ours * 1e3,
+        "diffusers_ms": theirs * 1e3,
+        "speedup": theirs / ours,
+        **extra,
+        "ours_runs_ms": [t * 1e3 for t in runs["ours"]],
+        "diffusers_runs_ms": [t * 1e3 for t in runs["diffusers"]],
     }
 
 
@@ -100,7 +164,9 @@ def compiled(model, variant: str):
     return torch.compile(model, mode="reduce-overhead" if variant == "cuda graphs" else None)
 
 
-def bench_pair(name: str, ours, theirs, make_inputs, sampling, plan: dict, device, variants: list, matmul, matmul_flops: int, log) -> list:
+def bench_pair(
+    name: str, ours, theirs, make_inputs, sampling, plan: dict, device, variants: list, matmul, matmul_flops: int, log
+) -> list:
     """Forward, FLOP/s and sampling rows for one (ours, diffusers) model pair; `matmul()` does `matmul_flops`, timed alongside."""
     rows = []
     for variant in variants:
@@ -119,16 +185,31 @@ def bench_pair(name: str, ours, theirs, make_inputs, sampling, plan: dict, devic
                 with torch.enable_grad():
                     flops = count_flops(lambda: ours(x, t, **kwargs))
                 peak = matmul_flops / seconds["matmul"]
-                extra = {"flops": flops, "ours_flops_per_s": flops / seconds["ours"], "diffusers_flops_per_s": flops / seconds["diffusers"],
-                         "matmul_flops_per_s": peak, "ours_fraction_of_peak": flops / seconds["ours"] / peak,
-                         "diffusers_fraction_of_peak": flops / seconds["diffusers"] / peak}
+                extra = {
+                    "flops": flops,
+                    "ours_flops_per_s": flops / seconds["ours"],
+                    "diffusers_flops_per_s": flops / seconds["diffusers"],
+                    "matmul_flops_per_s": peak,
+                    "ours_fraction_of_peak": flops / seconds["ours"] / peak,
+                    "diffusers_fraction_of_peak": flops / seconds["diffusers"] / peak,
+                }
             rows.append(speed_row(name, "UNet forward", batch, runs, variant, **extra))
             log(rows[-1])
         for batch, repeats in plan["sampling"].items():
             ours_run, theirs_run = sampling(ours_v, theirs_v, batch)
             largest, mean = pixel_difference(ours_run(), theirs_run())
             runs = time_alternately({"ours": ours_run, "diffusers": theirs_run}, repeats, device)
-            rows.append(speed_row(name, f"DDIM-{plan['steps']} sampling", batch, runs, variant, max_pixel_difference=largest, mean_pixel_difference=mean))
+            rows.append(
+                speed_row(
+                    name,
+                    f"DDIM-{plan['steps']} sampling",
+                    batch,
+                    runs,
+                    variant,
+                    max_pixel_difference=largest,
+                    mean_pixel_difference=mean,
+                )
+            )
             log(rows[-1])
     return rows
 
@@ -143,13 +224,33 @@ def bench_training(name: str, ours, theirs, make_inputs, scheduler_config: dict,
     x_0, _, kwargs = make_inputs(batch)
     x_0 = x_0.float().clamp(-1, 1)
     ours, theirs = ours.float().train(), theirs.float().train()
-    ours_scheduler, theirs_scheduler = DDPMScheduler.from_config(scheduler_config), DiffusersDDPM.from_config(scheduler_config)
-    ours_opt, theirs_opt = torch.optim.AdamW(ours.parameters(), lr=1e-4), torch.optim.AdamW(theirs.parameters(), lr=1e-4)
+    ours_scheduler, theirs_scheduler = (
+        DDPMScheduler.from_config(scheduler_config),
+        DiffusersDDPM.from_config(scheduler_config),
+    )
+    ours_opt, theirs_opt = (
+        torch.optim.AdamW(ours.parameters(), lr=1e-4),
+        torch.optim.AdamW(theirs.parameters(), lr=1e-4),
+    )
     # epsilon loss on both sides (the comparison is of the network and its backward, not of the target)
-    runs = time_alternately({
-        "ours": lambda: training_step(ours, ours_opt, lambda m: diffusion_loss(m, ours_scheduler, x_0, torch.Generator().manual_seed(0), "epsilon", **kwargs)),
-        "diffusers": lambda: training_step(theirs, theirs_opt, lambda m: diffusers_diffusion_loss(m, theirs_scheduler, x_0, torch.Generator().manual_seed(0), **kwargs)),
-    }, plan["train_repeats"], device)
+    runs = time_alternately(
+        {
+            "ours": lambda: training_step(
+                ours,
+                ours_opt,
+                lambda m: diffusion_loss(m, ours_scheduler, x_0, torch.Generator().manual_seed(0), "epsilon", **kwargs),
+            ),
+            "diffusers": lambda: training_step(
+                theirs,
+                theirs_opt,
+                lambda m: diffusers_diffusion_loss(
+                    m, theirs_scheduler, x_0, torch.Generator().manual_seed(0), **kwargs
+                ),
+            ),
+        },
+        plan["train_repeats"],
+        device,
+    )
     ours.eval(), theirs.eval()
     row = speed_row(name, "training step", batch, runs, "eager")
     log(row)
@@ -168,8 +269,14 @@ def bench_scheduler(unet, scheduler_config: dict, plan: dict, device, dtype, log
     with torch.inference_mode():
         forward = compare({"unet": lambda: unet(x_t.to(dtype), t)}, plan["forward"][1], device)["unet"]
     result = {"unet_forward_ms": forward * 1e3}
-    for name, ours_cls, theirs_cls in [("ddim", "ddim", diffusers.DDIMScheduler), ("ddpm", "ddpm", diffusers.DDPMScheduler)]:
-        for side, scheduler in [("ours", make_scheduler(ours_cls, scheduler_config)), ("diffusers", theirs_cls.from_config(scheduler_config))]:
+    for name, ours_cls, theirs_cls in [
+        ("ddim", "ddim", diffusers.DDIMScheduler),
+        ("ddpm", "ddpm", diffusers.DDPMScheduler),
+    ]:
+        for side, scheduler in [
+            ("ours", make_scheduler(ours_cls, scheduler_config)),
+            ("diffusers", theirs_cls.from_config(scheduler_config)),
+        ]:
             scheduler.set_timesteps(steps)
             generator = torch.Generator().manual_seed(0)
 
@@ -185,11 +292,14 @@ def bench_scheduler(unet, scheduler_config: dict, plan: dict, device, dtype, log
     return result
 
 
-def check_no_syncs(uncond_unet, txt2img_unet, text_encoder, uncond_schedule: dict, txt2img_schedule: dict, steps: int, device) -> dict:
+def check_no_syncs(
+    uncond_unet, txt2img_unet, text_encoder, uncond_schedule: dict, txt2img_schedule: dict, steps: int, device
+) -> dict:
     """On a GPU: None where our sampling loop never makes the host wait for the device, else the error (sync debug mode)."""
     from txt2img.clip import TextEmbeddings
     from txt2img.pipeline import sample as txt2img_sample
-    from uncond.pipeline import initial_noise, sample as uncond_sample
+    from uncond.pipeline import initial_noise
+    from uncond.pipeline import sample as uncond_sample
 
     config = uncond_unet.config
     shape = (2, config.in_channels, config.sample_size, config.sample_size)
@@ -198,9 +308,17 @@ def check_no_syncs(uncond_unet, txt2img_unet, text_encoder, uncond_schedule: dic
     uncond = TextEmbeddings(embeddings.hidden_states[2:], embeddings.attention_mask[2:], [False] * 2)
     result = {}
     for name, scheduler, loop in [
-        ("uncond ddim eta=1", make_scheduler("ddim", uncond_schedule), lambda s, x, g: uncond_sample(uncond_unet, s, x, g, eta=1.0)),
+        (
+            "uncond ddim eta=1",
+            make_scheduler("ddim", uncond_schedule),
+            lambda s, x, g: uncond_sample(uncond_unet, s, x, g, eta=1.0),
+        ),
         ("uncond ddpm", make_scheduler("ddpm", uncond_schedule), lambda s, x, g: uncond_sample(uncond_unet, s, x, g)),
-        ("txt2img ddim guided", make_scheduler("ddim", txt2img_schedule), lambda s, x, g: txt2img_sample(txt2img_unet, s, x, g, cond, uncond, GUIDANCE_SCALE)),
+        (
+            "txt2img ddim guided",
+            make_scheduler("ddim", txt2img_schedule),
+            lambda s, x, g: txt2img_sample(txt2img_unet, s, x, g, cond, uncond, GUIDANCE_SCALE),
+        ),
     ]:
         scheduler.set_timesteps(steps)
         x_t, generator = initial_noise(shape, 0, device)
@@ -222,12 +340,25 @@ def bench_app(log) -> dict:
 
     result.update(import_s=time.perf_counter() - started, import_cpu_s=time.process_time() - cpu_started)
     if app.TXT2IMG is not None:
-        app.TXT2IMG.closest_captions("warm up")  # the caption encoding app.py starts in the background, done before timing
+        app.TXT2IMG.closest_captions(
+            "warm up"
+        )  # the caption encoding app.py starts in the background, done before timing
     uncond_args = (app.UNCOND_DEFAULT, "DDIM", 50, 0.0, 4, 0)
     txt2img_args = (PROMPT, "", GUIDANCE_SCALE, "DDIM", 50, 0.0, 4, 0)
-    for tab, handler, args in [("uncond", app.generate_unconditional, uncond_args), ("txt2img", app.generate_text_to_image, txt2img_args)]:
+    for tab, handler, args in [
+        ("uncond", app.generate_unconditional, uncond_args),
+        ("txt2img", app.generate_text_to_image, txt2img_args),
+    ]:
         first, final, previews, cpu = time_generator(handler, *args)
-        result[tab] = {"first_preview_s": first, "final_s": final, "cpu_s": cpu, "previews": previews, "scheduler": "DDIM", "steps": 50, "num_images": 4}
+        result[tab] = {
+            "first_preview_s": first,
+            "final_s": final,
+            "cpu_s": cpu,
+            "previews": previews,
+            "scheduler": "DDIM",
+            "steps": 50,
+            "num_images": 4,
+        }
         log({tab: result[tab]})
     return result
 
@@ -237,48 +368,92 @@ def targets(rows: list, scheduler: dict, app: dict | None) -> list:
     checks = []
     for row in rows:
         if row["what"].startswith("DDIM") and row["batch"] in (1, 4) and row["variant"] == "eager":
-            checks.append({"target": f"{row['model']} sampling at batch {row['batch']}: speedup >= 1.3", "value": row["speedup"], "holds": row["speedup"] >= 1.3})
+            checks.append(
+                {
+                    "target": f"{row['model']} sampling at batch {row['batch']}: speedup >= 1.3",
+                    "value": row["speedup"],
+                    "holds": row["speedup"] >= 1.3,
+                }
+            )
         if row["what"] == "UNet forward" and row["batch"] == 8 and "ours_fraction_of_peak" in row:
             value = row["ours_fraction_of_peak"]
-            checks.append({"target": f"{row['model']} UNet forward at batch 8: >= 65% of the matmul FLOP/s", "value": value, "holds": value >= 0.65})
-    slowest = min((r for r in rows if r["variant"] == "eager"), key=lambda r: r["speedup"])  # the default path; compiled rows are reported
-    checks.append({"target": f"never slower than diffusers (slowest: {slowest['model']} {slowest['what']} batch {slowest['batch']})",
-                   "value": slowest["speedup"], "holds": slowest["speedup"] >= 1.0})
+            checks.append(
+                {
+                    "target": f"{row['model']} UNet forward at batch 8: >= 65% of the matmul FLOP/s",
+                    "value": value,
+                    "holds": value >= 0.65,
+                }
+            )
+    slowest = min(
+        (r for r in rows if r["variant"] == "eager"), key=lambda r: r["speedup"]
+    )  # the default path; compiled rows are reported
+    checks.append(
+        {
+            "target": f"never slower than diffusers (slowest: {slowest['model']} {slowest['what']} batch {slowest['batch']})",
+            "value": slowest["speedup"],
+            "holds": slowest["speedup"] >= 1.0,
+        }
+    )
     fraction = scheduler["ours_ddim_fraction_of_step"]
-    checks.append({"target": "scheduler step < 1% of a sampling step (DDIM, batch 1)", "value": fraction, "holds": fraction < 0.01})
+    checks.append(
+        {
+            "target": "scheduler step < 1% of a sampling step (DDIM, batch 1)",
+            "value": fraction,
+            "holds": fraction < 0.01,
+        }
+    )
     if app is not None and app.get("startup_s") is not None:
-        checks.append({"target": "python app.py serves within 15 s", "value": app["startup_s"], "holds": app["startup_s"] < 15})
+        checks.append(
+            {"target": "python app.py serves within 15 s", "value": app["startup_s"], "holds": app["startup_s"] < 15}
+        )
     return checks
 
 
 def format_table(result: dict) -> str:
     """The speed rows as a Markdown table, then the FLOP/s, scheduler, app and target lines."""
-    lines = ["| model | measurement | batch | variant | ours (ms) | diffusers (ms) | speedup |", "|---|---|---:|---|---:|---:|---:|"]
+    lines = [
+        "| model | measurement | batch | variant | ours (ms) | diffusers (ms) | speedup |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['what']} | {r['batch']} | {r['variant']} | {r['ours_ms']:.1f} | {r['diffusers_ms']:.1f} | {r['speedup']:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['what']} | {r['batch']} | {r['variant']} | {r['ours_ms']:.1f} | {r['diffusers_ms']:.1f} | {r['speedup']:.2f}x |"
+        )
     peak = result["matmul_peak_flops_per_s"]
-    lines += ["", f"Matmul peak ({result['dtype']}, {result['device']}, {result['threads']} threads): {peak / 1e9:.1f} GFLOP/s at the start; "
-                  "each forward below is set against the same matmul timed alongside it"]
+    lines += [
+        "",
+        f"Matmul peak ({result['dtype']}, {result['device']}, {result['threads']} threads): {peak / 1e9:.1f} GFLOP/s at the start; "
+        "each forward below is set against the same matmul timed alongside it",
+    ]
     for r in result["rows"]:
         if "flops" in r:
-            lines.append(f"{r['model']} UNet forward, batch {r['batch']}: {r['flops'] / 1e9:.3g} GFLOP; ours {r['ours_flops_per_s'] / 1e9:.1f} GFLOP/s "
-                         f"({r['ours_fraction_of_peak']:.0%} of the matmul's {r['matmul_flops_per_s'] / 1e9:.1f}), "
-                         f"diffusers {r['diffusers_flops_per_s'] / 1e9:.1f} GFLOP/s ({r['diffusers_fraction_of_peak']:.0%})")
+            lines.append(
+                f"{r['model']} UNet forward, batch {r['batch']}: {r['flops'] / 1e9:.3g} GFLOP; ours {r['ours_flops_per_s'] / 1e9:.1f} GFLOP/s "
+                f"({r['ours_fraction_of_peak']:.0%} of the matmul's {r['matmul_flops_per_s'] / 1e9:.1f}), "
+                f"diffusers {r['diffusers_flops_per_s'] / 1e9:.1f} GFLOP/s ({r['diffusers_fraction_of_peak']:.0%})"
+            )
     s = result["scheduler"]
-    lines.append(f"Scheduler step at batch 1: ours DDIM {s['ours_ddim_step_ms']:.3f} ms ({s['ours_ddim_fraction_of_step']:.2%} of a step), "
-                 f"DDPM {s['ours_ddpm_step_ms']:.3f} ms; diffusers DDIM {s['diffusers_ddim_step_ms']:.3f} ms, DDPM {s['diffusers_ddpm_step_ms']:.3f} ms; "
-                 f"UNet forward {s['unet_forward_ms']:.1f} ms")
+    lines.append(
+        f"Scheduler step at batch 1: ours DDIM {s['ours_ddim_step_ms']:.3f} ms ({s['ours_ddim_fraction_of_step']:.2%} of a step), "
+        f"DDPM {s['ours_ddpm_step_ms']:.3f} ms; diffusers DDIM {s['diffusers_ddim_step_ms']:.3f} ms, DDPM {s['diffusers_ddpm_step_ms']:.3f} ms; "
+        f"UNet forward {s['unet_forward_ms']:.1f} ms"
+    )
     for name, p in result["parameters"].items():
         lines.append(f"Parameters, {name}: ours {p['ours']:,}, diffusers {p['diffusers']:,} (ratio {p['ratio']:.4f})")
     app = result.get("app")
     if app:
-        lines.append(f"App: `python app.py` serves after {app['startup_s']:.1f} s ({app['startup_cpu_s']:.1f} CPU s)" if app.get("startup_s")
-                     else "App: did not serve")
+        lines.append(
+            f"App: `python app.py` serves after {app['startup_s']:.1f} s ({app['startup_cpu_s']:.1f} CPU s)"
+            if app.get("startup_s")
+            else "App: did not serve"
+        )
         for tab in ("uncond", "txt2img"):
             if tab in app:
                 a = app[tab]
-                lines.append(f"App {tab} (DDIM 50 steps, {a['num_images']} images): first preview {a['first_preview_s']:.2f} s, "
-                             f"images {a['final_s']:.2f} s ({a['cpu_s']:.1f} CPU s)")
+                lines.append(
+                    f"App {tab} (DDIM 50 steps, {a['num_images']} images): first preview {a['first_preview_s']:.2f} s, "
+                    f"images {a['final_s']:.2f} s ({a['cpu_s']:.1f} CPU s)"
+                )
     lines.append("")
     for check in result["targets"]:
         lines.append(f"[{'holds' if check['holds'] else 'MISSES'}] {check['target']}: {check['value']:.3g}")
@@ -287,13 +462,30 @@ def format_table(result: dict) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny models and few repeats: checks that everything runs, in seconds")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny models and few repeats: checks that everything runs, in seconds"
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES), help="the UNets' dtype (x_t stays float32 in our loops)")
-    parser.add_argument("--compile", action="store_true", help="also time both UNets under torch.compile (reported as separate rows)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="also time torch.compile(mode='reduce-overhead'), which captures CUDA graphs")
-    parser.add_argument("--app", action=argparse.BooleanOptionalAction, default=None, help="time the app (default: on, except with --tiny)")
-    parser.add_argument("--out", default=None, help="JSON file to write (default: bench/results_DEVICE.json; none with --tiny)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=tuple(DTYPES), help="the UNets' dtype (x_t stays float32 in our loops)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time both UNets under torch.compile (reported as separate rows)"
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="also time torch.compile(mode='reduce-overhead'), which captures CUDA graphs",
+    )
+    parser.add_argument(
+        "--app",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the app (default: on, except with --tiny)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON file to write (default: bench/results_DEVICE.json; none with --tiny)"
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device here")
@@ -307,10 +499,17 @@ def main(argv=None) -> dict:
 
     peak, per_size = matmul_peak(device, dtype, plan["matmul_sizes"], plan["matmul_repeats"])
     result = {
-        "device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(), "tiny": args.tiny, "variants": variants,
-        "cpu": cpu_name(), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-        "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
-        "matmul_peak_flops_per_s": peak, "matmul_flops_per_s_by_size": per_size,
+        "device": str(device),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "tiny": args.tiny,
+        "variants": variants,
+        "cpu": cpu_name(),
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "diffusers": __import__("diffusers").__version__,
+        "matmul_peak_flops_per_s": peak,
+        "matmul_flops_per_s_by_size": per_size,
     }
     if device.type == "cuda" and dtype != torch.bfloat16:  # the card's bf16 rate, to state the UNet's rate against
         result["bf16_matmul_peak_flops_per_s"] = matmul_peak(device, torch.bfloat16, (4096, 8192), 5)[0]
@@ -326,9 +525,16 @@ def main(argv=None) -> dict:
     text_encoder.text_model.to(device)
     uncond_ours, uncond_theirs = uncond_pair(uncond_config, weights=uncond_weights)
     txt2img_ours, txt2img_theirs = txt2img_pair(txt2img_config, weights=txt2img_weights)
-    result["weights"] = {name: os.path.relpath(w, ROOT) if w else "random" for name, w in (("uncond", uncond_weights), ("txt2img", txt2img_weights))}
+    result["weights"] = {
+        name: os.path.relpath(w, ROOT) if w else "random"
+        for name, w in (("uncond", uncond_weights), ("txt2img", txt2img_weights))
+    }
     result["parameters"] = {
-        name: {"ours": count_parameters(o), "diffusers": count_parameters(t), "ratio": count_parameters(o) / count_parameters(t)}
+        name: {
+            "ours": count_parameters(o),
+            "diffusers": count_parameters(t),
+            "ratio": count_parameters(o) / count_parameters(t),
+        }
         for name, o, t in [("uncond", uncond_ours, uncond_theirs), ("txt2img", txt2img_ours, txt2img_theirs)]
     }
     for model in (uncond_ours, uncond_theirs, txt2img_ours, txt2img_theirs):
@@ -346,36 +552,86 @@ def main(argv=None) -> dict:
 
     def txt2img_inputs(batch):
         embeddings = text_encoder.encode([PROMPT] * batch)
-        states = embeddings.hidden_states.to(device=device, dtype=dtype).clone()  # a plain tensor, usable in training (encode runs in inference mode)
-        return (*image_inputs(txt2img_config, batch), {"encoder_hidden_states": states, "encoder_attention_mask": embeddings.attention_mask.to(device)})
+        states = embeddings.hidden_states.to(
+            device=device, dtype=dtype
+        ).clone()  # a plain tensor, usable in training (encode runs in inference mode)
+        return (
+            *image_inputs(txt2img_config, batch),
+            {"encoder_hidden_states": states, "encoder_attention_mask": embeddings.attention_mask.to(device)},
+        )
 
     def uncond_sampling(ours, theirs, batch):
         ours_pipe = UnconditionalPipeline(ours, uncond_schedule)
         theirs_pipe = diffusers_ddim_pipeline(theirs, uncond_schedule)
-        return (lambda: ours_pipe(num_images=batch, num_inference_steps=plan["steps"], scheduler="ddim", seed=0).images,
-                lambda: theirs_pipe(batch_size=batch, generator=torch.Generator().manual_seed(0), eta=0.0,
-                                    num_inference_steps=plan["steps"], output_type="pil").images)
+        return (
+            lambda: ours_pipe(num_images=batch, num_inference_steps=plan["steps"], scheduler="ddim", seed=0).images,
+            lambda: (
+                theirs_pipe(
+                    batch_size=batch,
+                    generator=torch.Generator().manual_seed(0),
+                    eta=0.0,
+                    num_inference_steps=plan["steps"],
+                    output_type="pil",
+                ).images
+            ),
+        )
 
     def txt2img_sampling(ours, theirs, batch):
         from diffusers import DDIMScheduler
 
         ours_pipe = TextToImagePipeline(ours, text_encoder, txt2img_schedule)
         theirs_scheduler = DDIMScheduler.from_config(txt2img_schedule)
-        return (lambda: ours_pipe(PROMPT, num_images=batch, num_inference_steps=plan["steps"], guidance_scale=GUIDANCE_SCALE, seed=0).images,
-                lambda: diffusers_text_to_image(theirs, theirs_scheduler, text_encoder, PROMPT, batch, plan["steps"], GUIDANCE_SCALE, seed=0))
+        return (
+            lambda: (
+                ours_pipe(
+                    PROMPT, num_images=batch, num_inference_steps=plan["steps"], guidance_scale=GUIDANCE_SCALE, seed=0
+                ).images
+            ),
+            lambda: diffusers_text_to_image(
+                theirs, theirs_scheduler, text_encoder, PROMPT, batch, plan["steps"], GUIDANCE_SCALE, seed=0
+            ),
+        )
 
     # the best matmul of the sweep runs alongside every forward timing, so each FLOP/s compares with a peak measured under the same load
     n = max(per_size, key=per_size.get)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     matmul, matmul_flops = (lambda: torch.mm(a, b)), 2 * n**3
-    rows = bench_pair("uncond", uncond_ours, uncond_theirs, uncond_inputs, uncond_sampling, plan, device, variants, matmul, matmul_flops, log)
-    rows += bench_pair("txt2img", txt2img_ours, txt2img_theirs, txt2img_inputs, txt2img_sampling, plan, device, variants, matmul, matmul_flops, log)
+    rows = bench_pair(
+        "uncond",
+        uncond_ours,
+        uncond_theirs,
+        uncond_inputs,
+        uncond_sampling,
+        plan,
+        device,
+        variants,
+        matmul,
+        matmul_flops,
+        log,
+    )
+    rows += bench_pair(
+        "txt2img",
+        txt2img_ours,
+        txt2img_theirs,
+        txt2img_inputs,
+        txt2img_sampling,
+        plan,
+        device,
+        variants,
+        matmul,
+        matmul_flops,
+        log,
+    )
     if device.type == "cuda":
-        result["host_waits_in_loop"] = check_no_syncs(uncond_ours, txt2img_ours, text_encoder, uncond_schedule, txt2img_schedule, plan["steps"], device)
+        result["host_waits_in_loop"] = check_no_syncs(
+            uncond_ours, txt2img_ours, text_encoder, uncond_schedule, txt2img_schedule, plan["steps"], device
+        )
         log({"host_waits_in_loop": result["host_waits_in_loop"]})
     result["scheduler"] = bench_scheduler(uncond_ours, uncond_schedule, plan, device, dtype, log)
     rows.append(bench_training("uncond", uncond_ours, uncond_theirs, uncond_inputs, uncond_schedule, plan, device, log))
-    rows.append(bench_training("txt2img", txt2img_ours, txt2img_theirs, txt2img_inputs, txt2img_schedule, plan, device, log))
+    rows.append(
+        bench_training("txt2img", txt2img_ours, txt2img_theirs, txt2img_inputs, txt2img_schedule, plan, device, log)
+    )
     result["rows"] = rows
     run_app = args.app if args.app is not None else not args.tiny
     result["app"] = bench_app(log) if run_app and device.type == "cpu" else None

@@ -28,7 +28,9 @@ def synchronize(device) -> None:
 
 def compare(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
     """Median seconds of each zero-argument callable in `candidates` (see `time_alternately`)."""
-    return {name: statistics.median(times) for name, times in time_alternately(candidates, repeats, device, warmup).items()}
+    return {
+        name: statistics.median(times) for name, times in time_alternately(candidates, repeats, device, warmup).items()
+    }
 
 
 def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
@@ -42,7 +44,7 @@ def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int =
     synchronize(device)
     seconds = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
             started = time.perf_counter()
             candidates[name]()
             synchronize(device)
@@ -98,8 +100,16 @@ def diffusers_ddim_pipeline(unet, scheduler_config: dict):
 
 
 @torch.no_grad()
-def diffusers_text_to_image(unet, scheduler, text_encoder, prompt: str, num_images: int, num_inference_steps: int, guidance_scale: float,
-                            seed: int = 0) -> list:
+def diffusers_text_to_image(
+    unet,
+    scheduler,
+    text_encoder,
+    prompt: str,
+    num_images: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+    seed: int = 0,
+) -> list:
     """The guided DDIM loop as diffusers' text-to-image pipelines write it, on diffusers' UNet and scheduler; PIL images.
 
     Same text encoder, noise and rule as ours (eps from the clipped x_0 when guided), so the images agree with ours.
@@ -112,11 +122,15 @@ def diffusers_text_to_image(unet, scheduler, text_encoder, prompt: str, num_imag
     attention_mask = torch.cat([uncond_mask, cond_mask])
     config = unet.config
     generator = torch.Generator().manual_seed(seed)
-    latents = torch.randn((num_images, config.in_channels, config.sample_size, config.sample_size), generator=generator).to(device, dtype)
+    latents = torch.randn(
+        (num_images, config.in_channels, config.sample_size, config.sample_size), generator=generator
+    ).to(device, dtype)
     scheduler.set_timesteps(num_inference_steps)
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        noise_pred = unet(model_input, t, encoder_hidden_states=hidden_states, encoder_attention_mask=attention_mask).sample
+        noise_pred = unet(
+            model_input, t, encoder_hidden_states=hidden_states, encoder_attention_mask=attention_mask
+        ).sample
         noise_uncond, noise_cond = noise_pred.chunk(2)
         noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
         latents = scheduler.step(noise_pred, t, latents, eta=0.0, use_clipped_model_output=True).prev_sample
@@ -137,7 +151,9 @@ def training_step(model, optimizer, loss_fn) -> None:
 def diffusers_diffusion_loss(model, scheduler, x_0, generator, **model_kwargs) -> torch.Tensor:
     """The simplified DDPM loss with diffusers' scheduler and UNet (as diffusers' training examples write it)."""
     noise = torch.randn(x_0.shape, generator=generator).to(x_0.device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x_0.shape[0],), generator=generator).to(x_0.device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x_0.shape[0],), generator=generator).to(
+        x_0.device
+    )
     x_t = scheduler.add_noise(x_0, noise, timesteps)
     return F.mse_loss(model(x_t, timesteps, **model_kwargs).sample.float(), noise.float())
 
@@ -162,7 +178,9 @@ def app_startup_seconds(root: str, timeout: float = 120.0) -> tuple[float | None
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while time.perf_counter() - started < timeout and server.poll() is None:
             try:

@@ -65,10 +65,17 @@ def _block_types(config: UNetConfig, with_attention: tuple[str, str], without: t
 
 def _shared_options(config: UNetConfig) -> dict:
     return dict(
-        sample_size=config.sample_size, in_channels=config.in_channels, out_channels=config.out_channels,
-        block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
-        norm_num_groups=config.norm_num_groups, norm_eps=config.norm_eps, dropout=config.dropout,
-        flip_sin_to_cos=config.flip_sin_to_cos, freq_shift=config.freq_shift, downsample_padding=config.downsample_padding,
+        sample_size=config.sample_size,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        norm_num_groups=config.norm_num_groups,
+        norm_eps=config.norm_eps,
+        dropout=config.dropout,
+        flip_sin_to_cos=config.flip_sin_to_cos,
+        freq_shift=config.freq_shift,
+        downsample_padding=config.downsample_padding,
     )
 
 
@@ -76,22 +83,32 @@ def diffusers_uncond_config(config: UNetConfig) -> dict:
     """The `UNet2DModel` config of our `UNetConfig` (uncond.convert.convert_config turns it back)."""
     down, up = _block_types(config, ("AttnDownBlock2D", "AttnUpBlock2D"), ("DownBlock2D", "UpBlock2D"))
     return dict(
-        _shared_options(config), down_block_types=down, up_block_types=up,
-        add_attention=config.mid_block_attention, attention_head_dim=config.attention_head_dim,
+        _shared_options(config),
+        down_block_types=down,
+        up_block_types=up,
+        add_attention=config.mid_block_attention,
+        attention_head_dim=config.attention_head_dim,
     )
 
 
 def diffusers_txt2img_config(config: TextUNetConfig) -> dict:
     """The `UNet2DConditionModel` config of our `TextUNetConfig` (feed-forward width fixed after, see `txt2img_pair`)."""
     if not config.mid_block_attention:
-        raise ValueError("mid_block_attention=False has no UNet2DConditionModel equivalent (its attention-free mid block has one resnet)")
+        raise ValueError(
+            "mid_block_attention=False has no UNet2DConditionModel equivalent (its attention-free mid block has one resnet)"
+        )
     down, up = _block_types(config, ("CrossAttnDownBlock2D", "CrossAttnUpBlock2D"), ("DownBlock2D", "UpBlock2D"))
     # UNet2DConditionModel's `attention_head_dim` is, for historical reasons, the number of heads per level
     heads = tuple(c // config.attention_head_dim if config.attention_head_dim else 1 for c in config.block_out_channels)
     return dict(
-        _shared_options(config), down_block_types=down, up_block_types=up, mid_block_type="UNetMidBlock2DCrossAttn",
-        attention_head_dim=heads, cross_attention_dim=config.cross_attention_dim,
-        transformer_layers_per_block=config.transformer_layers_per_block, use_linear_projection=True,
+        _shared_options(config),
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        attention_head_dim=heads,
+        cross_attention_dim=config.cross_attention_dim,
+        transformer_layers_per_block=config.transformer_layers_per_block,
+        use_linear_projection=True,
     )
 
 
@@ -139,5 +156,7 @@ def txt2img_pair(config: TextUNetConfig, seed: int = 0, weights: str | None = No
     for module in reference.modules():
         if isinstance(module, BasicTransformerBlock):
             dim = module.norm3.normalized_shape[0]
-            module.ff = FeedForward(dim, mult=config.ff_mult, activation_fn=config.ff_activation, dropout=config.dropout)
+            module.ff = FeedForward(
+                dim, mult=config.ff_mult, activation_fn=config.ff_activation, dropout=config.dropout
+            )
     return _pair(TextUNet(config), reference, transformer=True, ours_from=weights)

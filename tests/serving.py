@@ -22,6 +22,8 @@ def wait_for_port(server: subprocess.Popen, port: int, timeout: float = 120) -> 
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
         except OSError:
-            assert server.poll() is None, server.stdout.read() if server.stdout else f"the app exited with code {server.returncode}"
+            assert server.poll() is None, (
+                server.stdout.read() if server.stdout else f"the app exited with code {server.returncode}"
+            )
             time.sleep(0.5)
     raise AssertionError(f"the app did not listen on port {port} within {timeout} s")

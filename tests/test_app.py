@@ -18,7 +18,6 @@ from tests.serving import ROOT, free_port, wait_for_port
 from webapp.streaming import PREVIEW_EVERY, stream_samples
 
 
-
 def run_unconditional(*args):
     """Drain the streaming handler; return every yielded output."""
     return list(app.generate_unconditional(*args, progress=lambda *a, **k: None))
@@ -37,7 +36,9 @@ def test_unconditional_streams_previews_then_pngs_with_settings():
     assert seed == 123 and len(gallery) == 2
     assert len(strip) == 2 * app.STRIP_FRAMES  # x_t row and predicted x_0 row
     # files, never PIL images: Gradio writes those into its cache in place, racing requests that make the same picture
-    assert all(isinstance(path, str) for path in previews[0][0]) and all(isinstance(path, str) for path, _ in strip + gallery)
+    assert all(isinstance(path, str) for path in previews[0][0]) and all(
+        isinstance(path, str) for path, _ in strip + gallery
+    )
     assert strip[0][1] == "x_t after step 1" and strip[app.STRIP_FRAMES - 1][1] == "x_t after step 12"
     image = Image.open(gallery[0][0])
     assert image.text["seed"] == "123" and image.text["scheduler"] == "ddim" and image.text["steps"] == "12"
@@ -106,7 +107,10 @@ def test_forward_process_tab_noises_the_picture():
     with pytest.raises(gr.Error, match="Timestep"):
         app.show_forward_process(path, 1000, app.UNCOND_DEFAULT)
     table = app.schedule_table(app.UNCOND_DEFAULT)
-    assert set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t"} and len(table) == 3000
+    assert (
+        set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t"}
+        and len(table) == 3000
+    )
 
 
 def test_unknown_model_is_refused_and_never_read_as_a_path():
@@ -142,21 +146,30 @@ def test_served_app_answers_the_api(tmp_path):
 
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_for_port(server, port)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        gallery, settings, seed, strip = client.predict(app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional")
+        gallery, settings, seed, strip = client.predict(
+            app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional"
+        )
         assert seed == 77 and len(gallery) == 2 and '"seed": 77' in settings
         assert Image.open(gallery[0]["image"]).text["seed"] == "77"
-        gallery, settings, seed, strip = client.predict("red heart", "", 3.0, "DDIM", 4, 0.0, 2, 5, api_name="/text_to_image")
+        gallery, settings, seed, strip = client.predict(
+            "red heart", "", 3.0, "DDIM", 4, 0.0, 2, 5, api_name="/text_to_image"
+        )
         assert seed == 5 and len(gallery) == 2 and json.loads(settings)["prompt"] == "red heart"
         # out-of-range slider values get our message, naming the field and its range, not Gradio's anonymous one
         for args, message in [
             ((app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 1, -5), "Seed must be a whole number from 0 to"),
             ((app.UNCOND_DEFAULT, "DDIM", 5000, 0.0, 1, 0), "Steps must be a whole number from 1 to 1000, got 5000"),
             ((app.UNCOND_DEFAULT, "DDIM", 5, 2.0, 1, 0), "Eta must be a number from 0 to 1, got 2.0"),
-            ((app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 99, 0), "Number of images must be a whole number from 1 to 16, got 99"),
+            (
+                (app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 99, 0),
+                "Number of images must be a whole number from 1 to 16, got 99",
+            ),
             ((app.UNCOND_DEFAULT, "PLMS", 5, 0.0, 1, 0), "Scheduler must be one of"),
             (("../../etc/passwd", "DDIM", 5, 0.0, 1, 0), "Model must be one of"),
         ]:
@@ -166,13 +179,20 @@ def test_served_app_answers_the_api(tmp_path):
             (("red heart", "", -2.0, "DDIM", 4, 0.0, 1, 5), "Guidance scale must be a number from 0 to 20, got -2.0"),
             (("red heart", "", 3.0, "DDIM", 0, 0.0, 1, 5), "Steps must be a whole number from 1 to 1000, got 0"),
             (("x" * 100_000, "", 3.0, "DDIM", 4, 0.0, 1, 5), "Prompt must be at most 1000 characters, got 100000"),
-            (("red\x1b[31m", "", 3.0, "DDIM", 4, 0.0, 1, 5), "Prompt must not contain control characters, found U\\+001B"),
+            (
+                ("red\x1b[31m", "", 3.0, "DDIM", 4, 0.0, 1, 5),
+                "Prompt must not contain control characters, found U\\+001B",
+            ),
         ]:
             with pytest.raises(Exception, match=message):
                 client.predict(*args, api_name="/text_to_image")
         # still up, and serving no file outside Gradio's own folders
         assert client.predict(app.UNCOND_DEFAULT, "DDIM", 2, 0.0, 1, 1, api_name="/unconditional")[2] == 1
-        for path in (os.path.join(ROOT, "app.py"), os.path.join(ROOT, "weights", "uncond", "config.json"), "/etc/passwd"):
+        for path in (
+            os.path.join(ROOT, "app.py"),
+            os.path.join(ROOT, "weights", "uncond", "config.json"),
+            "/etc/passwd",
+        ):
             response = httpx.get(f"http://127.0.0.1:{port}/gradio_api/file={path}")
             assert response.status_code == 403, (path, response.status_code)
     finally:
@@ -198,9 +218,15 @@ def run_text_to_image(*args):
 def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt2img):
     outputs = run_text_to_image("red heart", "blue", 3.0, "DDIM", 6, 0.0, 2, 11)
     gallery, settings, seed, strip = outputs[-1]
-    assert seed == 11 and len(gallery) == 2 and len(strip) == 2 * 6  # one frame per step when there are fewer steps than frames
+    assert (
+        seed == 11 and len(gallery) == 2 and len(strip) == 2 * 6
+    )  # one frame per step when there are fewer steps than frames
     image = Image.open(gallery[1][0])
-    assert image.text["prompt"] == "red heart" and image.text["negative_prompt"] == "blue" and image.text["guidance_scale"] == "3.0"
+    assert (
+        image.text["prompt"] == "red heart"
+        and image.text["negative_prompt"] == "blue"
+        and image.text["guidance_scale"] == "3.0"
+    )
 
 
 @pytest.mark.parametrize(
@@ -216,8 +242,14 @@ def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt
         ((None, "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must be text"),
         ((["heart"], "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must be text"),
         (("x" * 100_000, "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must be at most 1000 characters, got 100000"),
-        (("\x00\x07\x1b[31m", "", 3.0, "DDIM", 5, 0.0, 1, 0), "Prompt must not contain control characters, found U\\+0000 at position 0"),
-        (("heart", "a\x7fb", 3.0, "DDIM", 5, 0.0, 1, 0), "Negative prompt must not contain control characters, found U\\+007F at position 1"),
+        (
+            ("\x00\x07\x1b[31m", "", 3.0, "DDIM", 5, 0.0, 1, 0),
+            "Prompt must not contain control characters, found U\\+0000 at position 0",
+        ),
+        (
+            ("heart", "a\x7fb", 3.0, "DDIM", 5, 0.0, 1, 0),
+            "Negative prompt must not contain control characters, found U\\+007F at position 1",
+        ),
         (("heart", 5, 3.0, "DDIM", 5, 0.0, 1, 0), "Negative prompt must be text"),
     ],
 )

@@ -53,7 +53,11 @@ def truncate(path):
         ("uncond", shutil.rmtree, "python -m uncond.train --data data/emoji32"),
         ("uncond", lambda folder: truncate(folder / "model.safetensors"), "python -m uncond.train"),
         ("uncond", lambda folder: (folder / "config.json").write_text("{not json"), "python -m uncond.train"),
-        ("txt2img", lambda folder: truncate(folder / "unet" / "model.safetensors"), "python -m txt2img.train --data data/emoji32 --clip"),
+        (
+            "txt2img",
+            lambda folder: truncate(folder / "unet" / "model.safetensors"),
+            "python -m txt2img.train --data data/emoji32 --clip",
+        ),
         ("txt2img", lambda folder: (folder / "pipeline.json").write_text("]"), "python -m txt2img.train"),
         ("clip", shutil.rmtree, "python -m txt2img.train_clip --data data/emoji"),
         ("clip", lambda folder: truncate(folder / "model.safetensors"), "python -m txt2img.train_clip"),
@@ -64,7 +68,10 @@ def test_broken_weights_stop_the_start_naming_the_folder_and_the_rebuild_command
     with pytest.raises(SystemExit) as stopped:
         startup.load_models(weights, [])
     message = str(stopped.value)
-    assert message.startswith("Cannot start: the ") and f"in {os.path.join(weights, broken)} is missing or unreadable" in message
+    assert (
+        message.startswith("Cannot start: the ")
+        and f"in {os.path.join(weights, broken)} is missing or unreadable" in message
+    )
     assert command in message and f"--out {os.path.join(weights, broken)}" in message
 
 
@@ -111,7 +118,10 @@ def test_on_cuda_the_models_load_in_fp16_and_the_page_says_so(monkeypatch):
     monkeypatch.setattr(startup.UnconditionalPipeline, "from_pretrained", record("uncond"))
     monkeypatch.setattr(TextToImagePipeline, "from_pretrained", record("txt2img"))
     startup.load_models(WEIGHTS, [])
-    assert loaded == [("uncond", "uncond", torch.device("cuda", 0), torch.float16), ("txt2img", "txt2img", torch.device("cuda", 0), torch.float16)]
+    assert loaded == [
+        ("uncond", "uncond", torch.device("cuda", 0), torch.float16),
+        ("txt2img", "txt2img", torch.device("cuda", 0), torch.float16),
+    ]
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
     note = startup.device_note(torch.device("cuda", 0), torch.float16, 4, 64)
     assert note == "Running on **CUDA** (NVIDIA H100) in float16; 4 generation(s) at a time, up to 64 waiting."
@@ -141,7 +151,9 @@ class SlowPipeline:
                 self.stopped_at = time.monotonic()
                 break
         images = [Image.new("RGB", (4, 4))] * num_images
-        return SampleOutput(images, seed, num_inference_steps, len(self.step_ends), 0.0, {"seed": seed, "steps": num_inference_steps})
+        return SampleOutput(
+            images, seed, num_inference_steps, len(self.step_ends), 0.0, {"seed": seed, "steps": num_inference_steps}
+        )
 
 
 def workers_alive() -> int:
@@ -186,7 +198,9 @@ def served():
     """The app's Blocks served in this process (so a test can swap its pipeline and watch its worker threads)."""
     port = free_port()
     app.demo.queue(max_size=app.QUEUE_SIZE)
-    app.demo.launch(prevent_thread_lock=True, quiet=True, **{**app.launch_options(app.parse_args([])), "server_port": port})
+    app.demo.launch(
+        prevent_thread_lock=True, quiet=True, **{**app.launch_options(app.parse_args([])), "server_port": port}
+    )
     yield f"http://127.0.0.1:{port}/"
     app.demo.close()
 
@@ -229,7 +243,13 @@ def test_a_client_that_disconnects_mid_run_frees_the_worker(served, monkeypatch)
     config = httpx.get(served + "config").json()
     fn_index = next(dep["id"] for dep in config["dependencies"] if dep.get("api_name") == "unconditional")
     session = "lost-client"
-    body = {"data": [app.UNCOND_DEFAULT, "DDPM", 1000, 0.0, 1, 0], "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    body = {
+        "data": [app.UNCOND_DEFAULT, "DDPM", 1000, 0.0, 1, 0],
+        "fn_index": fn_index,
+        "session_hash": session,
+        "event_data": None,
+        "trigger_id": None,
+    }
     assert httpx.post(served + "gradio_api/queue/join", json=body).status_code == 200
     with httpx.stream("GET", served + f"gradio_api/queue/data?session_hash={session}", timeout=30) as stream:
         for _ in stream.iter_lines():
@@ -248,7 +268,12 @@ def test_uploads_are_size_limited_and_no_folder_beyond_gradios_is_served(served)
     assert big.status_code == 413
     small = httpx.post(served + "gradio_api/upload", files={"files": ("small.png", b"\0" * 1000, "image/png")})
     assert small.status_code == 200
-    for path in (os.path.join(ROOT, "app.py"), os.path.join(WEIGHTS, "uncond", "model.safetensors"), "/etc/passwd", app.RESULTS.root):
+    for path in (
+        os.path.join(ROOT, "app.py"),
+        os.path.join(WEIGHTS, "uncond", "model.safetensors"),
+        "/etc/passwd",
+        app.RESULTS.root,
+    ):
         assert httpx.get(served + f"gradio_api/file={path}").status_code == 403, path
 
 
@@ -265,7 +290,9 @@ def huge_png(width: int, height: int, text: dict | None = None) -> bytes:
     chunks = b"".join(png_chunk(b"tEXt", f"{k}\0{v}".encode("latin-1")) for k, v in (text or {}).items())
     row = b"\0" + b"\0" * ((width + 7) // 8)
     pixels = zlib.compressobj(9)
-    data = b"".join(pixels.compress(row) for _ in range(min(height, 64))) + pixels.flush()  # only the first rows: enough to fool a header check
+    data = (
+        b"".join(pixels.compress(row) for _ in range(min(height, 64))) + pixels.flush()
+    )  # only the first rows: enough to fool a header check
     return b"\x89PNG\r\n\x1a\n" + header + chunks + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
 
 
@@ -351,10 +378,16 @@ def test_pictures_are_checked_before_they_are_decoded(tmp_path):
 
 def test_only_safetensors_weights_are_ever_loaded():
     # no pickle-based loader anywhere in the code (the tests may mention them: they check they are refused)
-    pickle_loaders = re.compile(r"torch\.load\(|import pickle|pickle\.loads?\(|import dill|joblib\.load|allow_pickle\s*=\s*True|use_safetensors\s*=\s*False")
+    pickle_loaders = re.compile(
+        r"torch\.load\(|import pickle|pickle\.loads?\(|import dill|joblib\.load|allow_pickle\s*=\s*True|use_safetensors\s*=\s*False"
+    )
     sources = [os.path.join(ROOT, "app.py")]
     for package in ("uncond", "txt2img", "webapp"):
-        sources += [os.path.join(ROOT, package, name) for name in os.listdir(os.path.join(ROOT, package)) if name.endswith(".py")]
+        sources += [
+            os.path.join(ROOT, package, name)
+            for name in os.listdir(os.path.join(ROOT, package))
+            if name.endswith(".py")
+        ]
     for path in sources:
         with open(path) as f:
             assert not pickle_loaders.search(f.read()), path

@@ -10,17 +10,65 @@ import torch
 from PIL import Image
 
 from txt2img.clip import CLIPEmbedder, TextEncoder
-from txt2img.train_clip import (CLIPTrainConfig, build_model, clip_loss, main, retrieval_accuracy, save_clip, train_clip,
-                                train_tokenizer)
+from txt2img.train_clip import (
+    CLIPTrainConfig,
+    build_model,
+    clip_loss,
+    main,
+    retrieval_accuracy,
+    save_clip,
+    train_clip,
+    train_tokenizer,
+)
 
-COLOURS = {"red": (230, 20, 20), "green": (20, 170, 40), "blue": (20, 40, 230), "yellow": (250, 230, 0),
-           "black": (0, 0, 0), "white": (255, 255, 255), "purple": (130, 0, 150), "orange": (255, 140, 0)}
-CAPTIONS = ["red heart", "green heart", "blue heart", "waving hand: medium skin tone", "waving hand: dark skin tone",
-            "flag: Japan", "flag: France", "cat face", "grinning face", "red apple", "man: red hair", "woman: red hair",
-            "woman’s hat", "keycap: 1", "Japanese “here” button"]
-TINY = dict(image_size=8, patch_size=4, vocab_size=600, max_text_length=16, text_hidden_size=32, text_layers=1, text_heads=2,
-            vision_hidden_size=32, vision_layers=1, vision_heads=2, projection_dim=32, batch_size=8, max_steps=40,
-            learning_rate=3e-3, warmup_steps=5, weight_decay=0.0, eval_every=40, log_every=1, seed=0)
+COLOURS = {
+    "red": (230, 20, 20),
+    "green": (20, 170, 40),
+    "blue": (20, 40, 230),
+    "yellow": (250, 230, 0),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "purple": (130, 0, 150),
+    "orange": (255, 140, 0),
+}
+CAPTIONS = [
+    "red heart",
+    "green heart",
+    "blue heart",
+    "waving hand: medium skin tone",
+    "waving hand: dark skin tone",
+    "flag: Japan",
+    "flag: France",
+    "cat face",
+    "grinning face",
+    "red apple",
+    "man: red hair",
+    "woman: red hair",
+    "woman’s hat",
+    "keycap: 1",
+    "Japanese “here” button",
+]
+TINY = dict(
+    image_size=8,
+    patch_size=4,
+    vocab_size=600,
+    max_text_length=16,
+    text_hidden_size=32,
+    text_layers=1,
+    text_heads=2,
+    vision_hidden_size=32,
+    vision_layers=1,
+    vision_heads=2,
+    projection_dim=32,
+    batch_size=8,
+    max_steps=40,
+    learning_rate=3e-3,
+    warmup_steps=5,
+    weight_decay=0.0,
+    eval_every=40,
+    log_every=1,
+    seed=0,
+)
 
 
 def write_colours(folder, size=8):
@@ -72,8 +120,14 @@ def test_trained_folder_loads_as_clip(trained):
     from transformers import CLIPModel, CLIPTextModel
 
     out, metrics, _ = trained
-    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json",
-            "preprocessor_config.json"} <= {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    } <= {p.name for p in out.iterdir()}
     model, info = CLIPModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     text_model, info = CLIPTextModel.from_pretrained(out, output_loading_info=True)  # the vision tower is skipped
@@ -82,7 +136,9 @@ def test_trained_folder_loads_as_clip(trained):
 
     # The embedder retrieves what training measured: each colour's own caption scores highest.
     embedder = CLIPEmbedder.from_pretrained(str(out))
-    images = torch.stack([torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1).expand(3, 16, 16) for rgb in COLOURS.values()])
+    images = torch.stack(
+        [torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1).expand(3, 16, 16) for rgb in COLOURS.values()]
+    )
     images = images / 127.5 - 1  # 16 px: resized to the tower's 8
     image_embeds, text_embeds = embedder.image_features(images), embedder.text_features(list(COLOURS))
     assert image_embeds.shape == (8, TINY["projection_dim"]) == text_embeds.shape
@@ -99,7 +155,11 @@ def test_tokenizer_round_trip(tmp_path):
     train_tokenizer(CAPTIONS, vocab_size=600, model_max_length=16, out_dir=str(tmp_path))
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     assert isinstance(tokenizer, CLIPTokenizer) and tokenizer.model_max_length == 16
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|startoftext|>", "<|endoftext|>", "<|endoftext|>")
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (
+        "<|startoftext|>",
+        "<|endoftext|>",
+        "<|endoftext|>",
+    )
     vocab = tokenizer.get_vocab()
     assert vocab["!"] == 0 and vocab["<|endoftext|>"] == len(vocab) - 1 == tokenizer.eos_token_id  # openai's layout
 
@@ -111,9 +171,14 @@ def test_tokenizer_round_trip(tmp_path):
         inner = tokenizer(text)["input_ids"][1:-1]
         assert tokenizer.eos_token_id not in inner and tokenizer.bos_token_id not in inner
         assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
-    padded = tokenizer(["red heart", " ".join(["flag"] * 30)], padding="max_length", truncation=True, return_tensors="pt")
+    padded = tokenizer(
+        ["red heart", " ".join(["flag"] * 30)], padding="max_length", truncation=True, return_tensors="pt"
+    )
     assert padded["input_ids"].shape == (2, 16)
-    assert padded["input_ids"][0, 3:].eq(tokenizer.eos_token_id).all() and padded["attention_mask"][0].tolist() == [1] * 4 + [0] * 12
+    assert (
+        padded["input_ids"][0, 3:].eq(tokenizer.eos_token_id).all()
+        and padded["attention_mask"][0].tolist() == [1] * 4 + [0] * 12
+    )
     assert padded["input_ids"][1, -1] == tokenizer.eos_token_id and padded["attention_mask"][1].all()
 
     # CLIP's own files alone (vocab.json + merges.txt) tokenize the same as the full folder.
@@ -135,7 +200,9 @@ def test_text_encoder_round_trip(untrained):
     embeddings = encoder.encode(prompts)
     tokens = tokenizer(prompts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
     with torch.no_grad():
-        expected = model.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+        expected = model.text_model(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        ).last_hidden_state
     assert embeddings.hidden_states.shape == (3, 16, TINY["text_hidden_size"])
     assert torch.equal(embeddings.hidden_states, expected)
     assert embeddings.attention_mask.sum(1).tolist() == [4, 5, 16]  # start, words, end
@@ -168,7 +235,9 @@ def test_clip_loss():
 def test_cli_bf16(tmp_path):
     data = write_colours(tmp_path / "colours")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("max_steps", "eval_every")]
-    metrics = main(["--data", str(data), "--out", str(tmp_path / "clip"), *flags, "--max-steps", "3", "--mixed-precision", "bf16"])
+    metrics = main(
+        ["--data", str(data), "--out", str(tmp_path / "clip"), *flags, "--max-steps", "3", "--mixed-precision", "bf16"]
+    )
     assert metrics["step"] == 3
     saved = json.loads((tmp_path / "clip" / "train_config.json").read_text())
     assert saved["mixed_precision"] == "bf16" and saved["max_steps"] == 3
@@ -176,9 +245,17 @@ def test_cli_bf16(tmp_path):
     assert torch.isfinite(encoder.encode(["red"]).hidden_states).all()
 
 
-@pytest.mark.parametrize("bad, name", [(dict(patch_size=3), "patch_size"), (dict(vocab_size=100), "vocab_size"),
-                                       (dict(mixed_precision="fp16"), "mixed_precision"), (dict(batch_size=0), "batch_size"),
-                                       (dict(text_heads=3), "text_heads"), (dict(max_text_length=2), "max_text_length")])
+@pytest.mark.parametrize(
+    "bad, name",
+    [
+        (dict(patch_size=3), "patch_size"),
+        (dict(vocab_size=100), "vocab_size"),
+        (dict(mixed_precision="fp16"), "mixed_precision"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(text_heads=3), "text_heads"),
+        (dict(max_text_length=2), "max_text_length"),
+    ],
+)
 def test_bad_config(bad, name):
     with pytest.raises(ValueError, match=name):
         CLIPTrainConfig(**(TINY | bad))

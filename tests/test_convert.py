@@ -10,18 +10,54 @@ from uncond.convert import convert_config, convert_state_dict
 from uncond.unet import UNet
 
 CONFIGS = [
-    dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(16, 32), layers_per_block=1,
-         down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8),
-    dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32), layers_per_block=2,
-         down_block_types=("AttnDownBlock2D", "DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D", "AttnUpBlock2D"),
-         norm_num_groups=8, attention_head_dim=4),
+    dict(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ),
+    dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=2,
+        down_block_types=("AttnDownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "AttnUpBlock2D"),
+        norm_num_groups=8,
+        attention_head_dim=4,
+    ),
     # the original DDPM CIFAR-10 layout (google/ddpm-cifar10-32), narrower: one head, asymmetric downsample padding, [sin, cos] order
-    dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32, 32), layers_per_block=2,
-         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=16, attention_head_dim=None,
-         flip_sin_to_cos=False, freq_shift=1, downsample_padding=0, norm_eps=1e-6),
-    dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16, 16, 16), layers_per_block=3,
-         down_block_types=("DownBlock2D",) * 4, up_block_types=("UpBlock2D",) * 4, norm_num_groups=8, add_attention=False),
+    dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 32, 32),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=16,
+        attention_head_dim=None,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        downsample_padding=0,
+        norm_eps=1e-6,
+    ),
+    dict(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=3,
+        down_block_types=("DownBlock2D",) * 4,
+        up_block_types=("UpBlock2D",) * 4,
+        norm_num_groups=8,
+        add_attention=False,
+    ),
 ]
 
 
@@ -63,14 +99,24 @@ def test_pipeline_folder_uses_its_unet_subfolder(tmp_path):
 
 def test_deprecated_attention_key_names_are_renamed():
     state = {
-        "mid_block.attentions.0.query.weight": 1, "mid_block.attentions.0.key.bias": 2, "mid_block.attentions.0.value.weight": 3,
-        "mid_block.attentions.0.proj_attn.weight": 4, "up_blocks.0.attentions.1.to_out.0.bias": 5,
-        "down_blocks.0.downsamplers.0.conv.weight": 6, "up_blocks.1.upsamplers.0.conv.bias": 7, "down_blocks.0.resnets.0.conv1.weight": 8,
+        "mid_block.attentions.0.query.weight": 1,
+        "mid_block.attentions.0.key.bias": 2,
+        "mid_block.attentions.0.value.weight": 3,
+        "mid_block.attentions.0.proj_attn.weight": 4,
+        "up_blocks.0.attentions.1.to_out.0.bias": 5,
+        "down_blocks.0.downsamplers.0.conv.weight": 6,
+        "up_blocks.1.upsamplers.0.conv.bias": 7,
+        "down_blocks.0.resnets.0.conv1.weight": 8,
     }
     assert convert_state_dict(state) == {
-        "mid_block.attentions.0.to_q.weight": 1, "mid_block.attentions.0.to_k.bias": 2, "mid_block.attentions.0.to_v.weight": 3,
-        "mid_block.attentions.0.to_out.weight": 4, "up_blocks.0.attentions.1.to_out.bias": 5,
-        "down_blocks.0.downsample.conv.weight": 6, "up_blocks.1.upsample.conv.bias": 7, "down_blocks.0.resnets.0.conv1.weight": 8,
+        "mid_block.attentions.0.to_q.weight": 1,
+        "mid_block.attentions.0.to_k.bias": 2,
+        "mid_block.attentions.0.to_v.weight": 3,
+        "mid_block.attentions.0.to_out.weight": 4,
+        "up_blocks.0.attentions.1.to_out.bias": 5,
+        "down_blocks.0.downsample.conv.weight": 6,
+        "up_blocks.1.upsample.conv.bias": 7,
+        "down_blocks.0.resnets.0.conv1.weight": 8,
     }
 
 
@@ -118,6 +164,19 @@ def test_sample_cli_runs_a_diffusers_ddpm_pipeline_folder(tmp_path):
     unet = random_diffusers_unet(CONFIGS[2], seed=2)
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(tmp_path / "ddpm")
     out = tmp_path / "samples"
-    sample_main(["--model", str(tmp_path / "ddpm"), "--num-images", "2", "--steps", "3", "--scheduler", "ddim", "--out", str(out)])
+    sample_main(
+        [
+            "--model",
+            str(tmp_path / "ddpm"),
+            "--num-images",
+            "2",
+            "--steps",
+            "3",
+            "--scheduler",
+            "ddim",
+            "--out",
+            str(out),
+        ]
+    )
     image = Image.open(out / "000.png")
     assert image.size == (32, 32) and image.text["scheduler"] == "ddim"

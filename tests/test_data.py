@@ -8,13 +8,23 @@ import torch
 from PIL import Image, ImageDraw
 
 from uncond import data
-from uncond.data import (DEFAULT_FONT, SKIN_TONES, ImageCaptionDataset, build_emoji, cldr_name, glyph_problem, main, repeat_factors,
-                         variant_base)
+from uncond.data import (
+    DEFAULT_FONT,
+    SKIN_TONES,
+    ImageCaptionDataset,
+    build_emoji,
+    cldr_name,
+    glyph_problem,
+    main,
+    repeat_factors,
+    variant_base,
+)
 
-needs_font = pytest.mark.skipif(not os.path.isfile(DEFAULT_FONT),
-                                reason=f"{DEFAULT_FONT} missing: apt-get install fonts-noto-color-emoji")
+needs_font = pytest.mark.skipif(
+    not os.path.isfile(DEFAULT_FONT), reason=f"{DEFAULT_FONT} missing: apt-get install fonts-noto-color-emoji"
+)
 
-SOME = ["red heart", "cat face", "waving hand: medium skin tone", "flag: Japan", "\U0001F469\U0001F3FD\u200d\U0001F680"]
+SOME = ["red heart", "cat face", "waving hand: medium skin tone", "flag: Japan", "\U0001f469\U0001f3fd\u200d\U0001f680"]
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +40,38 @@ def pixels(path):
     return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(32, 32, 3).float()  # (H, W, 3)
 
 
-@pytest.mark.parametrize("emoji_str, en, want", [
-    ("\u2764\ufe0f", ":red_heart:", "red heart"),
-    ("\U0001F44B\U0001F3FD", ":waving_hand_medium_skin_tone:", "waving hand: medium skin tone"),
-    ("\U0001F469\U0001F3FD\u200d\U0001F680", ":woman_astronaut_medium_skin_tone:", "woman astronaut: medium skin tone"),
-    ("\U0001F1EF\U0001F1F5", ":Japan:", "flag: Japan"),
-    ("\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F", ":Scotland:", "flag: Scotland"),
-    ("#\ufe0f\u20e3", ":keycap_#:", "keycap: #"),
-    ("\U0001F468\U0001F3FB\u200d\U0001F9B0", ":man_light_skin_tone_red_hair:", "man: light skin tone, red hair"),
-    ("\U0001F9D1\U0001F3FF\u200d\U0001F9B2", ":person_dark_skin_tone_bald:", "person: dark skin tone, bald"),
-    ("\U0001F9D4", ":person_beard:", "person: beard"),
-    ("\U0001FAF1\U0001F3FB\u200d\U0001FAF2\U0001F3FF", ":handshake_light_skin_tone_dark_skin_tone:",
-     "handshake: light skin tone, dark skin tone"),
-    ("\U0001F468\u200d\U0001F469\u200d\U0001F466", ":family_man_woman_boy:", "family: man, woman, boy"),
-    ("\U0001F468\U0001F3FB\u200d\u2764\ufe0f\u200d\U0001F48B\u200d\U0001F468\U0001F3FC",
-     ":kiss_man_man_light_skin_tone_medium-light_skin_tone:", "kiss: man, man, light skin tone, medium-light skin tone"),
-    ("\U0001F201", ":Japanese_here_button:", "Japanese \u201chere\u201d button"),
-    ("\U0001F197", ":OK_button:", "OK button"),
-    ("\U0001F3EF", ":Japanese_castle:", "Japanese castle"),
-])
+@pytest.mark.parametrize(
+    "emoji_str, en, want",
+    [
+        ("\u2764\ufe0f", ":red_heart:", "red heart"),
+        ("\U0001f44b\U0001f3fd", ":waving_hand_medium_skin_tone:", "waving hand: medium skin tone"),
+        (
+            "\U0001f469\U0001f3fd\u200d\U0001f680",
+            ":woman_astronaut_medium_skin_tone:",
+            "woman astronaut: medium skin tone",
+        ),
+        ("\U0001f1ef\U0001f1f5", ":Japan:", "flag: Japan"),
+        ("\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", ":Scotland:", "flag: Scotland"),
+        ("#\ufe0f\u20e3", ":keycap_#:", "keycap: #"),
+        ("\U0001f468\U0001f3fb\u200d\U0001f9b0", ":man_light_skin_tone_red_hair:", "man: light skin tone, red hair"),
+        ("\U0001f9d1\U0001f3ff\u200d\U0001f9b2", ":person_dark_skin_tone_bald:", "person: dark skin tone, bald"),
+        ("\U0001f9d4", ":person_beard:", "person: beard"),
+        (
+            "\U0001faf1\U0001f3fb\u200d\U0001faf2\U0001f3ff",
+            ":handshake_light_skin_tone_dark_skin_tone:",
+            "handshake: light skin tone, dark skin tone",
+        ),
+        ("\U0001f468\u200d\U0001f469\u200d\U0001f466", ":family_man_woman_boy:", "family: man, woman, boy"),
+        (
+            "\U0001f468\U0001f3fb\u200d\u2764\ufe0f\u200d\U0001f48b\u200d\U0001f468\U0001f3fc",
+            ":kiss_man_man_light_skin_tone_medium-light_skin_tone:",
+            "kiss: man, man, light skin tone, medium-light skin tone",
+        ),
+        ("\U0001f201", ":Japanese_here_button:", "Japanese \u201chere\u201d button"),
+        ("\U0001f197", ":OK_button:", "OK button"),
+        ("\U0001f3ef", ":Japanese_castle:", "Japanese castle"),
+    ],
+)
 def test_cldr_names(emoji_str, en, want):
     assert cldr_name(emoji_str, en) == want
 
@@ -64,8 +87,13 @@ def test_build_emoji_draws_real_glyphs(built):
     out, stats, rows = built
     assert stats["rendered"] == len(SOME) and stats["skipped"] == 0
     by_text = {row["text"]: out / row["file_name"] for row in rows}
-    assert set(by_text) == {"red heart", "cat face", "waving hand: medium skin tone", "flag: Japan",
-                            "woman astronaut: medium skin tone"}
+    assert set(by_text) == {
+        "red heart",
+        "cat face",
+        "waving hand: medium skin tone",
+        "flag: Japan",
+        "woman astronaut: medium skin tone",
+    }
     for path in by_text.values():
         x = pixels(path)
         assert Image.open(path).size == (32, 32)
@@ -87,7 +115,7 @@ def test_metadata_is_imagefolder_layout(built):
 
 @needs_font
 def test_undrawable_glyphs_are_skipped_and_counted(tmp_path, monkeypatch):
-    table = [("\U0001F600", "grinning face"), ("\U0010FFFD", "private use"), ("\U0001F600\U0001F431", "two glyphs")]
+    table = [("\U0001f600", "grinning face"), ("\U0010fffd", "private use"), ("\U0001f600\U0001f431", "two glyphs")]
     monkeypatch.setattr(data, "emoji_table", lambda: table)
     stats = build_emoji(tmp_path / "out", size=16)
     assert (stats["rendered"], stats["skipped"]) == (1, 2)
@@ -117,11 +145,17 @@ def test_cli_and_rebuild_replace_old_images(tmp_path, capsys):
     assert len(list(out.glob("*.png"))) == 2
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"size": 4}, "size"), ({"size": 1024}, "size"), ({"size": "64"}, "size"),
-    ({"font_path": "/no/such/font.ttf"}, "font_path"), ({"limit": 0}, "limit"),
-    ({"only": "red heart,no such emoji"}, "only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"size": 4}, "size"),
+        ({"size": 1024}, "size"),
+        ({"size": "64"}, "size"),
+        ({"font_path": "/no/such/font.ttf"}, "font_path"),
+        ({"limit": 0}, "limit"),
+        ({"only": "red heart,no such emoji"}, "only"),
+    ],
+)
 def test_build_emoji_bad_arguments(tmp_path, kwargs, word):
     kwargs = {"font_path": __file__, **kwargs}  # arguments are checked before the font is loaded
     with pytest.raises(ValueError, match=word):
@@ -215,7 +249,12 @@ def test_variant_base_groups_skin_tones_hair_and_members_but_not_flags():
 
 
 def test_repeat_factors_follow_the_square_root_of_group_sizes():
-    captions = ["kiss"] + [f"kiss: {tone}" for tone in SKIN_TONES] * 3 + ["waving hand", "waving hand: dark skin tone"] + ["pizza"]
+    captions = (
+        ["kiss"]
+        + [f"kiss: {tone}" for tone in SKIN_TONES] * 3
+        + ["waving hand", "waving hand: dark skin tone"]
+        + ["pizza"]
+    )
     # groups: kiss 16, waving hand 2, pizza 1 -> round(sqrt(16 / n)): 1, 3 (2.83), 4
     assert repeat_factors(captions) == [1] * 16 + [3, 3] + [4]
     assert repeat_factors([]) == []

@@ -17,7 +17,14 @@ from uncond.scheduler import DDPMScheduler
 from uncond.unet import UNet, UNetConfig
 
 BASES = ["waving hand", "thumbs up", "ear", "nose", "baby", "farmer", "cook", "artist", "pilot", "judge"]
-OTHER = ["red heart", "cat face", "flag: Japan", "grinning face", "waving hand", "handshake: light skin tone, dark skin tone"]
+OTHER = [
+    "red heart",
+    "cat face",
+    "flag: Japan",
+    "grinning face",
+    "waving hand",
+    "handshake: light skin tone, dark skin tone",
+]
 SCHEDULE = dict(DDPMScheduler(beta_schedule="squaredcos_cap_v2").config)
 
 
@@ -38,7 +45,9 @@ def test_held_out_pairs_are_fixed_and_each_part_stays_in_training():
     for caption in held_out:
         base, tone = skin_tone_pair(caption)
         assert caption in captions
-        assert sum(skin_tone_pair(c) is not None and skin_tone_pair(c)[0] == base for c in training) == len(SKIN_TONES) - 1
+        assert (
+            sum(skin_tone_pair(c) is not None and skin_tone_pair(c)[0] == base for c in training) == len(SKIN_TONES) - 1
+        )
         assert any(c.endswith(": " + tone) for c in training)
     assert len({skin_tone_pair(c)[0] for c in held_out}) == len(held_out)  # one tone per emoji at most
 
@@ -47,7 +56,10 @@ def test_held_out_needs_three_tones_and_skips_mixed_tones():
     assert held_out_captions(emoji_captions(tones=SKIN_TONES[:2]), every=1) == []
     assert len(held_out_captions(emoji_captions(), every=1)) == len(BASES)
     assert skin_tone_pair("handshake: light skin tone, dark skin tone") is None
-    assert skin_tone_pair("man: red hair") is None and skin_tone_pair("cook: dark skin tone") == ("cook", "dark skin tone")
+    assert skin_tone_pair("man: red hair") is None and skin_tone_pair("cook: dark skin tone") == (
+        "cook",
+        "dark skin tone",
+    )
 
 
 def test_evaluation_captions_are_fixed_and_exclude_held_out():
@@ -69,17 +81,39 @@ def folders(tmp_path_factory):
     """A CLIP (both towers), an unconditional model, a text-to-image pipeline and 8x8 data, all tiny and random."""
     root = tmp_path_factory.mktemp("evaluate")
     tokenizer = tiny_tokenizer()
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=MAX_LENGTH, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    vision = dict(image_size=16, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    vision = dict(
+        image_size=16, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(root / "clip")
     tokenizer.save_pretrained(root / "clip")
 
-    unet = UNet(UNetConfig(sample_size=8, block_out_channels=(8, 16), layers_per_block=1, attention_resolutions=(4,), norm_num_groups=4, attention_head_dim=8))
+    unet = UNet(
+        UNetConfig(
+            sample_size=8,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            attention_resolutions=(4,),
+            norm_num_groups=4,
+            attention_head_dim=8,
+        )
+    )
     unet.save_pretrained(str(root / "uncond"))
     (root / "uncond" / "scheduler_config.json").write_text(json.dumps(SCHEDULE))
-    TextToImagePipeline(tiny_unet(block_out_channels=(8, 16), norm_num_groups=4), tiny_text_encoder(), SCHEDULE).save_pretrained(str(root / "txt2img"))
+    TextToImagePipeline(
+        tiny_unet(block_out_channels=(8, 16), norm_num_groups=4), tiny_text_encoder(), SCHEDULE
+    ).save_pretrained(str(root / "txt2img"))
 
     data = root / "data"
     data.mkdir()
@@ -100,24 +134,61 @@ def read_outputs(out):
 
 
 def test_uncond_command_writes_report_plot_and_grids(folders, tmp_path):
-    main(["uncond", "--model", folders["uncond"], "--clip", folders["clip"], "--data", folders["data"], "--out", str(tmp_path),
-          "--num-samples", "9", "--samplers", "ddpm:3", "ddim:2", "ddim:4", "ddim:4:1", "--batch-size", "4"])
+    main(
+        [
+            "uncond",
+            "--model",
+            folders["uncond"],
+            "--clip",
+            folders["clip"],
+            "--data",
+            folders["data"],
+            "--out",
+            str(tmp_path),
+            "--num-samples",
+            "9",
+            "--samplers",
+            "ddpm:3",
+            "ddim:2",
+            "ddim:4",
+            "ddim:4:1",
+            "--batch-size",
+            "4",
+        ]
+    )
     report = read_outputs(tmp_path)
-    assert [(r["sampler"], r["steps"], r["eta"]) for r in report["results"]] == [("ddpm", 3, 0), ("ddim", 2, 0), ("ddim", 4, 0), ("ddim", 4, 1)]
+    assert [(r["sampler"], r["steps"], r["eta"]) for r in report["results"]] == [
+        ("ddpm", 3, 0),
+        ("ddim", 2, 0),
+        ("ddim", 4, 0),
+        ("ddim", 4, 1),
+    ]
     assert report["num_samples"] == 9 and report["num_training_images"] == 36 and report["image_size"] == 8
     for row in report["results"] + [report["reference_data_halves"]]:
         assert row["fid_clip"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
     for row in report["results"]:
-        assert row["memorisation_rate"] == 0.0 and row["nearest_distance_median"] > 0.1  # an untrained model draws noise
-    assert {"samples_ddpm3.png", "samples_ddim2.png", "samples_ddim4.png", "samples_ddim4_eta1.png"} <= {p.name for p in tmp_path.iterdir()}
+        assert (
+            row["memorisation_rate"] == 0.0 and row["nearest_distance_median"] > 0.1
+        )  # an untrained model draws noise
+    assert {"samples_ddpm3.png", "samples_ddim2.png", "samples_ddim4.png", "samples_ddim4_eta1.png"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
 
 
 def test_uncond_samples_that_copy_the_data_are_memorised(folders, tmp_path, monkeypatch):
     data = evaluate.ImageCaptionDataset(folders["data"]).images
     copies = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in data[:12]]
     monkeypatch.setattr(evaluate, "generate_uncond", lambda *args: copies)
-    report = evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=12,
-                                      samplers=["ddim:2"], batch_size=5, log=lambda *_: None)
+    report = evaluate.evaluate_uncond(
+        folders["uncond"],
+        folders["clip"],
+        folders["data"],
+        str(tmp_path),
+        num_samples=12,
+        samplers=["ddim:2"],
+        batch_size=5,
+        log=lambda *_: None,
+    )
     row = report["results"][0]
     assert row["memorisation_rate"] == 1.0 and row["nearest_distance_median"] == pytest.approx(0.0, abs=1e-6)
     assert row["precision"] == 1.0  # every sample is a data point
@@ -132,8 +203,30 @@ def test_uncond_generation_is_seeded_and_batched(folders):
 
 
 def test_txt2img_command_writes_report_with_held_out_pairs(folders, tmp_path):
-    main(["txt2img", "--model", folders["txt2img"], "--clip", folders["clip"], "--data", folders["data"], "--out", str(tmp_path),
-          "--captions", "6", "--guidance-scales", "1", "3", "--steps", "2", "--batch-size", "4", "--precision", "bf16"])
+    main(
+        [
+            "txt2img",
+            "--model",
+            folders["txt2img"],
+            "--clip",
+            folders["clip"],
+            "--data",
+            folders["data"],
+            "--out",
+            str(tmp_path),
+            "--captions",
+            "6",
+            "--guidance-scales",
+            "1",
+            "3",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--precision",
+            "bf16",
+        ]
+    )
     report = read_outputs(tmp_path)
     assert report["precision"] == "bf16"
     held_out = held_out_captions(emoji_captions(tones=SKIN_TONES[:3]))
@@ -151,10 +244,21 @@ def test_txt2img_real_images_as_samples_score_as_the_reference(folders, tmp_path
     data = evaluate.ImageCaptionDataset(folders["data"])
     by_caption = {c: Image.fromarray(image.permute(1, 2, 0).numpy()) for c, image in zip(data.captions, data.images)}
     monkeypatch.setattr(evaluate, "generate_txt2img", lambda pipe, prompts, *args: [by_caption[p] for p in prompts])
-    report = evaluate.evaluate_txt2img(folders["txt2img"], folders["clip"], folders["data"], str(tmp_path), num_captions=10,
-                                       guidance_scales=[2.0], log=lambda *_: None)
+    report = evaluate.evaluate_txt2img(
+        folders["txt2img"],
+        folders["clip"],
+        folders["data"],
+        str(tmp_path),
+        num_captions=10,
+        guidance_scales=[2.0],
+        log=lambda *_: None,
+    )
     row, reference = report["results"][0], report["reference_real_images"]
-    assert row["top1"] == reference["top1"] and row["top5"] == reference["top5"] and row["held_out"] == reference["held_out"]
+    assert (
+        row["top1"] == reference["top1"]
+        and row["top5"] == reference["top5"]
+        and row["held_out"] == reference["held_out"]
+    )
     assert row["clip_score"] == pytest.approx(reference["clip_score"])
 
 
@@ -165,16 +269,26 @@ def test_bad_sampler_settings_are_refused(spec):
 
 
 def test_sampler_settings_parse():
-    assert evaluate.parse_sampler("ddim:50") == ("ddim", 50, 0.0) and evaluate.parse_sampler("ddim:50:1") == ("ddim", 50, 1.0)
+    assert evaluate.parse_sampler("ddim:50") == ("ddim", 50, 0.0) and evaluate.parse_sampler("ddim:50:1") == (
+        "ddim",
+        50,
+        1.0,
+    )
     assert evaluate.parse_sampler("ddpm:1000") == ("ddpm", 1000, 0.0)
 
 
 def test_bad_arguments_are_named(folders, tmp_path):
     with pytest.raises(ValueError, match="sampler must look like"):
-        evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), samplers=["plms:10"])
+        evaluate.evaluate_uncond(
+            folders["uncond"], folders["clip"], folders["data"], str(tmp_path), samplers=["plms:10"]
+        )
     with pytest.raises(ValueError, match="num_samples"):
         evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=3)
     with pytest.raises(ValueError, match="precision must be"):
-        evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=5, precision="fp8")
+        evaluate.evaluate_uncond(
+            folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=5, precision="fp8"
+        )
     with pytest.raises(ValueError, match="n must be"):
-        evaluate.evaluate_txt2img(folders["txt2img"], folders["clip"], folders["data"], str(tmp_path), num_captions=1000)
+        evaluate.evaluate_txt2img(
+            folders["txt2img"], folders["clip"], folders["data"], str(tmp_path), num_captions=1000
+        )

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.load
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 4
 STEPS = 3
-IDLE_REFERENCES = 6  # requests also answered on the idle server first: the same seed must give the same pixels under load
+IDLE_REFERENCES = (
+    6  # requests also answered on the idle server first: the same seed must give the same pixels under load
+)
 DEADLINE_SECONDS = 300  # the whole load phase; a hung server fails the test instead of hanging it
 PEAK_MEMORY_LIMIT_MB = 2500  # the server's peak resident memory (VmHWM)
 MODEL = "emoji (shipped)"
@@ -98,7 +100,11 @@ def memory_mb(pid: int) -> dict:
     """Resident memory now and at its peak (VmRSS, VmHWM), in MB, and the thread count, from /proc."""
     with open(f"/proc/{pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f)
-    return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024, "threads": int(fields["Threads"])}
+    return {
+        "rss": int(fields["VmRSS"].split()[0]) / 1024,
+        "peak": int(fields["VmHWM"].split()[0]) / 1024,
+        "threads": int(fields["Threads"]),
+    }
 
 
 def queue_limits(url: str) -> tuple[int, int]:
@@ -117,7 +123,9 @@ def test_32_clients_get_every_answer_their_own_and_the_queue_says_busy_beyond_it
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "server.log", "w")  # a file, not a pipe: a full pipe would stall the server under load
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
     try:
         started = time.monotonic()
         wait_for_port(server, port, timeout=180)
@@ -143,7 +151,9 @@ def test_32_clients_get_every_answer_their_own_and_the_queue_says_busy_beyond_it
 
         # beyond the queue's size: hold every worker with a long job, then send queue_size + 4 short requests at once
         busy = Client(url, verbose=False, max_workers=queue_size + 8, download_files=False)
-        long_jobs = [busy.submit(MODEL, "DDPM", 1000, 0.0, 16, 7 + n, api_name="/unconditional") for n in range(concurrency)]
+        long_jobs = [
+            busy.submit(MODEL, "DDPM", 1000, 0.0, 16, 7 + n, api_name="/unconditional") for n in range(concurrency)
+        ]
         deadline = time.monotonic() + 60
         while not all(job.status().code in (Status.PROCESSING, Status.ITERATING, Status.PROGRESS) for job in long_jobs):
             assert time.monotonic() < deadline, "the long jobs did not start"
@@ -151,7 +161,9 @@ def test_32_clients_get_every_answer_their_own_and_the_queue_says_busy_beyond_it
         extra = 4
         short = [busy.submit(*request_for(0, 0)[1], api_name=request_for(0, 0)[0]) for _ in range(queue_size + extra)]
         deadline = time.monotonic() + 60
-        while sum(job.status().code in (Status.IN_QUEUE, Status.QUEUE_FULL) or job.done() for job in short) < len(short):
+        while sum(job.status().code in (Status.IN_QUEUE, Status.QUEUE_FULL) or job.done() for job in short) < len(
+            short
+        ):
             assert time.monotonic() < deadline, "the short jobs were neither queued nor refused"
             time.sleep(0.1)
         stop_pressed = time.monotonic()
@@ -185,7 +197,9 @@ def test_32_clients_get_every_answer_their_own_and_the_queue_says_busy_beyond_it
         for reference in idle:  # the same seed, the same pixels, idle or loaded
             loaded = next(answer for answer in answers if answer.args == reference.args)
             assert loaded.pixels == reference.pixels, reference.args
-        assert len(refused) == extra and all("Queue is full! Please try again." in result for result in refused), busy_results
+        assert len(refused) == extra and all("Queue is full! Please try again." in result for result in refused), (
+            busy_results
+        )
         assert after["peak"] < PEAK_MEMORY_LIMIT_MB
         assert server.poll() is None, "the server is still up"
     except BaseException:

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from uncond.metrics import clip_score, frechet_distance, memorisation_rate, nearest_training_image, pixel_distance, precision_recall, retrieval_accuracy
+from uncond.metrics import (
+    clip_score,
+    frechet_distance,
+    memorisation_rate,
+    nearest_training_image,
+    pixel_distance,
+    precision_recall,
+    retrieval_accuracy,
+)
 
 
 def gaussian(n=500, d=8, seed=0):
@@ -17,7 +25,9 @@ def gaussian(n=500, d=8, seed=0):
 def test_fid_of_a_set_with_itself_is_zero():
     features = gaussian()
     assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-8)
-    assert frechet_distance(torch.tensor(features, dtype=torch.float32), torch.tensor(features)) == pytest.approx(0.0, abs=1e-4)
+    assert frechet_distance(torch.tensor(features, dtype=torch.float32), torch.tensor(features)) == pytest.approx(
+        0.0, abs=1e-4
+    )
 
 
 def test_fid_of_a_shift_is_the_squared_shift_and_grows_with_it():
@@ -38,7 +48,9 @@ def test_fid_matches_scipy_sqrtm_and_is_symmetric():
     linalg = pytest.importorskip("scipy.linalg")
     a, b = gaussian(seed=0), gaussian(seed=1) + 0.3
     sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    reference = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sigma_a + sigma_b - 2 * linalg.sqrtm(sigma_a @ sigma_b).real)
+    reference = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(
+        sigma_a + sigma_b - 2 * linalg.sqrtm(sigma_a @ sigma_b).real
+    )
     assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-8)
     assert frechet_distance(b, a) == pytest.approx(reference, rel=1e-8)
 
@@ -101,7 +113,9 @@ def test_pixel_distance_is_rms_in_unit_pixels():
 
 def test_memorisation_of_copies_is_all_and_of_noise_none():
     training = images(50, seed=0)
-    copies = (training[torch.randperm(50, generator=torch.Generator().manual_seed(1))[:20]] + 0.01 * torch.randn(20, 3, 8, 8)).clamp(0, 1)
+    copies = (
+        training[torch.randperm(50, generator=torch.Generator().manual_seed(1))[:20]] + 0.01 * torch.randn(20, 3, 8, 8)
+    ).clamp(0, 1)
     assert memorisation_rate(copies, training, threshold=0.05) == 1.0
     assert memorisation_rate(images(20, seed=2), training, threshold=0.05) == 0.0
     assert memorisation_rate(torch.cat([copies[:10], images(10, seed=3)]), training, threshold=0.05) == 0.5
@@ -134,10 +148,16 @@ def test_retrieval_with_an_oracle_is_perfect_and_with_a_constant_zero():
 
 
 def test_retrieval_counts_ranks():
-    similarity = torch.tensor([[0.9, 0.8, 0.7, 0.1],  # target 2 ranks third
-                               [0.1, 0.2, 0.3, 0.4],  # target 3 ranks first
-                               [0.5, 0.5, 0.1, 0.1]])  # target 0 ties with 1: counted second
-    assert retrieval_accuracy(similarity, [2, 3, 0], ks=(1, 2, 3)) == pytest.approx({"top1": 1 / 3, "top2": 2 / 3, "top3": 1.0})
+    similarity = torch.tensor(
+        [
+            [0.9, 0.8, 0.7, 0.1],  # target 2 ranks third
+            [0.1, 0.2, 0.3, 0.4],  # target 3 ranks first
+            [0.5, 0.5, 0.1, 0.1],
+        ]
+    )  # target 0 ties with 1: counted second
+    assert retrieval_accuracy(similarity, [2, 3, 0], ks=(1, 2, 3)) == pytest.approx(
+        {"top1": 1 / 3, "top2": 2 / 3, "top3": 1.0}
+    )
 
 
 def test_retrieval_rejects_bad_targets():

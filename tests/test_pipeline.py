@@ -18,7 +18,16 @@ def model_dir(tmp_path_factory):
     """A tiny random UNet saved with a cosine schedule, as training would leave it."""
     directory = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)
-    unet = UNet(UNetConfig(sample_size=16, block_out_channels=(8, 16), layers_per_block=1, attention_resolutions=(8,), norm_num_groups=4, attention_head_dim=8))
+    unet = UNet(
+        UNetConfig(
+            sample_size=16,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            attention_resolutions=(8,),
+            norm_num_groups=4,
+            attention_head_dim=8,
+        )
+    )
     unet.save_pretrained(str(directory))
     scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
     (directory / "scheduler_config.json").write_text(json.dumps(dict(scheduler.config)))
@@ -34,7 +43,9 @@ def pipe(model_dir):
 def test_images_have_the_model_size_and_mode(pipe, scheduler):
     result = pipe(num_images=3, num_inference_steps=4, scheduler=scheduler, seed=1)
     assert len(result.images) == 3
-    assert all(isinstance(image, Image.Image) and image.size == (16, 16) and image.mode == "RGB" for image in result.images)
+    assert all(
+        isinstance(image, Image.Image) and image.size == (16, 16) and image.mode == "RGB" for image in result.images
+    )
     assert result.steps_done == 4 and not result.stopped
     assert result.settings["scheduler"] == scheduler and result.settings["seed"] == 1 and result.settings["steps"] == 4
 
@@ -97,18 +108,44 @@ def test_sample_images_restores_training_mode(model_dir):
 
 def test_sample_cli_writes_pngs_with_settings_and_a_grid(model_dir, tmp_path):
     out = tmp_path / "samples"
-    sample_main(["--model", str(model_dir), "--num-images", "3", "--steps", "3", "--scheduler", "ddim", "--seed", "5", "--out", str(out)])
+    sample_main(
+        [
+            "--model",
+            str(model_dir),
+            "--num-images",
+            "3",
+            "--steps",
+            "3",
+            "--scheduler",
+            "ddim",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     files = sorted(p.name for p in out.iterdir())
     assert files == ["000.png", "001.png", "002.png", "grid.png"]
     image = Image.open(out / "001.png")
-    assert image.text["seed"] == "5" and image.text["scheduler"] == "ddim" and image.text["steps"] == "3" and image.text["index"] == "1"
+    assert (
+        image.text["seed"] == "5"
+        and image.text["scheduler"] == "ddim"
+        and image.text["steps"] == "3"
+        and image.text["index"] == "1"
+    )
     assert Image.open(out / "grid.png").size == (32, 32)  # 2 x 2 tiles of 16 px
 
 
 @pytest.mark.parametrize("scheduler", ["dpm++", "euler"])
 def test_diffusers_samplers_run_in_our_loop(pipe, scheduler):
     seen = []
-    result = pipe(num_images=2, num_inference_steps=6, scheduler=scheduler, seed=3, callback=lambda step, t, x_t, x_0: seen.append(x_0.shape) and None)
+    result = pipe(
+        num_images=2,
+        num_inference_steps=6,
+        scheduler=scheduler,
+        seed=3,
+        callback=lambda step, t, x_t, x_0: seen.append(x_0.shape) and None,
+    )
     again = pipe(num_images=2, num_inference_steps=6, scheduler=scheduler, seed=3)
     assert len(result.images) == 2 and result.images[0].size == (16, 16) and len(seen) == 6
     assert result.images[0].tobytes() == again.images[0].tobytes()
@@ -124,7 +161,11 @@ def test_settings_round_trip_through_png_text_chunks(tmp_path):
     from uncond.sample import read_settings, save_with_settings
 
     path = str(tmp_path / "x.png")
-    save_with_settings(Image.new("RGB", (8, 8)), path, {"scheduler": "ddim", "steps": 50, "eta": 0.5, "seed": 2**62, "prompt": "red heart", "other": "x"})
+    save_with_settings(
+        Image.new("RGB", (8, 8)),
+        path,
+        {"scheduler": "ddim", "steps": 50, "eta": 0.5, "seed": 2**62, "prompt": "red heart", "other": "x"},
+    )
     assert read_settings(path) == {"scheduler": "ddim", "steps": 50, "eta": 0.5, "seed": 2**62, "prompt": "red heart"}
 
 
@@ -150,8 +191,16 @@ def test_settings_reader_refuses_bad_files(tmp_path):
     info = PngInfo()
     info.add_text("prompt", "y" * 5_000_000, zip=True)  # a small file that decompresses past Pillow's cap
     Image.new("RGB", (8, 8)).save(tmp_path / "bomb.png", pnginfo=info)
-    for name, message in [("truncated.png", "PNG"), ("garbage.png", "PNG"), ("text.png", "PNG"), ("photo.jpg", "not a PNG"),
-                          ("plain.png", "no settings"), ("badtype.png", "seed"), ("huge.png", "prompt"), ("bomb.png", "PNG|prompt")]:
+    for name, message in [
+        ("truncated.png", "PNG"),
+        ("garbage.png", "PNG"),
+        ("text.png", "PNG"),
+        ("photo.jpg", "not a PNG"),
+        ("plain.png", "no settings"),
+        ("badtype.png", "seed"),
+        ("huge.png", "prompt"),
+        ("bomb.png", "PNG|prompt"),
+    ]:
         with pytest.raises(ValueError, match=message):
             read_settings(str(tmp_path / name))
 
@@ -162,13 +211,21 @@ def test_half_precision_unet_keeps_x_t_and_the_scheduler_in_float32(model_dir):
     unet_inputs, loop_dtypes = [], []
     hook = half.unet.register_forward_pre_hook(lambda module, args: unet_inputs.append(args[0].dtype))
     try:
-        result = half(num_images=2, num_inference_steps=5, scheduler="ddpm", seed=0,
-                      callback=lambda step, t, x_t, x_0: loop_dtypes.append((x_t.dtype, x_0.dtype)) and None)
+        result = half(
+            num_images=2,
+            num_inference_steps=5,
+            scheduler="ddpm",
+            seed=0,
+            callback=lambda step, t, x_t, x_0: loop_dtypes.append((x_t.dtype, x_0.dtype)) and None,
+        )
     finally:
         hook.remove()
     assert unet_inputs == [torch.bfloat16] * 5 and loop_dtypes == [(torch.float32, torch.float32)] * 5
     assert result.settings["dtype"] == "bfloat16"
     # the same noise (drawn in float32 either way), so the images differ only by the UNet's bf16 rounding
     reference = full(num_images=2, num_inference_steps=5, scheduler="ddpm", seed=0)
-    difference = np.abs(np.stack([np.asarray(i, dtype=np.int16) for i in result.images]) - np.stack([np.asarray(i, dtype=np.int16) for i in reference.images]))
+    difference = np.abs(
+        np.stack([np.asarray(i, dtype=np.int16) for i in result.images])
+        - np.stack([np.asarray(i, dtype=np.int16) for i in reference.images])
+    )
     assert difference.mean() < 3

@@ -57,8 +57,13 @@ def small_shape(num_inference_steps):
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
 def test_ddpm_loop_matches_diffusers(variance_type, schedule, prediction, spacing, num_inference_steps):
-    config = dict(beta_schedule=schedule, prediction_type=prediction, timestep_spacing=spacing,
-                  variance_type=variance_type, clip_sample=False)  # unclipped x_0 is the harder case numerically
+    config = dict(
+        beta_schedule=schedule,
+        prediction_type=prediction,
+        timestep_spacing=spacing,
+        variance_type=variance_type,
+        clip_sample=False,
+    )  # unclipped x_0 is the harder case numerically
     assert_same_loop("ddpm", config, num_inference_steps, shape=small_shape(num_inference_steps))
 
 
@@ -143,8 +148,8 @@ def test_ddim_variance_noise_matches_diffusers():
 # --- timesteps ---
 
 
-@pytest.mark.parametrize(("spacing", "steps_offset"),
-    [("leading", 0), ("leading", 1), ("trailing", 0), ("linspace", 0)]
+@pytest.mark.parametrize(
+    ("spacing", "steps_offset"), [("leading", 0), ("leading", 1), ("trailing", 0), ("linspace", 0)]
 )
 def test_timesteps_match_diffusers_for_every_step_count(spacing, steps_offset):
     for n in range(1, 1000 + (steps_offset == 0)):  # leading + offset 1 + n = 1000 would reach t = 1000

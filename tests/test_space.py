@@ -30,11 +30,25 @@ def test_space_settings_are_complete_and_point_at_the_app():
 
 
 def test_sdk_version_is_one_requirements_allow():
-    from packaging.requirements import Requirement
     from packaging.version import Version
 
     with open(os.path.join(ROOT, "space.yaml")) as f:
         version = Version(yaml.safe_load(f)["sdk_version"])
-    with open(os.path.join(ROOT, "requirements.txt")) as f:
-        gradio = next(Requirement(line) for line in f if line.startswith("gradio"))
+    gradio = next(r for r in requirements(os.path.join(ROOT, "requirements.txt")) if r.name == "gradio")
     assert version in gradio.specifier
+
+
+def requirements(path: str) -> list:
+    """The requirement lines of a pip requirements file, comments and blank lines left out, parsed by `packaging`."""
+    from packaging.requirements import Requirement
+
+    with open(path) as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    return [Requirement(line) for line in lines if line]
+
+
+def test_every_requirement_line_parses_and_names_a_range():
+    # pip reads these files leniently; packaging (what tools such as Spaces' builder use) does not
+    for name in ("requirements.txt", "requirements-test.txt"):
+        for requirement in requirements(os.path.join(ROOT, name)):
+            assert requirement.specifier, f"{name}: {requirement.name} has no version range"

@@ -8,11 +8,27 @@ import torch
 from safetensors.torch import load_file
 
 from uncond.scheduler import DDPMScheduler
-from uncond.train import (TrainConfig, UnconditionalTask, batch_indices, diffusion_loss, find_checkpoint, learning_rate_factor, load_checkpoint,
-                          main, save_checkpoint, train)
+from uncond.train import (
+    TrainConfig,
+    UnconditionalTask,
+    batch_indices,
+    diffusion_loss,
+    find_checkpoint,
+    learning_rate_factor,
+    load_checkpoint,
+    main,
+    save_checkpoint,
+    train,
+)
 from uncond.unet import UNet, UNetConfig
 
-TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [4], "norm_num_groups": 4, "attention_head_dim": 8}
+TINY_UNET = {
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "attention_resolutions": [4],
+    "norm_num_groups": 4,
+    "attention_head_dim": 8,
+}
 
 
 class TinyDataset(torch.utils.data.Dataset):
@@ -20,7 +36,9 @@ class TinyDataset(torch.utils.data.Dataset):
 
     def __init__(self):
         colours = torch.linspace(-1, 1, 8)
-        self.images = torch.stack([torch.stack([c.expand(8, 8), (-c).expand(8, 8), torch.zeros(8, 8)]) for c in colours])
+        self.images = torch.stack(
+            [torch.stack([c.expand(8, 8), (-c).expand(8, 8), torch.zeros(8, 8)]) for c in colours]
+        )
         self.captions = [f"colour {i}" for i in range(8)]
 
     def __len__(self):
@@ -52,7 +70,16 @@ class KilledAt(UnconditionalTask):
 
 
 def tiny_config(**overrides):
-    values = dict(image_size=8, batch_size=4, max_steps=6, warmup_steps=2, checkpoint_every=2, sample_every=1000, unet=TINY_UNET, seed=3)
+    values = dict(
+        image_size=8,
+        batch_size=4,
+        max_steps=6,
+        warmup_steps=2,
+        checkpoint_every=2,
+        sample_every=1000,
+        unet=TINY_UNET,
+        seed=3,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -94,7 +121,14 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     with pytest.raises(Killed):
         train("", str(tmp_path / "resumed"), tiny_config(), task=KilledAt(dataset, kill_step=4), log=lambda *_: None)
     assert json.load(open(tmp_path / "resumed" / "checkpoint" / "state.json"))["step"] == 4
-    train("", str(tmp_path / "resumed"), tiny_config(), resume=True, task=KilledAt(dataset, kill_step=None), log=lambda *_: None)
+    train(
+        "",
+        str(tmp_path / "resumed"),
+        tiny_config(),
+        resume=True,
+        task=KilledAt(dataset, kill_step=None),
+        log=lambda *_: None,
+    )
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         straight = load_file(tmp_path / "straight" / "checkpoint" / name)
         resumed = load_file(tmp_path / "resumed" / "checkpoint" / name)
@@ -169,7 +203,18 @@ def test_command_line_trains_on_an_image_folder(tmp_path):
             Image.new("RGB", (16, 16), colour).save(data / f"{i}.png")
             f.write(json.dumps({"file_name": f"{i}.png", "text": colour}) + "\n")
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"image_size": 8, "batch_size": 4, "max_steps": 2, "warmup_steps": 1, "num_sample_images": 2, "unet": TINY_UNET}))
+    config.write_text(
+        json.dumps(
+            {
+                "image_size": 8,
+                "batch_size": 4,
+                "max_steps": 2,
+                "warmup_steps": 1,
+                "num_sample_images": 2,
+                "unet": TINY_UNET,
+            }
+        )
+    )
     main(["--data", str(data), "--out", str(tmp_path / "run"), "--config", str(config)])
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
@@ -179,7 +224,13 @@ def test_command_line_trains_on_an_image_folder(tmp_path):
 
 def test_init_from_a_model_folder_starts_from_its_weights(tmp_path):
     dataset = TinyDataset()
-    train("", str(tmp_path / "first"), tiny_config(max_steps=2), task=KilledAt(dataset, kill_step=None), log=lambda *_: None)
+    train(
+        "",
+        str(tmp_path / "first"),
+        tiny_config(max_steps=2),
+        task=KilledAt(dataset, kill_step=None),
+        log=lambda *_: None,
+    )
     first = UNet.from_pretrained(str(tmp_path / "first"))
     config = tiny_config(max_steps=1, learning_rate=1e-12, warmup_steps=1, init_from=str(tmp_path / "first"))
     train("", str(tmp_path / "second"), config, task=KilledAt(dataset, kill_step=None), log=lambda *_: None)
@@ -207,7 +258,13 @@ def test_balance_variants_repeats_the_single_emoji_in_each_epoch(tmp_path):
     # one emoji with six variants, two without: repeat factors 1 and round(sqrt(6)) = 2, an epoch of 6 + 2 * 2 = 10
     dataset.captions = ["waving hand"] + [f"waving hand: {tone}" for tone in SKIN_TONES] + ["pizza", "rocket"]
     task = RecordingTask(dataset)
-    train("", str(tmp_path / "run"), tiny_config(max_steps=3, batch_size=10, balance_variants=True), task=task, log=lambda *_: None)
+    train(
+        "",
+        str(tmp_path / "run"),
+        tiny_config(max_steps=3, batch_size=10, balance_variants=True),
+        task=task,
+        log=lambda *_: None,
+    )
     counts = [task.drawn.count(i) for i in range(8)]
     assert counts == [3, 3, 3, 3, 3, 3, 6, 6]
 

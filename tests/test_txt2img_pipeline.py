@@ -107,7 +107,11 @@ def test_prompts_condition_the_images_and_seeds_repeat(pipe):
     blue = pipe("blue", num_images=2, num_inference_steps=4, guidance_scale=3.0, seed=1)
     assert np.array_equal(pixels(red.images), pixels(again.images))
     assert not np.array_equal(pixels(red.images), pixels(blue.images))
-    assert red.settings["prompt"] == "red" and red.settings["guidance_scale"] == 3.0 and red.settings["negative_prompt"] == ""
+    assert (
+        red.settings["prompt"] == "red"
+        and red.settings["guidance_scale"] == 3.0
+        and red.settings["negative_prompt"] == ""
+    )
     assert red.settings["truncated"] is False and red.warnings == []
 
 
@@ -123,7 +127,9 @@ def test_long_prompt_is_truncated_and_flagged(pipe):
     long_prompt = "a" * (MAX_LENGTH * 3)
     result = pipe(long_prompt, num_images=1, num_inference_steps=2, guidance_scale=2.0)
     assert result.settings["truncated"] is True
-    assert len(result.warnings) == 1 and "truncated" in result.warnings[0] and f"{MAX_LENGTH} tokens" in result.warnings[0]
+    assert (
+        len(result.warnings) == 1 and "truncated" in result.warnings[0] and f"{MAX_LENGTH} tokens" in result.warnings[0]
+    )
     # the negative prompt too
     result = pipe("red", negative_prompt=long_prompt, num_images=1, num_inference_steps=2, guidance_scale=2.0)
     assert result.settings["truncated"] is True and "negative_prompt" in result.warnings[0]
@@ -131,7 +137,9 @@ def test_long_prompt_is_truncated_and_flagged(pipe):
 
 def test_callback_can_stop(pipe):
     seen = []
-    result = pipe("red", num_images=1, num_inference_steps=5, callback=lambda step, t, x_t, x_0: seen.append(step) or step == 1)
+    result = pipe(
+        "red", num_images=1, num_inference_steps=5, callback=lambda step, t, x_t, x_0: seen.append(step) or step == 1
+    )
     assert seen == [0, 1] and result.steps_done == 2 and result.stopped
 
 
@@ -162,10 +170,23 @@ def test_bad_arguments_raise_value_error_naming_them(pipe, kwargs, argument):
 
 
 def test_save_and_load_round_trip(pipe, model_dir):
-    assert sorted(p.name for p in model_dir.iterdir()) == ["pipeline.json", "scheduler_config.json", "text_encoder", "unet"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "pipeline.json",
+        "scheduler_config.json",
+        "text_encoder",
+        "unet",
+    ]
     loaded = TextToImagePipeline.from_pretrained(str(model_dir), device="cpu")
     assert loaded.scheduler_config == SCHEDULER_CONFIG and loaded.name == model_dir.name
-    kwargs = dict(prompt="red", negative_prompt="blue", num_images=2, num_inference_steps=3, scheduler="ddpm", guidance_scale=2.5, seed=4)
+    kwargs = dict(
+        prompt="red",
+        negative_prompt="blue",
+        num_images=2,
+        num_inference_steps=3,
+        scheduler="ddpm",
+        guidance_scale=2.5,
+        seed=4,
+    )
     assert np.array_equal(pixels(loaded(**kwargs).images), pixels(pipe(**kwargs).images))
 
 
@@ -188,8 +209,28 @@ def test_loading_errors_name_the_problem(tmp_path, pipe):
 
 def test_sample_cli_writes_pngs_with_settings_and_a_grid(model_dir, tmp_path):
     out = tmp_path / "out"
-    sample_main(["--model", str(model_dir), "--prompt", "red heart", "--negative-prompt", "", "--num-images", "3", "--steps", "2",
-                 "--scheduler", "ddim", "--guidance-scale", "4", "--seed", "5", "--out", str(out)])
+    sample_main(
+        [
+            "--model",
+            str(model_dir),
+            "--prompt",
+            "red heart",
+            "--negative-prompt",
+            "",
+            "--num-images",
+            "3",
+            "--steps",
+            "2",
+            "--scheduler",
+            "ddim",
+            "--guidance-scale",
+            "4",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "002.png", "grid.png"]
     image = Image.open(out / "001.png")
     assert image.text["prompt"] == "red heart" and image.text["guidance_scale"] == "4.0" and image.text["seed"] == "5"
@@ -208,10 +249,18 @@ def test_half_precision_unet_keeps_x_t_and_guidance_in_float32():
     full = TextToImagePipeline(unet, encoder, SCHEDULER_CONFIG)
     half = TextToImagePipeline(tiny_unet().to(torch.bfloat16), encoder, SCHEDULER_CONFIG)
     unet_inputs, loop_dtypes = [], []
-    hook = half.unet.register_forward_pre_hook(lambda module, args: unet_inputs.append((args[0].dtype, args[2].dtype, args[0].shape[0])))
+    hook = half.unet.register_forward_pre_hook(
+        lambda module, args: unet_inputs.append((args[0].dtype, args[2].dtype, args[0].shape[0]))
+    )
     try:
-        result = half("red", num_images=2, num_inference_steps=4, guidance_scale=3.0, seed=0,
-                      callback=lambda step, t, x_t, x_0: loop_dtypes.append((x_t.dtype, x_0.dtype)) and None)
+        result = half(
+            "red",
+            num_images=2,
+            num_inference_steps=4,
+            guidance_scale=3.0,
+            seed=0,
+            callback=lambda step, t, x_t, x_0: loop_dtypes.append((x_t.dtype, x_0.dtype)) and None,
+        )
     finally:
         hook.remove()
     assert unet_inputs == [(torch.bfloat16, torch.bfloat16, 4)] * 4  # one guided batch of 2B per step, all in bf16

@@ -24,7 +24,9 @@ class CaptionedColours(torch.utils.data.Dataset):
 
     def __init__(self):
         colours = torch.linspace(-1, 1, len(self.captions))
-        self.images = torch.stack([torch.stack([c.expand(8, 8), (-c).expand(8, 8), torch.zeros(8, 8)]) for c in colours])
+        self.images = torch.stack(
+            [torch.stack([c.expand(8, 8), (-c).expand(8, 8), torch.zeros(8, 8)]) for c in colours]
+        )
 
     def __len__(self):
         return len(self.images)
@@ -34,8 +36,19 @@ class CaptionedColours(torch.utils.data.Dataset):
 
 
 def tiny_config(**overrides):
-    values = dict(image_size=8, batch_size=4, max_steps=4, warmup_steps=2, checkpoint_every=2, sample_every=1000, unet=UNET, seed=3,
-                  clip="tiny", p_uncond=0.5, validation_prompts=["red", "blue"])
+    values = dict(
+        image_size=8,
+        batch_size=4,
+        max_steps=4,
+        warmup_steps=2,
+        checkpoint_every=2,
+        sample_every=1000,
+        unet=UNET,
+        seed=3,
+        clip="tiny",
+        p_uncond=0.5,
+        validation_prompts=["red", "blue"],
+    )
     values.update(overrides)
     return TextToImageTrainConfig(**values)
 
@@ -66,7 +79,9 @@ def test_long_captions_are_truncated_and_logged(encoder):
     dataset.captions = dataset.captions[:5] + ["a colour with a rather long name"]
     messages = []
     task = TextToImageTask(dataset, encoder, tiny_config(), log=messages.append)
-    assert task.hidden_states.shape[1] == encoder.max_length and messages == ["1 captions are longer than 16 tokens and were truncated"]
+    assert task.hidden_states.shape[1] == encoder.max_length and messages == [
+        "1 captions are longer than 16 tokens and were truncated"
+    ]
 
 
 def test_model_kwargs_drop_captions_with_probability_p_uncond(encoder):
@@ -157,18 +172,37 @@ def test_tiny_model_learns_which_caption_is_which_colour(tmp_path):
             f.write(json.dumps({"file_name": f"{colour}.png", "text": colour}) + "\n")
     clip = save_tiny_clip(tmp_path / "clip")
     unet = {**UNET, "block_out_channels": [8, 16], "norm_num_groups": 4, "attention_resolutions": [4]}
-    config = dict(image_size=8, batch_size=16, max_steps=150, learning_rate=1e-2, warmup_steps=10, ema_decay=0.9, prediction_type="v_prediction",
-                  checkpoint_every=1000, num_sample_images=4, validation_prompts=["red", "blue"], unet=unet)
+    config = dict(
+        image_size=8,
+        batch_size=16,
+        max_steps=150,
+        learning_rate=1e-2,
+        warmup_steps=10,
+        ema_decay=0.9,
+        prediction_type="v_prediction",
+        checkpoint_every=1000,
+        num_sample_images=4,
+        validation_prompts=["red", "blue"],
+        unet=unet,
+    )
     (tmp_path / "config.json").write_text(json.dumps(config))
-    main(["--data", str(data), "--clip", clip, "--out", str(tmp_path / "run"), "--config", str(tmp_path / "config.json")])
+    main(
+        ["--data", str(data), "--clip", clip, "--out", str(tmp_path / "run"), "--config", str(tmp_path / "config.json")]
+    )
     run = tmp_path / "run"
-    assert {"unet", "text_encoder", "pipeline.json", "scheduler_config.json", "train_config.json"} <= {p.name for p in run.iterdir()}
+    assert {"unet", "text_encoder", "pipeline.json", "scheduler_config.json", "train_config.json"} <= {
+        p.name for p in run.iterdir()
+    }
     assert Image.open(run / "samples" / "step_0000150.png").size == (16, 16)  # 2 prompts x 2 images
 
     pipe = TextToImagePipeline.from_pretrained(str(run), device="cpu")
     for guidance_scale in (1.0, 3.0):
-        red = mean_colours(pipe("red", num_images=4, num_inference_steps=10, guidance_scale=guidance_scale, seed=0).images)
-        blue = mean_colours(pipe("blue", num_images=4, num_inference_steps=10, guidance_scale=guidance_scale, seed=0).images)
+        red = mean_colours(
+            pipe("red", num_images=4, num_inference_steps=10, guidance_scale=guidance_scale, seed=0).images
+        )
+        blue = mean_colours(
+            pipe("blue", num_images=4, num_inference_steps=10, guidance_scale=guidance_scale, seed=0).images
+        )
         assert (red[:, 0] > red[:, 2] + 100).all(), (guidance_scale, red)
         assert (blue[:, 2] > blue[:, 0] + 100).all(), (guidance_scale, blue)
         assert (red[:, 1] < 80).all() and (blue[:, 1] < 80).all(), (guidance_scale, red, blue)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from txt2img_fixtures import TINY_UNET, WIDTH, tiny_unet
+
 from txt2img.unet import Attention, TextUNet, TextUNetConfig, Transformer2D
 from uncond.unet import UNet, UNetConfig
 
@@ -42,7 +42,12 @@ def test_transformer_blocks_sit_at_the_named_resolutions():
     # levels at 8x8 and 4x4; only 4x4 named: down 1 + mid 1 + up 2 transformer blocks, no plain self-attention
     model = tiny_unet(attention_resolutions=(4,), transformer_layers_per_block=2)
     blocks = [name for name, module in model.named_modules() if isinstance(module, Transformer2D)]
-    assert blocks == ["down_blocks.1.attentions.0", "mid_block.attentions.0", "up_blocks.0.attentions.0", "up_blocks.0.attentions.1"]
+    assert blocks == [
+        "down_blocks.1.attentions.0",
+        "mid_block.attentions.0",
+        "up_blocks.0.attentions.0",
+        "up_blocks.0.attentions.1",
+    ]
     assert all(len(model.get_submodule(name).transformer_blocks) == 2 for name in blocks)
     assert model.down_blocks[0].attentions is None
 
@@ -127,7 +132,11 @@ def test_save_load_round_trip_is_identical(tmp_path):
     model = tiny_unet(ff_activation="gelu", transformer_layers_per_block=2)
     model.save_pretrained(str(tmp_path))
     config = json.load(open(tmp_path / "config.json"))
-    assert config["_class_name"] == "TextUNet" and config["cross_attention_dim"] == WIDTH and config["ff_activation"] == "gelu"
+    assert (
+        config["_class_name"] == "TextUNet"
+        and config["cross_attention_dim"] == WIDTH
+        and config["ff_activation"] == "gelu"
+    )
     loaded = TextUNet.from_pretrained(str(tmp_path))
     assert isinstance(loaded.config, TextUNetConfig) and loaded.config == model.config
     x = torch.randn(2, 3, 8, 8)
@@ -137,6 +146,15 @@ def test_save_load_round_trip_is_identical(tmp_path):
 
 
 def test_from_pretrained_refuses_an_unconditional_unet(tmp_path):
-    UNet(UNetConfig(sample_size=8, block_out_channels=(8, 16), layers_per_block=1, attention_resolutions=(4,), norm_num_groups=4, attention_head_dim=8)).save_pretrained(str(tmp_path))
+    UNet(
+        UNetConfig(
+            sample_size=8,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            attention_resolutions=(4,),
+            norm_num_groups=4,
+            attention_head_dim=8,
+        )
+    ).save_pretrained(str(tmp_path))
     with pytest.raises(ValueError, match="UNet, not a TextUNet"):
         TextUNet.from_pretrained(str(tmp_path))

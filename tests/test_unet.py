@@ -9,7 +9,14 @@ from uncond.unet import Conv2d, UNet, UNetConfig, timestep_embedding
 
 
 def tiny_config(**overrides) -> UNetConfig:
-    values = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, attention_resolutions=(8,), norm_num_groups=8, attention_head_dim=8)
+    values = dict(
+        sample_size=16,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_resolutions=(8,),
+        norm_num_groups=8,
+        attention_head_dim=8,
+    )
     values.update(overrides)
     return UNetConfig(**values)
 
@@ -19,7 +26,13 @@ def tiny_config(**overrides) -> UNetConfig:
     [
         dict(),
         dict(in_channels=1, out_channels=1),
-        dict(in_channels=4, out_channels=4, sample_size=32, block_out_channels=(8, 16, 16, 32), attention_resolutions=(16, 4)),
+        dict(
+            in_channels=4,
+            out_channels=4,
+            sample_size=32,
+            block_out_channels=(8, 16, 16, 32),
+            attention_resolutions=(16, 4),
+        ),
         dict(sample_size=64, block_out_channels=(8, 16, 24), attention_resolutions=(), mid_block_attention=False),
         dict(sample_size=128, block_out_channels=(8, 8, 16, 16, 32), layers_per_block=2, attention_resolutions=(8,)),
         dict(attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1),
@@ -59,7 +72,17 @@ def test_timestep_changes_output():
 def test_timestep_embedding_values():
     emb = timestep_embedding(torch.tensor([0.0, 1.0]), 4, flip_sin_to_cos=False)
     # frequencies 10000^(-i/2) for i = 0, 1 -> 1 and 0.01
-    expected = torch.tensor([[0.0, 0.0, 1.0, 1.0], [torch.sin(torch.tensor(1.0)), torch.sin(torch.tensor(0.01)), torch.cos(torch.tensor(1.0)), torch.cos(torch.tensor(0.01))]])
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 1.0, 1.0],
+            [
+                torch.sin(torch.tensor(1.0)),
+                torch.sin(torch.tensor(0.01)),
+                torch.cos(torch.tensor(1.0)),
+                torch.cos(torch.tensor(0.01)),
+            ],
+        ]
+    )
     torch.testing.assert_close(emb, expected)
     flipped = timestep_embedding(torch.tensor([0.0, 1.0]), 4, flip_sin_to_cos=True)
     torch.testing.assert_close(flipped, torch.cat([expected[:, 2:], expected[:, :2]], dim=1))
@@ -115,9 +138,16 @@ def test_missing_folder_raises():
 # ---- the convolution that keeps its weight packed for oneDNN in CPU inference ----
 
 
-@pytest.mark.parametrize("batch, in_channels, out_channels, kernel, stride, padding, size", [
-    (1, 3, 8, 3, 1, 1, 16), (4, 16, 16, 3, 2, 1, 8), (2, 16, 8, 1, 1, 0, 8), (3, 8, 8, 3, 2, 0, 9), (1, 32, 32, 3, 1, 1, 4),
-])
+@pytest.mark.parametrize(
+    "batch, in_channels, out_channels, kernel, stride, padding, size",
+    [
+        (1, 3, 8, 3, 1, 1, 16),
+        (4, 16, 16, 3, 2, 1, 8),
+        (2, 16, 8, 1, 1, 0, 8),
+        (3, 8, 8, 3, 2, 0, 9),
+        (1, 32, 32, 3, 1, 1, 4),
+    ],
+)
 def test_packed_conv_computes_what_nn_conv2d_computes(batch, in_channels, out_channels, kernel, stride, padding, size):
     from uncond.unet import Conv2d
 
@@ -142,7 +172,9 @@ def test_packed_conv_sees_every_weight_change():
 
     def check():
         with torch.no_grad():
-            torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5, rtol=1e-5
+            )
 
     check()
     with torch.no_grad():

@@ -24,8 +24,16 @@ def tiny_text_encoder(seed: int = 0) -> TextEncoder:
     """A random CLIPTextModel of width 32 behind the tiny tokenizer."""
     tokenizer = tiny_tokenizer()
     config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=MAX_LENGTH, bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=WIDTH,
+        vocab_size=len(tokenizer),
+        hidden_size=WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        projection_dim=WIDTH,
     )
     torch.manual_seed(seed)
     return TextEncoder(tokenizer, CLIPTextModel(config))
@@ -40,8 +48,13 @@ def save_tiny_clip(directory, seed: int = 0) -> str:
 
 
 TINY_UNET = dict(
-    sample_size=8, block_out_channels=(16, 32), layers_per_block=1, attention_resolutions=(8, 4), norm_num_groups=8,
-    attention_head_dim=8, cross_attention_dim=WIDTH,
+    sample_size=8,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    attention_resolutions=(8, 4),
+    norm_num_groups=8,
+    attention_head_dim=8,
+    cross_attention_dim=WIDTH,
 )
 
 

@@ -87,7 +87,9 @@ class TextEncoder:
         # one token past the limit is enough to tell a truncated prompt (and keeps 100,000-character prompts cheap)
         longer = self.tokenizer(list(prompts), truncation=True, max_length=self.max_length + 1)["input_ids"]
         truncated = [len(ids) > self.max_length for ids in longer]
-        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return tokens["input_ids"], tokens["attention_mask"], truncated
 
     @torch.inference_mode()
@@ -109,7 +111,9 @@ class TextEncoder:
 # ---- both towers: embeddings in the shared space ----
 
 
-def image_features(model, images: torch.Tensor, image_mean=DEFAULT_IMAGE_MEAN, image_std=DEFAULT_IMAGE_STD) -> torch.Tensor:
+def image_features(
+    model, images: torch.Tensor, image_mean=DEFAULT_IMAGE_MEAN, image_std=DEFAULT_IMAGE_STD
+) -> torch.Tensor:
     """Unit-norm projected image embeddings (B, P) of `images` (B, 3, H, W) in [-1, 1], resized to the vision tower's size."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
@@ -132,16 +136,24 @@ def text_features(model, tokenizer, prompts: list) -> torch.Tensor:
     max_length = min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
     tokens = tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     device = next(model.text_model.parameters()).device
-    embeds = model.get_text_features(input_ids=tokens["input_ids"].to(device),
-                                     attention_mask=tokens["attention_mask"].to(device)).pooler_output  # (B, P)
+    embeds = model.get_text_features(
+        input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)
+    ).pooler_output  # (B, P)
     return F.normalize(embeds.float(), dim=-1)
 
 
 class CLIPEmbedder:
     """A full CLIP (both towers) and its tokenizer, frozen: image and text embeddings, CLIP score."""
 
-    def __init__(self, model, tokenizer, image_mean=DEFAULT_IMAGE_MEAN, image_std=DEFAULT_IMAGE_STD, device=None,
-                 dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        image_mean=DEFAULT_IMAGE_MEAN,
+        image_std=DEFAULT_IMAGE_STD,
+        device=None,
+        dtype: torch.dtype | None = None,
+    ):
         self.model = model.eval().requires_grad_(False)
         self.model.to(device=device or "cpu", dtype=dtype or torch.float32)
         self.tokenizer = tokenizer

@@ -90,7 +90,9 @@ def evaluation_captions(captions: list, n: int, exclude=()) -> list:
 def to_uint8(images: list) -> torch.Tensor:
     """PIL images -> uint8 (B, C, H, W)."""
     arrays = [np.asarray(image) for image in images]
-    return torch.stack([torch.from_numpy(a.copy()).reshape(a.shape[0], a.shape[1], -1).permute(2, 0, 1) for a in arrays])
+    return torch.stack(
+        [torch.from_numpy(a.copy()).reshape(a.shape[0], a.shape[1], -1).permute(2, 0, 1) for a in arrays]
+    )
 
 
 def clip_image_features(clip: CLIPEmbedder, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -104,7 +106,9 @@ def clip_image_features(clip: CLIPEmbedder, images: torch.Tensor, batch_size: in
 
 def clip_text_features(clip: CLIPEmbedder, captions: list, batch_size: int) -> torch.Tensor:
     """Unit-norm CLIP text embeddings (N, P) of `captions`."""
-    return torch.cat([clip.text_features(captions[i : i + batch_size]).cpu() for i in range(0, len(captions), batch_size)])
+    return torch.cat(
+        [clip.text_features(captions[i : i + batch_size]).cpu() for i in range(0, len(captions), batch_size)]
+    )
 
 
 def parse_sampler(spec: str) -> tuple[str, int, float]:
@@ -138,18 +142,38 @@ def _check_batch_size(batch_size: int) -> None:
 # ---- unconditional ----
 
 
-def generate_uncond(pipe, num_samples: int, scheduler: str, steps: int, batch_size: int, seed: int, eta: float = 0.0) -> list:
+def generate_uncond(
+    pipe, num_samples: int, scheduler: str, steps: int, batch_size: int, seed: int, eta: float = 0.0
+) -> list:
     """`num_samples` PIL images from an `UnconditionalPipeline`, batch b seeded with seed + b."""
     images = []
     for b, start in enumerate(range(0, num_samples, batch_size)):
-        result = pipe(num_images=min(batch_size, num_samples - start), num_inference_steps=steps, scheduler=scheduler, eta=eta, seed=seed + b)
+        result = pipe(
+            num_images=min(batch_size, num_samples - start),
+            num_inference_steps=steps,
+            scheduler=scheduler,
+            eta=eta,
+            seed=seed + b,
+        )
         images += result.images
     return images
 
 
-def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples: int = 1000, samplers=SAMPLERS, batch_size: int = 250,
-                    seed: int = 0, k: int = 3, threshold: float = MEMORISATION_THRESHOLD, device=None, precision: str = "fp32",
-                    log=print) -> dict:
+def evaluate_uncond(
+    model: str,
+    clip: str,
+    data: str,
+    out_dir: str,
+    num_samples: int = 1000,
+    samplers=SAMPLERS,
+    batch_size: int = 250,
+    seed: int = 0,
+    k: int = 3,
+    threshold: float = MEMORISATION_THRESHOLD,
+    device=None,
+    precision: str = "fp32",
+    log=print,
+) -> dict:
     """FID_CLIP, precision / recall and memorisation of an unconditional model per sampler setting; writes OUT/report.json, plot.png."""
     from uncond.pipeline import UnconditionalPipeline
 
@@ -160,9 +184,13 @@ def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples:
     pipe = UnconditionalPipeline.from_pretrained(model, device=device or default_device())
     embedder = CLIPEmbedder.from_pretrained(clip, device=pipe.device)
     size, channels = pipe.unet.config.sample_size, pipe.unet.config.in_channels
-    real = ImageCaptionDataset(data, image_size=size, channels=channels).images  # (M, C, H, W) uint8, at the model's size
+    real = ImageCaptionDataset(
+        data, image_size=size, channels=channels
+    ).images  # (M, C, H, W) uint8, at the model's size
     if len(real) < 2 * (k + 1):
-        raise ValueError(f"data {data!r} holds {len(real)} images; comparing two halves with k = {k} needs at least {2 * (k + 1)}")
+        raise ValueError(
+            f"data {data!r} holds {len(real)} images; comparing two halves with k = {k} needs at least {2 * (k + 1)}"
+        )
     real_features = clip_image_features(embedder, real, batch_size)  # (M, P)
     real_pixels = real.float() / 255
 
@@ -182,21 +210,44 @@ def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples:
         fake_features = clip_image_features(embedder, fake, batch_size)
         distances, _ = nearest_training_image(fake.float() / 255, real_pixels)  # (N,) RMS pixel distance
         row = {
-            "sampler": name, "steps": steps, "eta": eta, "fid_clip": frechet_distance(real_features, fake_features),
+            "sampler": name,
+            "steps": steps,
+            "eta": eta,
+            "fid_clip": frechet_distance(real_features, fake_features),
             **precision_recall(real_features, fake_features, k),
-            "memorisation_rate": (distances < threshold).double().mean().item(),  # = memorisation_rate(), from the same distances
-            "nearest_distance_median": distances.median().item(), "seconds": round(time.perf_counter() - started, 1),
+            "memorisation_rate": (distances < threshold)
+            .double()
+            .mean()
+            .item(),  # = memorisation_rate(), from the same distances
+            "nearest_distance_median": distances.median().item(),
+            "seconds": round(time.perf_counter() - started, 1),
         }
         results.append(row)
-        save_grid(images[:GRID_IMAGES], os.path.join(out_dir, f"samples_{name}{steps}" + (f"_eta{eta:g}" if eta else "") + ".png"))
-        log(f"{sampler_label(name, eta)} {steps:4d} steps: FID_CLIP {row['fid_clip']:.4f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}, "
-            f"memorised {row['memorisation_rate']:.1%} ({row['seconds']} s)")
+        save_grid(
+            images[:GRID_IMAGES],
+            os.path.join(out_dir, f"samples_{name}{steps}" + (f"_eta{eta:g}" if eta else "") + ".png"),
+        )
+        log(
+            f"{sampler_label(name, eta)} {steps:4d} steps: FID_CLIP {row['fid_clip']:.4f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}, "
+            f"memorised {row['memorisation_rate']:.1%} ({row['seconds']} s)"
+        )
     report = {
-        "task": "uncond", "model": model, "clip": clip, "data": data, "num_samples": num_samples, "num_training_images": len(real),
-        "image_size": size, "feature": f"CLIP image embedding (unit norm, {real_features.shape[1]}-d)", "k": k,
-        "memorisation_threshold": threshold, "memorisation_distance": "RMS pixel distance, pixels in [0, 1]", "batch_size": batch_size,
+        "task": "uncond",
+        "model": model,
+        "clip": clip,
+        "data": data,
+        "num_samples": num_samples,
+        "num_training_images": len(real),
+        "image_size": size,
+        "feature": f"CLIP image embedding (unit norm, {real_features.shape[1]}-d)",
+        "k": k,
+        "memorisation_threshold": threshold,
+        "memorisation_distance": "RMS pixel distance, pixels in [0, 1]",
+        "batch_size": batch_size,
         "precision": precision,
-        "seed": seed, "reference_data_halves": reference, "results": results,
+        "seed": seed,
+        "reference_data_halves": reference,
+        "results": results,
     }
     _write(report, out_dir, plot_uncond)
     return report
@@ -205,12 +256,20 @@ def evaluate_uncond(model: str, clip: str, data: str, out_dir: str, num_samples:
 # ---- text to image ----
 
 
-def generate_txt2img(pipe, prompts: list, guidance_scale: float, steps: int, scheduler: str, batch_size: int, seed: int) -> list:
+def generate_txt2img(
+    pipe, prompts: list, guidance_scale: float, steps: int, scheduler: str, batch_size: int, seed: int
+) -> list:
     """One PIL image per prompt from a `TextToImagePipeline`, batch b seeded with seed + b (the same noise at every guidance scale)."""
     images = []
     for b, start in enumerate(range(0, len(prompts), batch_size)):
-        result = pipe(prompts[start : start + batch_size], num_images=1, num_inference_steps=steps, scheduler=scheduler,
-                      guidance_scale=guidance_scale, seed=seed + b)
+        result = pipe(
+            prompts[start : start + batch_size],
+            num_images=1,
+            num_inference_steps=steps,
+            scheduler=scheduler,
+            guidance_scale=guidance_scale,
+            seed=seed + b,
+        )
         images += result.images
     return images
 
@@ -220,12 +279,27 @@ def _text_metrics(image_features: torch.Tensor, text_features: torch.Tensor, tar
     if not targets:
         return None
     similarity = image_features @ text_features.T  # (B, number of captions)
-    return {"clip_score": clip_score(image_features, text_features[targets]).mean().item(), **retrieval_accuracy(similarity, targets)}
+    return {
+        "clip_score": clip_score(image_features, text_features[targets]).mean().item(),
+        **retrieval_accuracy(similarity, targets),
+    }
 
 
-def evaluate_txt2img(model: str, clip: str, data: str, out_dir: str, num_captions: int = 200, guidance_scales=GUIDANCE_SCALES,
-                     steps: int = 50, scheduler: str = "ddim", batch_size: int = 100, seed: int = 0, device=None, precision: str = "fp32",
-                     log=print) -> dict:
+def evaluate_txt2img(
+    model: str,
+    clip: str,
+    data: str,
+    out_dir: str,
+    num_captions: int = 200,
+    guidance_scales=GUIDANCE_SCALES,
+    steps: int = 50,
+    scheduler: str = "ddim",
+    batch_size: int = 100,
+    seed: int = 0,
+    device=None,
+    precision: str = "fp32",
+    log=print,
+) -> dict:
     """CLIP score and caption retrieval of a text-to-image model per guidance scale, held-out pairs apart; writes OUT/report.json, plot.png."""
     from txt2img.pipeline import TextToImagePipeline
 
@@ -245,8 +319,13 @@ def evaluate_txt2img(model: str, clip: str, data: str, out_dir: str, num_caption
     real = data_set.images[[first_image[c] for c in prompts + held_out]]
     real_features = clip_image_features(embedder, real, batch_size)
     n = len(prompts)
-    reference = {**_text_metrics(real_features[:n], text_features, targets), "held_out": _text_metrics(real_features[n:], text_features, held_targets)}
-    log(f"{n} captions + {len(held_out)} held out, ranked among {len(candidates)}; real images: top-1 {reference['top1']:.3f}, top-5 {reference['top5']:.3f}")
+    reference = {
+        **_text_metrics(real_features[:n], text_features, targets),
+        "held_out": _text_metrics(real_features[n:], text_features, held_targets),
+    }
+    log(
+        f"{n} captions + {len(held_out)} held out, ranked among {len(candidates)}; real images: top-1 {reference['top1']:.3f}, top-5 {reference['top5']:.3f}"
+    )
 
     os.makedirs(out_dir, exist_ok=True)
     results = []
@@ -255,18 +334,39 @@ def evaluate_txt2img(model: str, clip: str, data: str, out_dir: str, num_caption
         with autocast(pipe.device, precision):
             images = generate_txt2img(pipe, prompts + held_out, guidance_scale, steps, scheduler, batch_size, seed)
         features = clip_image_features(embedder, to_uint8(images), batch_size)
-        row = {"guidance_scale": guidance_scale, **_text_metrics(features[:n], text_features, targets),
-               "held_out": _text_metrics(features[n:], text_features, held_targets), "seconds": round(time.perf_counter() - started, 1)}
+        row = {
+            "guidance_scale": guidance_scale,
+            **_text_metrics(features[:n], text_features, targets),
+            "held_out": _text_metrics(features[n:], text_features, held_targets),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         results.append(row)
         save_grid(images[:GRID_IMAGES], os.path.join(out_dir, f"samples_guidance{guidance_scale:g}.png"), columns=8)
         held = row["held_out"]
-        log(f"guidance {guidance_scale:g}: CLIP score {row['clip_score']:.2f}, top-1 {row['top1']:.3f}, top-5 {row['top5']:.3f}"
-            + (f"; held out: top-1 {held['top1']:.3f}, top-5 {held['top5']:.3f}" if held else "") + f" ({row['seconds']} s)")
+        log(
+            f"guidance {guidance_scale:g}: CLIP score {row['clip_score']:.2f}, top-1 {row['top1']:.3f}, top-5 {row['top5']:.3f}"
+            + (f"; held out: top-1 {held['top1']:.3f}, top-5 {held['top5']:.3f}" if held else "")
+            + f" ({row['seconds']} s)"
+        )
     report = {
-        "task": "txt2img", "model": model, "clip": clip, "data": data, "num_captions": n, "num_held_out": len(held_out),
-        "num_candidates": len(candidates), "chance_top1": 1 / len(candidates), "chance_top5": min(1.0, 5 / len(candidates)),
-        "steps": steps, "scheduler": scheduler, "batch_size": batch_size, "seed": seed, "precision": precision, "captions": prompts, "held_out_captions": held_out,
-        "reference_real_images": reference, "results": results,
+        "task": "txt2img",
+        "model": model,
+        "clip": clip,
+        "data": data,
+        "num_captions": n,
+        "num_held_out": len(held_out),
+        "num_candidates": len(candidates),
+        "chance_top1": 1 / len(candidates),
+        "chance_top5": min(1.0, 5 / len(candidates)),
+        "steps": steps,
+        "scheduler": scheduler,
+        "batch_size": batch_size,
+        "seed": seed,
+        "precision": precision,
+        "captions": prompts,
+        "held_out_captions": held_out,
+        "reference_real_images": reference,
+        "results": results,
     }
     _write(report, out_dir, plot_txt2img)
     return report
@@ -282,7 +382,7 @@ def _write(report: dict, out_dir: str, plot) -> None:
 
 
 def sampler_label(sampler: str, eta: float) -> str:
-    """"DDPM", "DDIM" (eta 0) or "DDIM eta 1" for tables and plots."""
+    """ "DDPM", "DDIM" (eta 0) or "DDIM eta 1" for tables and plots."""
     return sampler.upper() + (f" eta {eta:g}" if eta else "")
 
 
@@ -292,17 +392,29 @@ def plot_uncond(report: dict, path: str) -> None:
 
     figure = Figure(figsize=(10, 4), layout="constrained")
     fid_axes, pr_axes = figure.subplots(1, 2)
-    groups = sorted({(r["sampler"], r.get("eta", 0.0)) for r in report["results"]}, key=lambda g: (g[0] == "ddpm", g[1]))
+    groups = sorted(
+        {(r["sampler"], r.get("eta", 0.0)) for r in report["results"]}, key=lambda g: (g[0] == "ddpm", g[1])
+    )
     for (sampler, eta), style in zip(groups, ("o-", "^--", "v:", "D-.", "x-")):
-        rows = sorted((r for r in report["results"] if (r["sampler"], r.get("eta", 0.0)) == (sampler, eta)), key=lambda r: r["steps"])
+        rows = sorted(
+            (r for r in report["results"] if (r["sampler"], r.get("eta", 0.0)) == (sampler, eta)),
+            key=lambda r: r["steps"],
+        )
         steps, label = [r["steps"] for r in rows], sampler_label(sampler, eta)
         style = "s" if sampler == "ddpm" else style  # DDPM: one point per step count
         fid_axes.plot(steps, [r["fid_clip"] for r in rows], style, label=label)
         pr_axes.plot(steps, [r["precision"] for r in rows], style, color="C0", label=f"precision ({label})")
         pr_axes.plot(steps, [r["recall"] for r in rows], style, color="C1", label=f"recall ({label})", mfc="none")
     fid_axes.axhline(report["reference_data_halves"]["fid_clip"], ls=":", color="grey", label="data vs data (halves)")
-    fid_axes.set(xscale="log", xlabel="sampling steps", ylabel="FID_CLIP", title=f"FID in CLIP space, {report['num_samples']} samples")
-    pr_axes.set(xscale="log", xlabel="sampling steps", ylim=(-0.02, 1.02), title=f"precision / recall (k = {report['k']})")
+    fid_axes.set(
+        xscale="log",
+        xlabel="sampling steps",
+        ylabel="FID_CLIP",
+        title=f"FID in CLIP space, {report['num_samples']} samples",
+    )
+    pr_axes.set(
+        xscale="log", xlabel="sampling steps", ylim=(-0.02, 1.02), title=f"precision / recall (k = {report['k']})"
+    )
     ticks = sorted({r["steps"] for r in report["results"]})
     for axes in (fid_axes, pr_axes):
         axes.set_xticks(ticks, [str(t) for t in ticks])
@@ -323,14 +435,32 @@ def plot_txt2img(report: dict, path: str) -> None:
     for metric, colour in (("top1", "C0"), ("top5", "C1")):
         retrieval_axes.plot(scales, [r[metric] for r in report["results"]], "o-", color=colour, label=f"{metric}")
         if report["num_held_out"]:
-            retrieval_axes.plot(scales, [r["held_out"][metric] for r in report["results"]], "o--", color=colour, mfc="none", label=f"{metric} held out")
+            retrieval_axes.plot(
+                scales,
+                [r["held_out"][metric] for r in report["results"]],
+                "o--",
+                color=colour,
+                mfc="none",
+                label=f"{metric} held out",
+            )
         retrieval_axes.axhline(reference[metric], ls=":", color=colour, label=f"{metric} real images")
     score_axes.plot(scales, [r["clip_score"] for r in report["results"]], "o-", color="C2", label="captions")
     if report["num_held_out"]:
-        score_axes.plot(scales, [r["held_out"]["clip_score"] for r in report["results"]], "o--", color="C2", mfc="none", label="held out")
+        score_axes.plot(
+            scales,
+            [r["held_out"]["clip_score"] for r in report["results"]],
+            "o--",
+            color="C2",
+            mfc="none",
+            label="held out",
+        )
     score_axes.axhline(reference["clip_score"], ls=":", color="C2", label="real images")
-    retrieval_axes.set(xlabel="guidance scale", ylabel="accuracy", ylim=(-0.02, 1.02),
-                       title=f"caption retrieval among {report['num_candidates']} captions")
+    retrieval_axes.set(
+        xlabel="guidance scale",
+        ylabel="accuracy",
+        ylim=(-0.02, 1.02),
+        title=f"caption retrieval among {report['num_candidates']} captions",
+    )
     score_axes.set(xlabel="guidance scale", ylabel="CLIP score", title=f"CLIP score, {report['num_captions']} captions")
     for axes in (retrieval_axes, score_axes):
         axes.set_xticks(scales, [f"{s:g}" for s in scales])
@@ -346,21 +476,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m txt2img.evaluate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="task", required=True)
     uncond = sub.add_parser("uncond", help="FID_CLIP, precision/recall and memorisation per sampler setting")
-    txt2img = sub.add_parser("txt2img", help="CLIP score and caption retrieval per guidance scale, held-out pairs apart")
+    txt2img = sub.add_parser(
+        "txt2img", help="CLIP score and caption retrieval per guidance scale, held-out pairs apart"
+    )
     for p, data, model in ((uncond, "data/emoji32", "uncond"), (txt2img, "data/emoji", "txt2img")):
-        p.add_argument("--model", default=os.path.join(WEIGHTS, model), help=f"model folder or hub id (default: the shipped weights/{model})")
-        p.add_argument("--clip", default=os.path.join(WEIGHTS, "clip"), help="the project's CLIP folder, both towers (default: weights/clip)")
+        p.add_argument(
+            "--model",
+            default=os.path.join(WEIGHTS, model),
+            help=f"model folder or hub id (default: the shipped weights/{model})",
+        )
+        p.add_argument(
+            "--clip",
+            default=os.path.join(WEIGHTS, "clip"),
+            help="the project's CLIP folder, both towers (default: weights/clip)",
+        )
         p.add_argument("--data", default=data, help=f"image folder with metadata.jsonl (default {data})")
         p.add_argument("--out", required=True, help="folder for report.json, plot.png and sample grids")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
-        p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: the UNet under bf16 autocast (faster)")
+        p.add_argument(
+            "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: the UNet under bf16 autocast (faster)"
+        )
     uncond.add_argument("--num-samples", type=int, default=1000, help="samples per sampler setting")
-    uncond.add_argument("--samplers", nargs="+", default=list(SAMPLERS), help="settings like ddpm:1000 ddim:50 ddim:50:1 (the last number: DDIM's eta)")
+    uncond.add_argument(
+        "--samplers",
+        nargs="+",
+        default=list(SAMPLERS),
+        help="settings like ddpm:1000 ddim:50 ddim:50:1 (the last number: DDIM's eta)",
+    )
     uncond.add_argument("--batch-size", type=int, default=250)
     uncond.add_argument("--k", type=int, default=3, help="neighbours of the precision/recall manifolds")
-    uncond.add_argument("--memorisation-threshold", type=float, default=MEMORISATION_THRESHOLD, help="RMS pixel distance, pixels in [0, 1]")
-    txt2img.add_argument("--captions", type=int, default=200, help="how many captions of the fixed list to generate for")
+    uncond.add_argument(
+        "--memorisation-threshold",
+        type=float,
+        default=MEMORISATION_THRESHOLD,
+        help="RMS pixel distance, pixels in [0, 1]",
+    )
+    txt2img.add_argument(
+        "--captions", type=int, default=200, help="how many captions of the fixed list to generate for"
+    )
     txt2img.add_argument("--guidance-scales", nargs="+", type=float, default=list(GUIDANCE_SCALES))
     txt2img.add_argument("--steps", type=int, default=50)
     txt2img.add_argument("--scheduler", choices=["ddim", "ddpm"], default="ddim")
@@ -370,12 +524,32 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    common = dict(model=args.model, clip=args.clip, data=args.data, out_dir=args.out, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                  precision=args.precision)
+    common = dict(
+        model=args.model,
+        clip=args.clip,
+        data=args.data,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+    )
     if args.task == "uncond":
-        report = evaluate_uncond(num_samples=args.num_samples, samplers=args.samplers, k=args.k, threshold=args.memorisation_threshold, **common)
+        report = evaluate_uncond(
+            num_samples=args.num_samples,
+            samplers=args.samplers,
+            k=args.k,
+            threshold=args.memorisation_threshold,
+            **common,
+        )
     else:
-        report = evaluate_txt2img(num_captions=args.captions, guidance_scales=args.guidance_scales, steps=args.steps, scheduler=args.scheduler, **common)
+        report = evaluate_txt2img(
+            num_captions=args.captions,
+            guidance_scales=args.guidance_scales,
+            steps=args.steps,
+            scheduler=args.scheduler,
+            **common,
+        )
     print(f"wrote {os.path.join(args.out, 'report.json')} and plot.png")
     return report
 

@@ -29,8 +29,19 @@ import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
 from txt2img.unet import TextUNet, TextUNetConfig
-from uncond.pipeline import (SCHEDULER_CONFIG_NAME, Callback, SampleOutput, check_sampling_args, default_device, initial_noise, make_scheduler,
-                             model_dtype, predicted_x0, prepare_for_sampling, to_pil)
+from uncond.pipeline import (
+    SCHEDULER_CONFIG_NAME,
+    Callback,
+    SampleOutput,
+    check_sampling_args,
+    default_device,
+    initial_noise,
+    make_scheduler,
+    model_dtype,
+    predicted_x0,
+    prepare_for_sampling,
+    to_pil,
+)
 from uncond.scheduler import DDIMScheduler
 
 PIPELINE_CONFIG_NAME = "pipeline.json"
@@ -39,7 +50,9 @@ CAPTIONS_NAME = "captions.json"  # the training captions, written by txt2img.tra
 TEXT_ENCODER_FOLDER = "text_encoder"
 
 
-def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0) -> torch.Tensor:
+def classifier_free_guidance(
+    cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0
+) -> torch.Tensor:
     """Classifier-free guidance, Ho & Salimans 2022 eq. 6 with s = 1 + w: uncond + s (cond - uncond); optional rescale of Lin et al. 2023."""
     guided = uncond + guidance_scale * (cond - uncond)  # (B, C, H, W)
     if guidance_rescale > 0:
@@ -53,9 +66,18 @@ def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, guidance_
 
 def check_guidance_args(guidance_scale: float, guidance_rescale: float) -> None:
     """guidance_scale: finite and >= 0 (0 unconditional, 1 no guidance, > 1 guidance); guidance_rescale in [0, 1]."""
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+    if (
+        isinstance(guidance_scale, bool)
+        or not isinstance(guidance_scale, (int, float))
+        or not math.isfinite(guidance_scale)
+        or guidance_scale < 0
+    ):
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-    if isinstance(guidance_rescale, bool) or not isinstance(guidance_rescale, (int, float)) or not 0.0 <= guidance_rescale <= 1.0:
+    if (
+        isinstance(guidance_rescale, bool)
+        or not isinstance(guidance_rescale, (int, float))
+        or not 0.0 <= guidance_rescale <= 1.0
+    ):
         raise ValueError(f"guidance_rescale must be in [0, 1], got {guidance_rescale!r}")
 
 
@@ -68,10 +90,16 @@ def check_prompts(prompt, negative_prompt) -> tuple[list, list]:
         negatives = [""] * len(prompts)
     elif isinstance(negative_prompt, str):
         negatives = [negative_prompt] * len(prompts)
-    elif isinstance(negative_prompt, (list, tuple)) and len(negative_prompt) == len(prompts) and all(isinstance(p, str) for p in negative_prompt):
+    elif (
+        isinstance(negative_prompt, (list, tuple))
+        and len(negative_prompt) == len(prompts)
+        and all(isinstance(p, str) for p in negative_prompt)
+    ):
         negatives = list(negative_prompt)
     else:
-        raise ValueError(f"negative_prompt must be None, a string, or a list of {len(prompts)} strings (one per prompt), got {negative_prompt!r}")
+        raise ValueError(
+            f"negative_prompt must be None, a string, or a list of {len(prompts)} strings (one per prompt), got {negative_prompt!r}"
+        )
     return list(prompts), negatives
 
 
@@ -85,8 +113,18 @@ def repeat_embeddings(embeddings: TextEmbeddings, n: int) -> TextEmbeddings:
 
 
 @torch.inference_mode()
-def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond: TextEmbeddings, uncond: TextEmbeddings | None = None,
-           guidance_scale: float = 1.0, guidance_rescale: float = 0.0, eta: float = 0.0, callback: Callback | None = None) -> tuple[torch.Tensor, int]:
+def sample(
+    unet,
+    scheduler,
+    x_t: torch.Tensor,
+    generator: torch.Generator,
+    cond: TextEmbeddings,
+    uncond: TextEmbeddings | None = None,
+    guidance_scale: float = 1.0,
+    guidance_rescale: float = 0.0,
+    eta: float = 0.0,
+    callback: Callback | None = None,
+) -> tuple[torch.Tensor, int]:
     """Reverse process from x_T = `x_t` (B, C, H, W) for the text `cond` (B rows), guided away from `uncond`; returns (x_0, steps done)."""
     guided = guidance_scale != 1.0
     # DDIM: when guided, take eps from the clipped x_0 (as improved-diffusion's DDIM always does); the guided output
@@ -97,7 +135,9 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
     device, dtype = x_t.device, model_dtype(unet, x_t.dtype)  # the UNet's dtype, for its inputs
     if guided:
         # one batch of 2B: the B unconditional (or negative) rows first, then the B conditional rows
-        hidden_states = torch.cat([uncond.hidden_states, cond.hidden_states]).to(device=device, dtype=dtype)  # (2B, L, D)
+        hidden_states = torch.cat([uncond.hidden_states, cond.hidden_states]).to(
+            device=device, dtype=dtype
+        )  # (2B, L, D)
         attention_mask = torch.cat([uncond.attention_mask, cond.attention_mask]).to(device)  # (2B, L)
     else:
         hidden_states = cond.hidden_states.to(device=device, dtype=dtype)  # (B, L, D)
@@ -109,7 +149,9 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
         # the UNet runs in its dtype; x_t, the guidance and the scheduler in x_t's (float32 from the pipeline)
         model_input = scheduler.scale_model_input(x_t, t).to(dtype)  # the scaling is the identity for DDPM/DDIM
         if guided:
-            model_output = unet(torch.cat([model_input, model_input]), timesteps[i], hidden_states, attention_mask).to(x_t.dtype)  # (2B, C, H, W)
+            model_output = unet(torch.cat([model_input, model_input]), timesteps[i], hidden_states, attention_mask).to(
+                x_t.dtype
+            )  # (2B, C, H, W)
             out_uncond, out_cond = model_output.chunk(2)
             model_output = classifier_free_guidance(out_cond, out_uncond, guidance_scale, guidance_rescale)
         else:
@@ -124,8 +166,17 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, cond:
     return x_t, steps_done
 
 
-def sample_images(unet, scheduler_config: dict, cond: TextEmbeddings, uncond: TextEmbeddings, guidance_scale: float, num_inference_steps: int = 50,
-                  scheduler: str = "ddim", eta: float = 0.0, seed: int = 0) -> list:
+def sample_images(
+    unet,
+    scheduler_config: dict,
+    cond: TextEmbeddings,
+    uncond: TextEmbeddings,
+    guidance_scale: float,
+    num_inference_steps: int = 50,
+    scheduler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+) -> list:
     """One PIL image per row of `cond`, from a fresh scheduler (used by training for its sample grids)."""
     device = next(unet.parameters()).device
     sampler = make_scheduler(scheduler, scheduler_config)
@@ -179,7 +230,14 @@ def text_encoder_location(directory: str) -> str:
 class TextToImagePipeline:
     """A text-conditional UNet, its frozen CLIP text encoder and the training noise schedule; call it with a prompt."""
 
-    def __init__(self, unet: TextUNet, text_encoder: TextEncoder, scheduler_config: dict, name: str = "txt2img", captions: list | None = None):
+    def __init__(
+        self,
+        unet: TextUNet,
+        text_encoder: TextEncoder,
+        scheduler_config: dict,
+        name: str = "txt2img",
+        captions: list | None = None,
+    ):
         if unet.config.cross_attention_dim != text_encoder.hidden_size:
             raise ValueError(
                 f"text_encoder width {text_encoder.hidden_size} does not match the UNet's cross_attention_dim {unet.config.cross_attention_dim}"
@@ -192,13 +250,17 @@ class TextToImagePipeline:
         self._caption_features = None
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None) -> "TextToImagePipeline":
+    def from_pretrained(
+        cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None
+    ) -> "TextToImagePipeline":
         """Load a pipeline folder (see the module docstring) or a hub id holding one."""
         from uncond.convert import _download
 
         directory = path_or_hub_id if os.path.isdir(path_or_hub_id) else _download(path_or_hub_id)
         if not os.path.isdir(os.path.join(directory, UNET_FOLDER)):
-            raise ValueError(f"path_or_hub_id {path_or_hub_id!r} has no {UNET_FOLDER}/ folder: not a text-to-image pipeline folder")
+            raise ValueError(
+                f"path_or_hub_id {path_or_hub_id!r} has no {UNET_FOLDER}/ folder: not a text-to-image pipeline folder"
+            )
         device = device or default_device()
         unet = TextUNet.from_pretrained(directory, subfolder=UNET_FOLDER)
         text_encoder = TextEncoder.from_pretrained(text_encoder_location(directory), device=device)
@@ -211,18 +273,31 @@ class TextToImagePipeline:
             with open(os.path.join(directory, CAPTIONS_NAME)) as f:
                 captions = json.load(f)
         unet.to(device=device, dtype=dtype or torch.float32)
-        return cls(unet, text_encoder, scheduler_config, name=os.path.basename(os.path.normpath(str(path_or_hub_id))), captions=captions)
+        return cls(
+            unet,
+            text_encoder,
+            scheduler_config,
+            name=os.path.basename(os.path.normpath(str(path_or_hub_id))),
+            captions=captions,
+        )
 
     @classmethod
     def untrained(cls, text_encoder_path: str, device=None) -> "TextToImagePipeline":
         """A freshly initialised UNet on a trained text encoder (draws noise): what the app shows before trained weights exist."""
         device = device or default_device()
         text_encoder = TextEncoder.from_pretrained(text_encoder_path, device=device)
-        config = TextUNetConfig(block_out_channels=(32, 64, 128, 128), layers_per_block=1, attention_resolutions=(8, 4), norm_num_groups=8,
-                                cross_attention_dim=text_encoder.hidden_size)
+        config = TextUNetConfig(
+            block_out_channels=(32, 64, 128, 128),
+            layers_per_block=1,
+            attention_resolutions=(8, 4),
+            norm_num_groups=8,
+            cross_attention_dim=text_encoder.hidden_size,
+        )
         return cls(TextUNet(config).to(device), text_encoder, {"beta_schedule": "squaredcos_cap_v2"}, name="untrained")
 
-    def save_pretrained(self, directory: str, text_encoder_reference: str | None = None, dtype: torch.dtype | None = None) -> None:
+    def save_pretrained(
+        self, directory: str, text_encoder_reference: str | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         """Write the pipeline folder; with `text_encoder_reference` (a path or hub id) the text encoder is referenced, not copied."""
         os.makedirs(directory, exist_ok=True)
         self.unet.save_pretrained(os.path.join(directory, UNET_FOLDER), dtype=dtype)
@@ -237,11 +312,15 @@ class TextToImagePipeline:
         if not self.captions or not isinstance(prompt, str) or not prompt.strip():
             return []
         if self._caption_features is None:  # once, on first use (a few thousand short captions: about a second)
-            self._caption_features = torch.cat([self.text_encoder.pooled(self.captions[i : i + 256]) for i in range(0, len(self.captions), 256)])
+            self._caption_features = torch.cat(
+                [self.text_encoder.pooled(self.captions[i : i + 256]) for i in range(0, len(self.captions), 256)]
+            )
         similarity = self._caption_features @ self.text_encoder.pooled([prompt])[0]  # (N,) cosine in [-1, 1]
         # typed words found in a caption count first ("cats" -> "cat face"): a small BPE knows few unseen words
         words = [word.rstrip("s") or word for word in prompt.lower().split()]
-        overlap = torch.tensor([sum(word in caption.lower() for word in words) for caption in self.captions], dtype=similarity.dtype)
+        overlap = torch.tensor(
+            [sum(word in caption.lower() for word in words) for caption in self.captions], dtype=similarity.dtype
+        )
         score = overlap * 2 + similarity
         return [self.captions[i] for i in score.topk(min(k, len(self.captions))).indices.tolist()]
 
@@ -253,9 +332,21 @@ class TextToImagePipeline:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def __call__(self, prompt="", negative_prompt=None, num_images: int = 1, num_inference_steps: int = 50, scheduler: str = "ddim",
-                 eta: float = 0.0, guidance_scale: float = 5.0, guidance_rescale: float = 0.0, seed: int = 0, device=None,
-                 dtype: torch.dtype | None = None, callback: Callback | None = None) -> TextSampleOutput:
+    def __call__(
+        self,
+        prompt="",
+        negative_prompt=None,
+        num_images: int = 1,
+        num_inference_steps: int = 50,
+        scheduler: str = "ddim",
+        eta: float = 0.0,
+        guidance_scale: float = 5.0,
+        guidance_rescale: float = 0.0,
+        seed: int = 0,
+        device=None,
+        dtype: torch.dtype | None = None,
+        callback: Callback | None = None,
+    ) -> TextSampleOutput:
         """Sample `num_images` images per prompt (prompt-major order); same seed, same noise.
 
         prompt: a string or a list of strings; "" gives unconditional samples. negative_prompt: None (the empty
@@ -277,26 +368,58 @@ class TextToImagePipeline:
         embeddings = self.text_encoder.encode(prompts + negatives if guided else prompts)
         p = len(prompts)
         cond = TextEmbeddings(embeddings.hidden_states[:p], embeddings.attention_mask[:p], embeddings.truncated[:p])
-        uncond = TextEmbeddings(embeddings.hidden_states[p:], embeddings.attention_mask[p:], embeddings.truncated[p:]) if guided else None
-        warnings = [f"prompt truncated to {self.text_encoder.max_length} tokens: {text!r}" for text, cut in zip(prompts, cond.truncated) if cut]
+        uncond = (
+            TextEmbeddings(embeddings.hidden_states[p:], embeddings.attention_mask[p:], embeddings.truncated[p:])
+            if guided
+            else None
+        )
+        warnings = [
+            f"prompt truncated to {self.text_encoder.max_length} tokens: {text!r}"
+            for text, cut in zip(prompts, cond.truncated)
+            if cut
+        ]
         if guided:
-            warnings += [f"negative_prompt truncated to {self.text_encoder.max_length} tokens: {text!r}" for text, cut in zip(negatives, uncond.truncated) if cut]
+            warnings += [
+                f"negative_prompt truncated to {self.text_encoder.max_length} tokens: {text!r}"
+                for text, cut in zip(negatives, uncond.truncated)
+                if cut
+            ]
         elif negative_prompt:
             warnings.append("negative_prompt has no effect at guidance_scale 1")
 
         sampler.set_timesteps(num_inference_steps)
         size, channels = self.unet.config.sample_size, self.unet.config.in_channels
-        x_t, generator = initial_noise((p * num_images, channels, size, size), seed, self.device)  # float32 whatever the UNet's dtype
+        x_t, generator = initial_noise(
+            (p * num_images, channels, size, size), seed, self.device
+        )  # float32 whatever the UNet's dtype
         x_0, steps_done = sample(
-            self.unet, sampler, x_t, generator, repeat_embeddings(cond, num_images), repeat_embeddings(uncond, num_images) if guided else None,
-            guidance_scale, guidance_rescale, eta, callback,
+            self.unet,
+            sampler,
+            x_t,
+            generator,
+            repeat_embeddings(cond, num_images),
+            repeat_embeddings(uncond, num_images) if guided else None,
+            guidance_scale,
+            guidance_rescale,
+            eta,
+            callback,
         )
         images = to_pil(x_0)
         elapsed = time.perf_counter() - started
         settings = {
-            "model": self.name, "prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
-            "guidance_scale": guidance_scale, "guidance_rescale": guidance_rescale, "truncated": any(cond.truncated) or (guided and any(uncond.truncated)),
-            "scheduler": scheduler, "steps": num_inference_steps, "eta": eta, "seed": seed, "size": size, "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""), "elapsed": round(elapsed, 3),
+            "model": self.name,
+            "prompt": prompt,
+            "negative_prompt": negative_prompt if negative_prompt is not None else "",
+            "guidance_scale": guidance_scale,
+            "guidance_rescale": guidance_rescale,
+            "truncated": any(cond.truncated) or (guided and any(uncond.truncated)),
+            "scheduler": scheduler,
+            "steps": num_inference_steps,
+            "eta": eta,
+            "seed": seed,
+            "size": size,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "elapsed": round(elapsed, 3),
         }
         return TextSampleOutput(images, seed, num_inference_steps, steps_done, elapsed, settings, warnings)

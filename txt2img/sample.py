@@ -17,14 +17,22 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Sample images for a prompt from a text-to-image DDPM.")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="pipeline folder (unet/, text_encoder/ or pipeline.json, scheduler_config.json)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="pipeline folder (unet/, text_encoder/ or pipeline.json, scheduler_config.json)",
+    )
     parser.add_argument("--prompt", required=True, help='the text to draw; "" for unconditional samples')
-    parser.add_argument("--negative-prompt", default=None, help="what to steer away from (replaces the empty prompt in guidance)")
+    parser.add_argument(
+        "--negative-prompt", default=None, help="what to steer away from (replaces the empty prompt in guidance)"
+    )
     parser.add_argument("--num-images", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50, help="number of inference steps")
     parser.add_argument("--scheduler", choices=["ddpm", "ddim"], default="ddim")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 DDPM-like")
-    parser.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance: 1 none, > 1 stronger")
+    parser.add_argument(
+        "--guidance-scale", type=float, default=5.0, help="classifier-free guidance: 1 none, > 1 stronger"
+    )
     parser.add_argument("--guidance-rescale", type=float, default=0.0, help="Lin et al. 2023 rescale in [0, 1]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
@@ -33,9 +41,18 @@ def main(argv=None) -> None:
 
     pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
     bar, advance = progress_callback(args.steps, f"{args.scheduler} x {args.num_images}")
-    result = pipe(args.prompt, negative_prompt=args.negative_prompt, num_images=args.num_images, num_inference_steps=args.steps,
-                  scheduler=args.scheduler, eta=args.eta, guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale,
-                  seed=args.seed, callback=advance)
+    result = pipe(
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        num_images=args.num_images,
+        num_inference_steps=args.steps,
+        scheduler=args.scheduler,
+        eta=args.eta,
+        guidance_scale=args.guidance_scale,
+        guidance_rescale=args.guidance_rescale,
+        seed=args.seed,
+        callback=advance,
+    )
     bar.close()
     for warning in result.warnings:
         print(f"warning: {warning}")

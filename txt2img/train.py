@@ -21,11 +21,26 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
-from txt2img.pipeline import CAPTIONS_NAME, TEXT_ENCODER_FOLDER, UNET_FOLDER, sample_images, save_text_encoder, write_pipeline_config
+from txt2img.pipeline import (
+    CAPTIONS_NAME,
+    TEXT_ENCODER_FOLDER,
+    UNET_FOLDER,
+    sample_images,
+    save_text_encoder,
+    write_pipeline_config,
+)
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond.pipeline import save_grid
-from uncond.train import (SCHEDULER_CONFIG_NAME, TRAIN_CONFIG_NAME, TrainConfig, UnconditionalTask, config_from_args, find_checkpoint, train,
-                          training_parser)
+from uncond.train import (
+    SCHEDULER_CONFIG_NAME,
+    TRAIN_CONFIG_NAME,
+    TrainConfig,
+    UnconditionalTask,
+    config_from_args,
+    find_checkpoint,
+    train,
+    training_parser,
+)
 
 VALIDATION_PROMPTS = ("red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun")
 ENCODE_BATCH = 256  # captions per text-encoder call while filling the cache
@@ -39,7 +54,9 @@ class TextToImageTrainConfig(TrainConfig):
     p_uncond: float = 0.1  # probability of training a caption as the empty prompt (classifier-free guidance)
     validation_prompts: list = field(default_factory=lambda: list(VALIDATION_PROMPTS))
     validation_guidance_scale: float = 4.0  # guidance of the sample grids
-    hold_out: bool = True  # leave out the (emoji, skin tone) pairs of txt2img.evaluate.held_out_captions (compositional test)
+    hold_out: bool = (
+        True  # leave out the (emoji, skin tone) pairs of txt2img.evaluate.held_out_captions (compositional test)
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -59,7 +76,9 @@ def encode_captions(text_encoder: TextEncoder, captions: list, batch_size: int =
     length = int(mask.sum(dim=1).max())
     hidden_states = []
     for start in range(0, len(captions), batch_size):
-        hidden_states.append(text_encoder.encode(captions[start : start + batch_size]).hidden_states[:, :length].float().cpu())
+        hidden_states.append(
+            text_encoder.encode(captions[start : start + batch_size]).hidden_states[:, :length].float().cpu()
+        )
     return TextEmbeddings(torch.cat(hidden_states), mask[:, :length].bool(), truncated)
 
 
@@ -88,22 +107,32 @@ class TextToImageTask(UnconditionalTask):
         self.validation_prompts = list(config.validation_prompts)
         prompts = text_encoder.encode(self.validation_prompts + [""])
         n = len(self.validation_prompts)
-        self.validation_cond = TextEmbeddings(prompts.hidden_states[:n].cpu(), prompts.attention_mask[:n].cpu(), prompts.truncated[:n])
+        self.validation_cond = TextEmbeddings(
+            prompts.hidden_states[:n].cpu(), prompts.attention_mask[:n].cpu(), prompts.truncated[:n]
+        )
         self.validation_uncond = TextEmbeddings(
-            prompts.hidden_states[n:].expand(n, -1, -1).cpu(), prompts.attention_mask[n:].expand(n, -1).cpu(), [False] * n
+            prompts.hidden_states[n:].expand(n, -1, -1).cpu(),
+            prompts.attention_mask[n:].expand(n, -1).cpu(),
+            [False] * n,
         )
 
     def build_model(self, config: TextToImageTrainConfig) -> TextUNet:
         """A freshly initialised TextUNet whose cross-attention reads the text encoder's width."""
         width = self.text_encoder.hidden_size
         if config.unet.get("cross_attention_dim", width) != width:
-            raise ValueError(f"unet.cross_attention_dim {config.unet['cross_attention_dim']} must equal the text encoder's width {width}")
-        return TextUNet(TextUNetConfig(**{**config.unet, "sample_size": config.image_size, "cross_attention_dim": width}))
+            raise ValueError(
+                f"unet.cross_attention_dim {config.unet['cross_attention_dim']} must equal the text encoder's width {width}"
+            )
+        return TextUNet(
+            TextUNetConfig(**{**config.unet, "sample_size": config.image_size, "cross_attention_dim": width})
+        )
 
     def model_kwargs(self, indices: torch.Tensor, generator: torch.Generator, device) -> dict:
         """The cached text of the batch's captions, each replaced by the empty prompt's with probability p_uncond."""
         rows = self.caption_rows[indices]  # (B,)
-        drop = torch.rand(len(indices), generator=generator) < self.p_uncond  # drawn every step: the generator's stream never depends on p_uncond
+        drop = (
+            torch.rand(len(indices), generator=generator) < self.p_uncond
+        )  # drawn every step: the generator's stream never depends on p_uncond
         rows = torch.where(drop, torch.zeros_like(rows), rows)
         return {
             "encoder_hidden_states": self.hidden_states[rows].to(device, non_blocking=True),  # (B, L, D)
@@ -116,8 +145,12 @@ class TextToImageTask(UnconditionalTask):
         per_prompt = max(1, config.num_sample_images // n)
         order = [i for _ in range(per_prompt) for i in range(n)]  # image-major: row r holds sample r of every prompt
         cond = TextEmbeddings(self.validation_cond.hidden_states[order], self.validation_cond.attention_mask[order], [])
-        uncond = TextEmbeddings(self.validation_uncond.hidden_states[order], self.validation_uncond.attention_mask[order], [])
-        images = sample_images(ema_model, dict(scheduler.config), cond, uncond, config.validation_guidance_scale, 50, "ddim", seed=0)
+        uncond = TextEmbeddings(
+            self.validation_uncond.hidden_states[order], self.validation_uncond.attention_mask[order], []
+        )
+        images = sample_images(
+            ema_model, dict(scheduler.config), cond, uncond, config.validation_guidance_scale, 50, "ddim", seed=0
+        )
         save_grid(images, path, columns=n)
 
     def save_model(self, out_dir: str, ema_model, scheduler, config: TextToImageTrainConfig) -> None:
@@ -130,7 +163,9 @@ class TextToImageTask(UnconditionalTask):
         with open(os.path.join(out_dir, CAPTIONS_NAME), "w") as f:  # the vocabulary the app suggests from
             json.dump(sorted(set(self.dataset.captions)), f, ensure_ascii=False, indent=0)
         if is_local(self.clip):
-            if not os.path.isfile(os.path.join(out_dir, TEXT_ENCODER_FOLDER, "config.json")):  # frozen: one copy is enough
+            if not os.path.isfile(
+                os.path.join(out_dir, TEXT_ENCODER_FOLDER, "config.json")
+            ):  # frozen: one copy is enough
                 save_text_encoder(self.text_encoder, os.path.join(out_dir, TEXT_ENCODER_FOLDER))
             write_pipeline_config(out_dir)
         else:
@@ -147,7 +182,9 @@ def resumed_config(out_dir: str, config: TextToImageTrainConfig, resume: bool) -
     return type(config)(**{**saved, "max_steps": config.max_steps})
 
 
-def train_text_to_image(data: str, out_dir: str, config: TextToImageTrainConfig, resume: bool = False, dataset=None, log=print) -> str:
+def train_text_to_image(
+    data: str, out_dir: str, config: TextToImageTrainConfig, resume: bool = False, dataset=None, log=print
+) -> str:
     """Run (or continue) a text-to-image training run; returns `out_dir`, which then holds the pipeline."""
     from uncond.data import ImageCaptionDataset
 

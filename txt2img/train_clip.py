@@ -68,9 +68,22 @@ class CLIPTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        positive = ("image_size", "patch_size", "text_hidden_size", "text_layers", "text_heads", "vision_hidden_size",
-                    "vision_layers", "vision_heads", "mlp_ratio", "projection_dim", "batch_size", "max_steps",
-                    "eval_every", "log_every")
+        positive = (
+            "image_size",
+            "patch_size",
+            "text_hidden_size",
+            "text_layers",
+            "text_heads",
+            "vision_hidden_size",
+            "vision_layers",
+            "vision_heads",
+            "mlp_ratio",
+            "projection_dim",
+            "batch_size",
+            "max_steps",
+            "eval_every",
+            "log_every",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -81,15 +94,19 @@ class CLIPTrainConfig:
             if getattr(self, f"{tower}_hidden_size") % getattr(self, f"{tower}_heads"):
                 raise ValueError(f"{tower}_heads must divide {tower}_hidden_size")
         if self.vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(f"vocab_size must be >= {MIN_VOCAB_SIZE} (bytes, word-final bytes, 2 special tokens), "
-                             f"got {self.vocab_size}")
+            raise ValueError(
+                f"vocab_size must be >= {MIN_VOCAB_SIZE} (bytes, word-final bytes, 2 special tokens), "
+                f"got {self.vocab_size}"
+            )
         if self.max_text_length < 3:
             raise ValueError(f"max_text_length must be >= 3 (start, one token, end), got {self.max_text_length}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
-            raise ValueError("learning_rate must be > 0 and weight_decay, warmup_steps, grad_clip >= 0, got "
-                             f"{self.learning_rate}, {self.weight_decay}, {self.warmup_steps}, {self.grad_clip}")
+            raise ValueError(
+                "learning_rate must be > 0 and weight_decay, warmup_steps, grad_clip >= 0, got "
+                f"{self.learning_rate}, {self.weight_decay}, {self.warmup_steps}, {self.grad_clip}"
+            )
 
 
 # ---- tokenizer: a byte-level BPE in CLIP's format ----
@@ -116,8 +133,12 @@ def train_tokenizer(captions: list, vocab_size: int = 2048, model_max_length: in
     reference = CLIPTokenizer().backend_tokenizer
     bpe = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix=END_OF_WORD))
     bpe.normalizer, bpe.pre_tokenizer = reference.normalizer, reference.pre_tokenizer
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  end_of_word_suffix=END_OF_WORD, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix=END_OF_WORD,
+        show_progress=False,
+    )
     bpe.train_from_iterator(captions, trainer)
     merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]][: vocab_size - MIN_VOCAB_SIZE]
 
@@ -149,16 +170,31 @@ def build_model(config: CLIPTrainConfig, tokenizer):
     """A freshly initialised `CLIPModel` of the configured size, its text tower matching `tokenizer`."""
     from transformers import CLIPConfig, CLIPModel
 
-    text_config = dict(vocab_size=len(tokenizer.get_vocab()), hidden_size=config.text_hidden_size,
-                       intermediate_size=config.mlp_ratio * config.text_hidden_size, num_hidden_layers=config.text_layers,
-                       num_attention_heads=config.text_heads, max_position_embeddings=config.max_text_length,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
-    vision_config = dict(image_size=config.image_size, patch_size=config.patch_size, hidden_size=config.vision_hidden_size,
-                         intermediate_size=config.mlp_ratio * config.vision_hidden_size,
-                         num_hidden_layers=config.vision_layers, num_attention_heads=config.vision_heads)
-    clip_config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=config.projection_dim,
-                             logit_scale_init_value=math.log(1 / 0.07))
+    text_config = dict(
+        vocab_size=len(tokenizer.get_vocab()),
+        hidden_size=config.text_hidden_size,
+        intermediate_size=config.mlp_ratio * config.text_hidden_size,
+        num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads,
+        max_position_embeddings=config.max_text_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = dict(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        hidden_size=config.vision_hidden_size,
+        intermediate_size=config.mlp_ratio * config.vision_hidden_size,
+        num_hidden_layers=config.vision_layers,
+        num_attention_heads=config.vision_heads,
+    )
+    clip_config = CLIPConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        projection_dim=config.projection_dim,
+        logit_scale_init_value=math.log(1 / 0.07),
+    )
     return CLIPModel(clip_config)
 
 
@@ -207,10 +243,15 @@ def evaluate_retrieval(model, tokenizer, images: torch.Tensor, captions: list, b
     """Retrieval accuracy of `model` over all pairs: uint8 `images` (N, C, H, W) against `captions`."""
     was_training = model.training
     model.eval()
-    image_embeds = torch.cat([image_features(model, to_pixels(images[i : i + batch_size], model.config.vision_config.image_size))
-                              for i in range(0, len(images), batch_size)])  # (N, P)
-    text_embeds = torch.cat([text_features(model, tokenizer, captions[i : i + batch_size])
-                             for i in range(0, len(captions), batch_size)])  # (N, P)
+    image_embeds = torch.cat(
+        [
+            image_features(model, to_pixels(images[i : i + batch_size], model.config.vision_config.image_size))
+            for i in range(0, len(images), batch_size)
+        ]
+    )  # (N, P)
+    text_embeds = torch.cat(
+        [text_features(model, tokenizer, captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)]
+    )  # (N, P)
     model.train(was_training)
     return retrieval_accuracy(image_embeds @ text_embeds.t())
 
@@ -228,10 +269,20 @@ def save_clip(out_dir: str, model, config: CLIPTrainConfig, metrics: dict | None
     size = config.image_size
     # What CLIPImageProcessor needs to feed this model from PIL images: Lanczos resize (PIL's 1),
     # as the data set resizes, then pixels in [-1, 1] = ([0, 1] - 0.5) / 0.5.
-    preprocessor = {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
-                    "resample": 1, "do_center_crop": True, "crop_size": {"height": size, "width": size},
-                    "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
-                    "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True}
+    preprocessor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": size},
+        "resample": 1,
+        "do_center_crop": True,
+        "crop_size": {"height": size, "width": size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+    }
     with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
         json.dump(preprocessor, f, indent=2)
     with open(os.path.join(out_dir, TRAIN_CONFIG_NAME), "w") as f:
@@ -253,7 +304,9 @@ def train_clip(data, out_dir: str, config: CLIPTrainConfig, log=print) -> dict:
     dataset = data if in_memory else ImageCaptionDataset(data, image_size=config.image_size)
     images, captions = dataset.images, list(dataset.captions)
     if config.batch_size > len(captions):
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(captions)} pairs: a batch may not repeat a pair")
+        raise ValueError(
+            f"batch_size {config.batch_size} exceeds the {len(captions)} pairs: a batch may not repeat a pair"
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     os.makedirs(out_dir, exist_ok=True)
     started = time.time()
@@ -263,18 +316,24 @@ def train_clip(data, out_dir: str, config: CLIPTrainConfig, log=print) -> dict:
     torch.manual_seed(config.seed)
     model = build_model(config, tokenizer).to(device).train()
     counts = count_parameters(model)
-    log(f"CLIP {counts['total'] / 1e6:.2f}M parameters (text {counts['text'] / 1e6:.2f}M, vision {counts['vision'] / 1e6:.2f}M), "
+    log(
+        f"CLIP {counts['total'] / 1e6:.2f}M parameters (text {counts['text'] / 1e6:.2f}M, vision {counts['vision'] / 1e6:.2f}M), "
         f"vocab {len(tokenizer.get_vocab())}, {len(captions)} pairs, {config.max_steps} steps of {config.batch_size}, "
-        f"device {device}, mixed precision {config.mixed_precision}")
+        f"device {device}, mixed precision {config.mixed_precision}"
+    )
 
     # CLIP decays weight matrices only, not gains, biases or the temperature
     matrices = [p for p in model.parameters() if p.ndim >= 2]
     others = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": config.weight_decay},
-                                   {"params": others, "weight_decay": 0.0}],
-                                  lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, config.max_steps))
+        optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, config.max_steps)
+    )
     max_logit_scale = math.log(100.0)
 
     metrics = {}
@@ -284,8 +343,11 @@ def train_clip(data, out_dir: str, config: CLIPTrainConfig, log=print) -> dict:
             pixel_values = to_pixels(images[indices], config.image_size).to(device)  # (B, 3, S, S)
             text = tokenizer.pad({"input_ids": [token_ids[i] for i in indices]}, return_tensors="pt")  # (B, L) longest
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
-                output = model(input_ids=text["input_ids"].to(device), attention_mask=text["attention_mask"].to(device),
-                               pixel_values=pixel_values)
+                output = model(
+                    input_ids=text["input_ids"].to(device),
+                    attention_mask=text["attention_mask"].to(device),
+                    pixel_values=pixel_values,
+                )
             loss = clip_loss(output.logits_per_text)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -298,16 +360,29 @@ def train_clip(data, out_dir: str, config: CLIPTrainConfig, log=print) -> dict:
 
             done = step + 1
             if done % config.log_every == 0 or done == config.max_steps:
-                row = {"step": done, "loss": loss.item(), "logit_scale": model.logit_scale.exp().item(),
-                       "lr": lr_schedule.get_last_lr()[0], "seconds": time.time() - started}
-                log(f"step {done}/{config.max_steps} loss {row['loss']:.4f} scale {row['logit_scale']:.1f} "
-                    f"lr {row['lr']:.2e} {done * config.batch_size / row['seconds']:.0f} pairs/s")
+                row = {
+                    "step": done,
+                    "loss": loss.item(),
+                    "logit_scale": model.logit_scale.exp().item(),
+                    "lr": lr_schedule.get_last_lr()[0],
+                    "seconds": time.time() - started,
+                }
+                log(
+                    f"step {done}/{config.max_steps} loss {row['loss']:.4f} scale {row['logit_scale']:.1f} "
+                    f"lr {row['lr']:.2e} {done * config.batch_size / row['seconds']:.0f} pairs/s"
+                )
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
             if done % config.eval_every == 0 or done == config.max_steps:
-                metrics = {"step": done, "num_pairs": len(captions), "loss": loss.item(),
-                           **evaluate_retrieval(model, tokenizer, images, captions),
-                           "logit_scale": model.logit_scale.exp().item(), "seconds": time.time() - started, "parameters": counts}
+                metrics = {
+                    "step": done,
+                    "num_pairs": len(captions),
+                    "loss": loss.item(),
+                    **evaluate_retrieval(model, tokenizer, images, captions),
+                    "logit_scale": model.logit_scale.exp().item(),
+                    "seconds": time.time() - started,
+                    "parameters": counts,
+                }
                 log(f"retrieval at step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "top" in k))
                 log_file.write(json.dumps({"eval": metrics}) + "\n")
                 log_file.flush()
@@ -317,11 +392,17 @@ def train_clip(data, out_dir: str, config: CLIPTrainConfig, log=print) -> dict:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Train a small CLIP (tokenizer, text and vision towers) from scratch.")
-    parser.add_argument("--data", required=True, help="image-caption folder (imagefolder layout) or a Hugging Face dataset name")
-    parser.add_argument("--out", required=True, help="output folder: the CLIP in from_pretrained form, tokenizer, metrics")
+    parser.add_argument(
+        "--data", required=True, help="image-caption folder (imagefolder layout) or a Hugging Face dataset name"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output folder: the CLIP in from_pretrained form, tokenizer, metrics"
+    )
     parser.add_argument("--config", help="JSON file with CLIPTrainConfig fields")
     for name, field in CLIPTrainConfig.__dataclass_fields__.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=field.type if field.type in (int, float) else str, dest=name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=field.type if field.type in (int, float) else str, dest=name
+        )
     return parser.parse_args(argv)
 
 

@@ -35,7 +35,11 @@ class TextUNetConfig(UNetConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.cross_attention_dim, bool) or not isinstance(self.cross_attention_dim, int) or self.cross_attention_dim < 1:
+        if (
+            isinstance(self.cross_attention_dim, bool)
+            or not isinstance(self.cross_attention_dim, int)
+            or self.cross_attention_dim < 1
+        ):
             raise ValueError(f"cross_attention_dim must be a positive integer, got {self.cross_attention_dim!r}")
         if self.transformer_layers_per_block < 1:
             raise ValueError(f"transformer_layers_per_block must be >= 1, got {self.transformer_layers_per_block}")
@@ -57,7 +61,9 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, query_dim, bias=False)
         self.to_out = nn.Linear(query_dim, query_dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         context = x if context is None else context  # (B, N, C) or the text (B, L, D)
         q = self.to_q(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, N, C / heads)
         k = self.to_k(context).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, L, C / heads)
@@ -91,7 +97,9 @@ class FeedForward(nn.Module):
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm self-attention, cross-attention over the text, feed-forward; each with a residual."""
 
-    def __init__(self, dim: int, heads: int, cross_attention_dim: int, ff_mult: int, ff_activation: str, dropout: float):
+    def __init__(
+        self, dim: int, heads: int, cross_attention_dim: int, ff_mult: int, ff_activation: str, dropout: float
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = Attention(dim, heads)
@@ -100,7 +108,9 @@ class TransformerLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, ff_mult, ff_activation, dropout)
 
-    def forward(self, h: torch.Tensor, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         h = h + self.attn1(self.norm1(h))  # (B, HW, C)
         h = h + self.attn2(self.norm2(h), encoder_hidden_states, encoder_attention_mask)
         return h + self.ff(self.norm3(h))
@@ -115,12 +125,16 @@ class Transformer2D(nn.Module):
         self.norm = nn.GroupNorm(config.norm_num_groups, channels, eps=config.norm_eps)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
-            TransformerLayer(channels, heads, config.cross_attention_dim, config.ff_mult, config.ff_activation, config.dropout)
+            TransformerLayer(
+                channels, heads, config.cross_attention_dim, config.ff_mult, config.ff_activation, config.dropout
+            )
             for _ in range(config.transformer_layers_per_block)
         )
         self.proj_out = nn.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, c, height, width = x.shape
         h = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))  # (B, HW, C)
         for block in self.transformer_blocks:
@@ -153,7 +167,11 @@ class TextUNet(UNet):
         nothing to attend to and gives NaN.
         """
         batch = sample.shape[0]
-        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != batch or encoder_hidden_states.shape[2] != self.config.cross_attention_dim:
+        if (
+            encoder_hidden_states.ndim != 3
+            or encoder_hidden_states.shape[0] != batch
+            or encoder_hidden_states.shape[2] != self.config.cross_attention_dim
+        ):
             raise ValueError(
                 f"encoder_hidden_states must be (B={batch}, L, {self.config.cross_attention_dim}), got {tuple(encoder_hidden_states.shape)}"
             )
@@ -169,7 +187,9 @@ class TextUNet(UNet):
         return self._forward(sample, timestep, attn_kwargs)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None) -> "TextUNet":
+    def from_pretrained(
+        cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None
+    ) -> "TextUNet":
         """Load a folder written by `save_pretrained` (or a pipeline folder: its `unet/`); refuses unconditional UNets."""
         import json
         import os

@@ -54,10 +54,14 @@ def resolve_model_dir(path_or_hub_id: str, subfolder: str | None = None) -> str:
         directory = _download(path_or_hub_id)
     if subfolder:
         directory = os.path.join(directory, subfolder)
-    if not os.path.isfile(os.path.join(directory, "config.json")) and os.path.isfile(os.path.join(directory, "unet", "config.json")):
+    if not os.path.isfile(os.path.join(directory, "config.json")) and os.path.isfile(
+        os.path.join(directory, "unet", "config.json")
+    ):
         directory = os.path.join(directory, "unet")  # a diffusers pipeline folder (model_index.json + unet/)
     if not os.path.isfile(os.path.join(directory, "config.json")):
-        raise ValueError(f"no config.json in {directory!r}: expected a folder written by save_pretrained or a diffusers UNet folder")
+        raise ValueError(
+            f"no config.json in {directory!r}: expected a folder written by save_pretrained or a diffusers UNet folder"
+        )
     return directory
 
 
@@ -88,7 +92,9 @@ def convert_config(diffusers_config: dict) -> dict:
             raise ValueError(f"unsupported UNet2DModel option {option}={c[option]!r} (only {accepted!r} is supported)")
     if c.get("attn_norm_num_groups") not in (None, c.get("norm_num_groups", 32)):
         raise ValueError(f"unsupported UNet2DModel option attn_norm_num_groups={c['attn_norm_num_groups']!r}")
-    down_types = list(c.get("down_block_types", ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")))
+    down_types = list(
+        c.get("down_block_types", ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"))
+    )
     up_types = list(c.get("up_block_types", ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")))
     for name in down_types:
         if name not in SUPPORTED_DOWN:
@@ -102,7 +108,9 @@ def convert_config(diffusers_config: dict) -> dict:
     # our config names attention by resolution, so the up path must mirror the down path
     for level in range(levels):
         if SUPPORTED_DOWN[down_types[level]] != SUPPORTED_UP[up_types[levels - 1 - level]]:
-            raise ValueError(f"unsupported: attention in up_block_types {up_types} does not mirror down_block_types {down_types}")
+            raise ValueError(
+                f"unsupported: attention in up_block_types {up_types} does not mirror down_block_types {down_types}"
+            )
     sample_size = c.get("sample_size")
     if not isinstance(sample_size, int):
         raise ValueError(f"unsupported sample_size={sample_size!r}: only square images (an int) are supported")
@@ -112,7 +120,9 @@ def convert_config(diffusers_config: dict) -> dict:
         "out_channels": c.get("out_channels", 3),
         "block_out_channels": tuple(c.get("block_out_channels", (224, 448, 672, 896))),
         "layers_per_block": c.get("layers_per_block", 2),
-        "attention_resolutions": tuple(sample_size // 2**level for level in range(levels) if SUPPORTED_DOWN[down_types[level]]),
+        "attention_resolutions": tuple(
+            sample_size // 2**level for level in range(levels) if SUPPORTED_DOWN[down_types[level]]
+        ),
         "mid_block_attention": c.get("add_attention", True),
         # UNet2DModel's default head size is 8; null means one head over all channels
         "attention_head_dim": c.get("attention_head_dim", 8),
@@ -141,14 +151,22 @@ def load_diffusers_unet(directory: str, cls=None):
         from uncond.unet import UNet as cls
     with open(os.path.join(directory, "config.json")) as f:
         config = cls.config_class.from_dict(convert_config(json.load(f)))
-    weights = next((os.path.join(directory, n) for n in DIFFUSERS_WEIGHTS if os.path.isfile(os.path.join(directory, n))), None)
+    weights = next(
+        (os.path.join(directory, n) for n in DIFFUSERS_WEIGHTS if os.path.isfile(os.path.join(directory, n))), None
+    )
     if weights is None:
         pickled = [n for n in PICKLED_WEIGHTS if os.path.isfile(os.path.join(directory, n))]
-        hint = f"; found only {pickled[0]}, a pickle, which is never loaded here (convert it to safetensors first)" if pickled else ""
+        hint = (
+            f"; found only {pickled[0]}, a pickle, which is never loaded here (convert it to safetensors first)"
+            if pickled
+            else ""
+        )
         raise ValueError(f"no diffusion_pytorch_model.safetensors in {directory!r}{hint}")
     model = cls(config)
     state = convert_state_dict(load_file(weights))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"weights in {weights!r} do not fit the converted config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"weights in {weights!r} do not fit the converted config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model

@@ -34,15 +34,22 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 
 # Licences of fonts we know by family name, for the attribution note written beside the images.
 FONT_LICENSES = {
-    "Noto Color Emoji": ("SIL Open Font License 1.1 (OFL-1.1), Copyright Google Inc.",
-                         "https://github.com/googlefonts/noto-emoji"),
+    "Noto Color Emoji": (
+        "SIL Open Font License 1.1 (OFL-1.1), Copyright Google Inc.",
+        "https://github.com/googlefonts/noto-emoji",
+    ),
     "OpenMoji": ("Creative Commons Attribution-ShareAlike 4.0 (CC BY-SA 4.0)", "https://openmoji.org"),
     "Twemoji Mozilla": ("Creative Commons Attribution 4.0 (CC BY 4.0)", "https://github.com/mozilla/twemoji-colr"),
 }
 
 # Parts of CLDR names that go after the colon: "man: light skin tone, red hair".
-SKIN_TONES = ("light skin tone", "medium-light skin tone", "medium skin tone", "medium-dark skin tone",
-              "dark skin tone")
+SKIN_TONES = (
+    "light skin tone",
+    "medium-light skin tone",
+    "medium skin tone",
+    "medium-dark skin tone",
+    "dark skin tone",
+)
 HAIR = ("red hair", "curly hair", "white hair", "blond hair", "bald", "beard")
 HAIR_BASES = {"man", "woman", "person"}
 GROUPS = ("kiss", "couple with heart", "family")  # "kiss: woman, man", "family: man, woman, boy"
@@ -91,11 +98,12 @@ def cldr_name(emoji_str: str, en_name: str) -> str:
     name = en_name.strip(":").replace("_", " ")
     codes = [ord(c) for c in emoji_str]
     # The package drops "flag: " and every colon and comma; put them back where CLDR has them.
-    if all(0x1F1E6 <= c <= 0x1F1FF for c in codes) or (codes[0] == 0x1F3F4 and len(codes) > 1
-                                                         and all(0xE0020 <= c <= 0xE007F for c in codes[1:])):
+    if all(0x1F1E6 <= c <= 0x1F1FF for c in codes) or (
+        codes[0] == 0x1F3F4 and len(codes) > 1 and all(0xE0020 <= c <= 0xE007F for c in codes[1:])
+    ):
         return "flag: " + name
     if name.startswith("keycap "):
-        return "keycap: " + name[len("keycap "):]
+        return "keycap: " + name[len("keycap ") :]
     match = re.fullmatch(r"Japanese (.+) button", name)
     if match and (0x1F200 <= codes[0] <= 0x1F2FF or codes[0] in (0x3297, 0x3299)):
         return f"Japanese \u201c{match.group(1)}\u201d button"  # CLDR quotes the meaning
@@ -106,7 +114,7 @@ def cldr_name(emoji_str: str, en_name: str) -> str:
         hair = []
     members = []
     for group in GROUPS:
-        rest = base[len(group) + 1:].split(" ")
+        rest = base[len(group) + 1 :].split(" ")
         if base.startswith(group + " ") and all(word in GROUP_MEMBERS for word in rest):
             base, members = group, rest
             break
@@ -139,14 +147,14 @@ def render_glyph(font: ImageFont.FreeTypeFont, text: str) -> Image.Image:
     pad = font.size // 4  # colour bitmaps may overhang the outline bbox a little
     canvas = Image.new("RGBA", (right - left + 2 * pad, max(bottom - top, font.size) + 2 * pad), (0, 0, 0, 0))
     # Black ink shows monochrome fallback glyphs, which colour glyphs (embedded_color) ignore.
-    ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=(0, 0, 0, 255),
-                                embedded_color=True)
+    ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=(0, 0, 0, 255), embedded_color=True)
     box = canvas.getchannel("A").getbbox()
     return canvas.crop(box) if box else canvas.crop((0, 0, 0, 0))
 
 
-def glyph_problem(glyph: Image.Image, advance: float, one_glyph: float,
-                  notdef: Image.Image | None = None) -> str | None:
+def glyph_problem(
+    glyph: Image.Image, advance: float, one_glyph: float, notdef: Image.Image | None = None
+) -> str | None:
     """Why a rendered glyph is unusable ("blank", "notdef", "split") or None when it is fine."""
     # Blank: nothing drawn with more than faint opacity.
     if not (glyph.width and glyph.height) or glyph.getchannel("A").point(lambda a: 255 * (a >= 32)).getbbox() is None:
@@ -172,9 +180,11 @@ def square_on_white(glyph: Image.Image, size: int) -> Image.Image:
 def _license_note(font_path: str, family: str) -> str:
     """Attribution text naming the font and its licence."""
     licence, url = FONT_LICENSES.get(family, ("unknown: check the font's own licence before sharing", ""))
-    return (f"Images rendered from the font \"{family}\" ({os.path.basename(font_path)}){' ' + url if url else ''}.\n"
-            f"Font licence: {licence}.\n"
-            "Captions: Unicode CLDR emoji short names (Unicode License v3), via the Python `emoji` package.\n")
+    return (
+        f'Images rendered from the font "{family}" ({os.path.basename(font_path)}){" " + url if url else ""}.\n'
+        f"Font licence: {licence}.\n"
+        "Captions: Unicode CLDR emoji short names (Unicode License v3), via the Python `emoji` package.\n"
+    )
 
 
 def build_emoji(out_dir, size=64, font_path=None, limit=None, only=None) -> dict:
@@ -184,8 +194,10 @@ def build_emoji(out_dir, size=64, font_path=None, limit=None, only=None) -> dict
         raise ValueError(f"size must be an int in 8..512, got {size!r}")
     font_path = str(font_path or DEFAULT_FONT)
     if not os.path.isfile(font_path):
-        raise ValueError(f"font_path {font_path!r} does not exist (apt-get install fonts-noto-color-emoji, "
-                         "or pass --font PATH to a colour emoji font)")
+        raise ValueError(
+            f"font_path {font_path!r} does not exist (apt-get install fonts-noto-color-emoji, "
+            "or pass --font PATH to a colour emoji font)"
+        )
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     table = emoji_table()
@@ -194,16 +206,17 @@ def build_emoji(out_dir, size=64, font_path=None, limit=None, only=None) -> dict
         known = {key for pair in table for key in pair}
         unknown = [w for w in wanted if w not in known]
         if not wanted or unknown:
-            raise ValueError(f"only: unknown emoji names {unknown or only!r} (use captions like 'red heart' "
-                             "or the emoji itself)")
+            raise ValueError(
+                f"only: unknown emoji names {unknown or only!r} (use captions like 'red heart' or the emoji itself)"
+            )
         table = [(e, c) for e, c in table if e in wanted or c in wanted]
     table = table[:limit]
 
     font = load_emoji_font(font_path)
     family = font.getname()[0] or Path(font_path).stem
-    notdef = render_glyph(font, "\U0010FFFD")  # a private-use code point no font maps: glyph 0
+    notdef = render_glyph(font, "\U0010fffd")  # a private-use code point no font maps: glyph 0
     notdef = notdef if notdef.width else None
-    if glyph_problem(render_glyph(font, "\U0001F600"), 1, 1, notdef):
+    if glyph_problem(render_glyph(font, "\U0001f600"), 1, 1, notdef):
         raise ValueError(f"font_path {font_path!r} cannot draw U+1F600; is it a colour emoji font?")
 
     out = Path(out_dir)
@@ -226,8 +239,9 @@ def build_emoji(out_dir, size=64, font_path=None, limit=None, only=None) -> dict
                 continue
             file_name = "emoji_u" + "_".join(f"{ord(c):04x}" for c in emoji_str) + ".png"
             square_on_white(glyph, size).save(out / file_name, optimize=False)
-            meta.write(json.dumps({"file_name": file_name, "text": caption, "emoji": emoji_str},
-                                  ensure_ascii=False) + "\n")
+            meta.write(
+                json.dumps({"file_name": file_name, "text": caption, "emoji": emoji_str}, ensure_ascii=False) + "\n"
+            )
             rendered.append(caption)
 
     note = _license_note(font_path, family)
@@ -236,10 +250,18 @@ def build_emoji(out_dir, size=64, font_path=None, limit=None, only=None) -> dict
         f"# Emoji {size}x{size}\n\n{len(rendered)} fully-qualified emoji, centred on white, one PNG each; "
         "`metadata.jsonl` holds `file_name` and `text` (the caption), the Hugging Face `imagefolder` layout.\n"
         f"Built with `python -m uncond.data build-emoji --size {size}`; {len(skipped)} emoji the font "
-        f"cannot draw were skipped.\n\n## Attribution\n\n{note}", encoding="utf-8")
-    return {"rendered": len(rendered), "skipped": len(skipped), "skipped_names": skipped,
-            "seconds": time.perf_counter() - start, "out_dir": str(out), "font": family,
-            "raqm": features.check("raqm")}
+        f"cannot draw were skipped.\n\n## Attribution\n\n{note}",
+        encoding="utf-8",
+    )
+    return {
+        "rendered": len(rendered),
+        "skipped": len(skipped),
+        "skipped_names": skipped,
+        "seconds": time.perf_counter() - start,
+        "out_dir": str(out),
+        "font": family,
+        "raqm": features.check("raqm"),
+    }
 
 
 def _to_uint8(image: Image.Image, image_size: int | None, mode: str) -> torch.Tensor:
@@ -277,8 +299,7 @@ def _read_folder(folder: Path) -> tuple[list[Path], list[str]]:
 class ImageCaptionDataset(torch.utils.data.Dataset):
     """Images and captions held in memory as uint8 (N, C, H, W); items are pixels in [-1, 1]."""
 
-    def __init__(self, path_or_name: str, image_size: int | None = None, random_flip: bool = False,
-                 channels: int = 3):
+    def __init__(self, path_or_name: str, image_size: int | None = None, random_flip: bool = False, channels: int = 3):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
@@ -328,18 +349,25 @@ def _load_hub(name: str) -> tuple[list[Image.Image], list[str]]:
     try:
         import datasets  # optional: only hub names need it
     except ImportError as err:
-        raise ValueError(f"path_or_name {name!r} is not a folder, and `datasets` is not installed "
-                         "to load it from the hub") from err
+        raise ValueError(
+            f"path_or_name {name!r} is not a folder, and `datasets` is not installed to load it from the hub"
+        ) from err
     try:
         ds = datasets.load_dataset(name, split="train")
     except Exception as err:  # noqa: BLE001 - any loading failure means the same to the caller
         raise ValueError(f"path_or_name {name!r} is neither an existing folder nor a loadable dataset: {err}") from err
-    image_col = "image" if "image" in ds.column_names else next(
-        (k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    image_col = (
+        "image"
+        if "image" in ds.column_names
+        else next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    )
     if image_col is None:
         raise ValueError(f"path_or_name {name!r}: no image column in {ds.column_names}")
-    text_col = "text" if "text" in ds.column_names else next(
-        (k for k, f in ds.features.items() if getattr(f, "dtype", None) == "string"), None)
+    text_col = (
+        "text"
+        if "text" in ds.column_names
+        else next((k for k, f in ds.features.items() if getattr(f, "dtype", None) == "string"), None)
+    )
     captions = [str(t) for t in ds[text_col]] if text_col else [""] * len(ds)
     return list(ds[image_col]), captions
 
@@ -353,14 +381,19 @@ def main(argv=None) -> None:
     build.add_argument("--out", default="data/emoji", help="output folder")
     build.add_argument("--font", default=None, help=f"colour emoji font (default {DEFAULT_FONT})")
     build.add_argument("--limit", type=int, default=None, help="render only the first N emoji")
-    build.add_argument("--only", default=None,
-                       help="comma-separated captions or emoji, e.g. 'red heart,cat face' (captions that "
-                            "contain commas: give the emoji itself)")
+    build.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated captions or emoji, e.g. 'red heart,cat face' (captions that "
+        "contain commas: give the emoji itself)",
+    )
     args = parser.parse_args(argv)
     if args.command == "build-emoji":
         stats = build_emoji(args.out, size=args.size, font_path=args.font, limit=args.limit, only=args.only)
-        print(f"rendered {stats['rendered']}, skipped {stats['skipped']} (font cannot draw them), "
-              f"{stats['seconds']:.1f} s -> {stats['out_dir']} ({stats['font']})")
+        print(
+            f"rendered {stats['rendered']}, skipped {stats['skipped']} (font cannot draw them), "
+            f"{stats['seconds']:.1f} s -> {stats['out_dir']} ({stats['font']})"
+        )
         if stats["skipped_names"]:
             print("skipped e.g.:", "; ".join(stats["skipped_names"][:5]))
         if not stats["raqm"]:

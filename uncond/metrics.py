@@ -45,7 +45,10 @@ def frechet_distance(features_a, features_b) -> float:
     a, b = _float64(features_a, "features_a").numpy(), _float64(features_b, "features_b").numpy()
     _check_pair(a, b, "features_a and features_b", min_rows=2)
     mu_a, mu_b = a.mean(0), b.mean(0)  # (D,)
-    sigma_a, sigma_b = np.cov(a, rowvar=False).reshape(a.shape[1], -1), np.cov(b, rowvar=False).reshape(b.shape[1], -1)  # (D, D)
+    sigma_a, sigma_b = (
+        np.cov(a, rowvar=False).reshape(a.shape[1], -1),
+        np.cov(b, rowvar=False).reshape(b.shape[1], -1),
+    )  # (D, D)
     w, v = np.linalg.eigh(sigma_a)
     sqrt_a = (v * np.sqrt(w.clip(min=0))) @ v.T  # S_a^(1/2)
     eigenvalues = np.linalg.eigvalsh(sqrt_a @ sigma_b @ sqrt_a)
@@ -62,7 +65,9 @@ def _kth_neighbour_distance(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def _inside_any_ball(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """Whether each point (N,) lies within radius of some centre: the k-NN manifold estimate."""
-    return torch.cat([(torch.cdist(points[i : i + CHUNK], centres) <= radii[None]).any(1) for i in range(0, len(points), CHUNK)])
+    return torch.cat(
+        [(torch.cdist(points[i : i + CHUNK], centres) <= radii[None]).any(1) for i in range(0, len(points), CHUNK)]
+    )
 
 
 def precision_recall(real_features, fake_features, k: int = 3) -> dict:
@@ -75,7 +80,9 @@ def precision_recall(real_features, fake_features, k: int = 3) -> dict:
     real, fake = _float64(real_features, "real_features"), _float64(fake_features, "fake_features")
     _check_pair(real, fake, "real_features and fake_features")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < min(len(real), len(fake)):
-        raise ValueError(f"k must be an int in 1..{min(len(real), len(fake)) - 1} (fewer than the rows of each set), got {k!r}")
+        raise ValueError(
+            f"k must be an int in 1..{min(len(real), len(fake)) - 1} (fewer than the rows of each set), got {k!r}"
+        )
     precision = _inside_any_ball(fake, real, _kth_neighbour_distance(real, k)).double().mean().item()
     recall = _inside_any_ball(real, fake, _kth_neighbour_distance(fake, k)).double().mean().item()
     return {"precision": precision, "recall": recall}
@@ -118,9 +125,13 @@ def retrieval_accuracy(similarity, targets, ks: tuple = (1, 5)) -> dict:
     similarity = _float64(similarity, "similarity")
     targets = torch.as_tensor(np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets))
     if targets.shape != (len(similarity),) or targets.dtype.is_floating_point:
-        raise ValueError(f"targets must be {len(similarity)} integer indices (one per row of similarity), got shape {tuple(targets.shape)}")
-    if len(targets) and not (0 <= int(targets.min()) and int(targets.max()) < similarity.shape[1]):
-        raise ValueError(f"targets must index the {similarity.shape[1]} candidates, got values in {int(targets.min())}..{int(targets.max())}")
+        raise ValueError(
+            f"targets must be {len(similarity)} integer indices (one per row of similarity), got shape {tuple(targets.shape)}"
+        )
+    if len(targets) and not (int(targets.min()) >= 0 and int(targets.max()) < similarity.shape[1]):
+        raise ValueError(
+            f"targets must index the {similarity.shape[1]} candidates, got values in {int(targets.min())}..{int(targets.max())}"
+        )
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"ks must be positive ints, got {ks!r}")
     true = similarity.gather(1, targets.long()[:, None])  # (Q, 1)
@@ -132,6 +143,8 @@ def clip_score(image_features, text_features) -> torch.Tensor:
     """CLIP score per image-text pair (Hessel et al. 2021, w = 100 as torchmetrics has it): 100 max(cos, 0), (B,)."""
     images, texts = _float64(image_features, "image_features"), _float64(text_features, "text_features")
     if images.shape != texts.shape:
-        raise ValueError(f"image_features and text_features must pair up, got shapes {tuple(images.shape)} and {tuple(texts.shape)}")
+        raise ValueError(
+            f"image_features and text_features must pair up, got shapes {tuple(images.shape)} and {tuple(texts.shape)}"
+        )
     cosine = torch.nn.functional.cosine_similarity(images, texts, dim=1)
     return 100 * cosine.clamp(min=0)

@@ -17,8 +17,8 @@ drawn into pinned memory and copied without blocking.
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +31,15 @@ SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 # diffusers' samplers that fit the same loop (set_timesteps, scale_model_input, step), offered as extras
 DIFFUSERS_SCHEDULERS = {"dpm++": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler"}
 # the training-schedule settings a diffusers sampler takes from our scheduler config
-SHARED_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "timestep_spacing", "steps_offset")
+SHARED_SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "prediction_type",
+    "timestep_spacing",
+    "steps_offset",
+)
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 MAX_SEED = 2**63 - 1
 
@@ -67,12 +75,20 @@ def make_scheduler(name: str, config: dict):
     raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS) + sorted(DIFFUSERS_SCHEDULERS)}, got {name!r}")
 
 
-def check_sampling_args(num_images: int, num_inference_steps: int, eta: float, seed: int, num_train_timesteps: int) -> None:
+def check_sampling_args(
+    num_images: int, num_inference_steps: int, eta: float, seed: int, num_train_timesteps: int
+) -> None:
     """Raise a ValueError naming the first argument out of range."""
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train_timesteps:
-        raise ValueError(f"num_inference_steps must be an integer in 1..{num_train_timesteps}, got {num_inference_steps!r}")
+    if (
+        isinstance(num_inference_steps, bool)
+        or not isinstance(num_inference_steps, int)
+        or not 1 <= num_inference_steps <= num_train_timesteps
+    ):
+        raise ValueError(
+            f"num_inference_steps must be an integer in 1..{num_train_timesteps}, got {num_inference_steps!r}"
+        )
     if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
@@ -130,8 +146,14 @@ def from_pil(image: Image.Image, size: int, channels: int = 3) -> torch.Tensor:
 def forward_diffuse(image: Image.Image, timestep: int, scheduler_config: dict, size: int, seed: int = 0) -> Image.Image:
     """x_t ~ q(x_t | x_0) for a picture x_0 (Ho et al. 2020 eq. 4): what training shows the network."""
     scheduler = DDPMScheduler.from_config(scheduler_config)
-    if isinstance(timestep, bool) or not isinstance(timestep, int) or not 0 <= timestep < scheduler.config.num_train_timesteps:
-        raise ValueError(f"timestep must be an integer in 0..{scheduler.config.num_train_timesteps - 1}, got {timestep!r}")
+    if (
+        isinstance(timestep, bool)
+        or not isinstance(timestep, int)
+        or not 0 <= timestep < scheduler.config.num_train_timesteps
+    ):
+        raise ValueError(
+            f"timestep must be an integer in 0..{scheduler.config.num_train_timesteps - 1}, got {timestep!r}"
+        )
     x_0 = from_pil(image, size)
     noise = torch.randn(x_0.shape, generator=torch.Generator().manual_seed(seed))
     return to_pil(scheduler.add_noise(x_0, noise, torch.tensor([timestep])))[0]
@@ -168,7 +190,9 @@ def predicted_x0(step_output, x_t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: float = 0.0, callback: Callback | None = None) -> tuple[torch.Tensor, int]:
+def sample(
+    unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: float = 0.0, callback: Callback | None = None
+) -> tuple[torch.Tensor, int]:
     """Run the reverse process from x_T = `x_t`; returns (x_0, steps done). Ho et al. 2020 Alg. 2 / Song et al. 2021 eq. 12."""
     extra = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     dtype = model_dtype(unet, x_t.dtype)  # the UNet's; x_t keeps its own (float32 from the pipelines)
@@ -188,8 +212,17 @@ def sample(unet, scheduler, x_t: torch.Tensor, generator: torch.Generator, eta: 
     return x_t, steps_done
 
 
-def sample_images(unet, scheduler_config: dict, num_images: int, num_inference_steps: int, scheduler: str = "ddim", eta: float = 0.0,
-                  seed: int = 0, device=None, callback: Callback | None = None) -> list:
+def sample_images(
+    unet,
+    scheduler_config: dict,
+    num_images: int,
+    num_inference_steps: int,
+    scheduler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    device=None,
+    callback: Callback | None = None,
+) -> list:
     """Sample `num_images` PIL images from `unet` with a fresh scheduler (used by training for its sample grids)."""
     device = device or next(unet.parameters()).device
     sampler = make_scheduler(scheduler, scheduler_config)
@@ -217,7 +250,9 @@ class UnconditionalPipeline:
         self.name = name
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None) -> "UnconditionalPipeline":
+    def from_pretrained(
+        cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None
+    ) -> "UnconditionalPipeline":
         """Load a model folder written by training (or a diffusers UNet2DModel / DDPMPipeline folder)."""
         from uncond.convert import resolve_model_dir
 
@@ -225,7 +260,10 @@ class UnconditionalPipeline:
         directory = resolve_model_dir(path_or_hub_id)
         scheduler_config = {}
         # ours: scheduler_config.json beside the weights; diffusers pipelines: scheduler/scheduler_config.json
-        for candidate in (os.path.join(directory, SCHEDULER_CONFIG_NAME), os.path.join(directory, "..", "scheduler", SCHEDULER_CONFIG_NAME)):
+        for candidate in (
+            os.path.join(directory, SCHEDULER_CONFIG_NAME),
+            os.path.join(directory, "..", "scheduler", SCHEDULER_CONFIG_NAME),
+        ):
             if os.path.isfile(candidate):
                 with open(candidate) as f:
                     scheduler_config = json.load(f)
@@ -238,7 +276,15 @@ class UnconditionalPipeline:
         """A freshly initialised model (draws noise): what the app shows before trained weights exist."""
         from uncond.unet import UNetConfig
 
-        unet = UNet(config or UNetConfig(block_out_channels=(32, 64, 128, 128), layers_per_block=1, attention_resolutions=(8, 4), norm_num_groups=8))
+        unet = UNet(
+            config
+            or UNetConfig(
+                block_out_channels=(32, 64, 128, 128),
+                layers_per_block=1,
+                attention_resolutions=(8, 4),
+                norm_num_groups=8,
+            )
+        )
         unet.to(device or default_device())
         return cls(unet, {"beta_schedule": "squaredcos_cap_v2"}, name="untrained")
 
@@ -250,8 +296,17 @@ class UnconditionalPipeline:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def __call__(self, num_images: int = 4, num_inference_steps: int = 50, scheduler: str = "ddim", eta: float = 0.0, seed: int = 0,
-                 device=None, dtype: torch.dtype | None = None, callback: Callback | None = None) -> SampleOutput:
+    def __call__(
+        self,
+        num_images: int = 4,
+        num_inference_steps: int = 50,
+        scheduler: str = "ddim",
+        eta: float = 0.0,
+        seed: int = 0,
+        device=None,
+        dtype: torch.dtype | None = None,
+        callback: Callback | None = None,
+    ) -> SampleOutput:
         """Sample images; same seed, same images. `callback(step, t, x_t, pred_original_sample)` may return True to stop."""
         sampler = make_scheduler(scheduler, self.scheduler_config)
         check_sampling_args(num_images, num_inference_steps, eta, seed, sampler.config.num_train_timesteps)
@@ -265,7 +320,14 @@ class UnconditionalPipeline:
         images = to_pil(x_0)
         elapsed = time.perf_counter() - started
         settings = {
-            "model": self.name, "scheduler": scheduler, "steps": num_inference_steps, "eta": eta, "seed": seed,
-            "size": size, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "elapsed": round(elapsed, 3),
+            "model": self.name,
+            "scheduler": scheduler,
+            "steps": num_inference_steps,
+            "eta": eta,
+            "seed": seed,
+            "size": size,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "elapsed": round(elapsed, 3),
         }
         return SampleOutput(images, seed, num_inference_steps, steps_done, elapsed, settings)

@@ -26,7 +26,16 @@ def save_with_settings(image, path: str, settings: dict) -> None:
 
 
 # the settings a PNG of this project carries that can be restored, with their types
-RESTORABLE = {"model": str, "scheduler": str, "steps": int, "eta": float, "seed": int, "prompt": str, "negative_prompt": str, "guidance_scale": float}
+RESTORABLE = {
+    "model": str,
+    "scheduler": str,
+    "steps": int,
+    "eta": float,
+    "seed": int,
+    "prompt": str,
+    "negative_prompt": str,
+    "guidance_scale": float,
+}
 MAX_SETTING_CHARS = 4096  # longer values are refused (prompts are cut at 32 tokens anyway)
 MAX_SETTINGS_FILE_BYTES = 8 * 2**20  # larger files are refused unread (the app's PNGs are a few kB)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -90,17 +99,27 @@ def write_samples(result, out_dir: str) -> None:
     for i, image in enumerate(result.images):
         save_with_settings(image, os.path.join(out_dir, f"{i:03d}.png"), {**result.settings, "index": i})
     save_grid(result.images, os.path.join(out_dir, "grid.png"))
-    print(f"wrote {len(result.images)} images and grid.png to {out_dir} in {result.elapsed:.1f}s on {result.settings['device']}")
+    print(
+        f"wrote {len(result.images)} images and grid.png to {out_dir} in {result.elapsed:.1f}s on {result.settings['device']}"
+    )
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Sample images from an unconditional DDPM.")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model folder, diffusers UNet2DModel folder or hub id (default: the shipped model)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="model folder, diffusers UNet2DModel folder or hub id (default: the shipped model)",
+    )
     parser.add_argument("--num-images", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50, help="number of inference steps")
     parser.add_argument("--scheduler", choices=["ddpm", "ddim"], default="ddim")
-    parser.add_argument("--eta", type=float, default=1.0,
-                        help="DDIM's eta: 0 deterministic, 1 DDPM-like (default 1: the shipped model's DDIM-50 is much better with it, README Evaluation)")
+    parser.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="DDIM's eta: 0 deterministic, 1 DDPM-like (default 1: the shipped model's DDIM-50 is much better with it, README Evaluation)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--out", default="samples")
@@ -108,8 +127,14 @@ def main(argv=None) -> None:
 
     pipe = UnconditionalPipeline.from_pretrained(args.model, device=args.device)
     bar, advance = progress_callback(args.steps, f"{args.scheduler} x {args.num_images}")
-    result = pipe(num_images=args.num_images, num_inference_steps=args.steps, scheduler=args.scheduler, eta=args.eta, seed=args.seed,
-                  callback=advance)
+    result = pipe(
+        num_images=args.num_images,
+        num_inference_steps=args.steps,
+        scheduler=args.scheduler,
+        eta=args.eta,
+        seed=args.seed,
+        callback=advance,
+    )
     bar.close()
     write_samples(result, args.out)
 

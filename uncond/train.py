@@ -56,7 +56,9 @@ class TrainConfig:
     num_sample_images: int = 16
     seed: int = 0
     balance_variants: bool = False  # repeat rare emoji in each epoch (uncond.data.repeat_factors)
-    init_from: str = ""  # a model folder to start from instead of random weights (e.g. the shipped model); ignored when resuming
+    init_from: str = (
+        ""  # a model folder to start from instead of random weights (e.g. the shipped model); ignored when resuming
+    )
     unet: dict = field(default_factory=dict)  # UNetConfig fields; sample_size follows image_size
 
     def __post_init__(self):
@@ -109,11 +111,15 @@ def load_batch(dataset, indices: torch.Tensor, random_flip: bool, generator: tor
     return x_0
 
 
-def diffusion_loss(model, scheduler: DDPMScheduler, x_0: torch.Tensor, generator: torch.Generator, prediction_type: str, **model_kwargs) -> torch.Tensor:
+def diffusion_loss(
+    model, scheduler: DDPMScheduler, x_0: torch.Tensor, generator: torch.Generator, prediction_type: str, **model_kwargs
+) -> torch.Tensor:
     """The simplified DDPM loss (Ho et al. 2020, eq. 14) for one batch x_0 (B, C, H, W)."""
     # noise and timesteps are drawn on the CPU from a per-step generator: device-independent and resumable
     noise = torch.randn(x_0.shape, generator=generator).to(x_0.device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x_0.shape[0],), generator=generator).to(x_0.device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x_0.shape[0],), generator=generator).to(
+        x_0.device
+    )
     x_t = scheduler.add_noise(x_0, noise, timesteps)
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x_0, noise, timesteps)
     model_output = model(x_t, timesteps, **model_kwargs)
@@ -192,7 +198,9 @@ def save_model_folder(out_dir: str, ema_model, scheduler: DDPMScheduler, config:
 def build_scheduler(config: TrainConfig) -> DDPMScheduler:
     """The training noise schedule; samplers are built from its config."""
     return DDPMScheduler(
-        num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule, prediction_type=config.prediction_type
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        prediction_type=config.prediction_type,
     )
 
 
@@ -212,7 +220,7 @@ class UnconditionalTask:
 
     def save_samples(self, ema_model, scheduler: DDPMScheduler, config: TrainConfig, path: str) -> None:
         """A grid of DDIM-50 samples from the EMA weights, fixed seed, to watch training."""
-        from uncond.pipeline import save_grid, sample_images
+        from uncond.pipeline import sample_images, save_grid
 
         save_grid(sample_images(ema_model, dict(scheduler.config), config.num_sample_images, 50, "ddim", seed=0), path)
 
@@ -230,7 +238,9 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
 
     from uncond.data import ImageCaptionDataset, repeat_factors
 
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
+    )
     checkpoint = find_checkpoint(out_dir) if resume else None
     if checkpoint is not None:
         with open(os.path.join(checkpoint, "state.json")) as f:
@@ -253,13 +263,17 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
         log(f"initialised from {config.init_from}")
     scheduler = build_scheduler(config)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, config.max_steps), last_epoch=start_step - 1
+        optimizer,
+        lambda step: learning_rate_factor(step, config.warmup_steps, config.max_steps),
+        last_epoch=start_step - 1,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     ema_model.to(accelerator.device)
 
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{type(ema_model).__name__} {n_params / 1e6:.2f}M parameters, {len(dataset)} images, step {start_step} -> {config.max_steps}, device {accelerator.device}")
+    log(
+        f"{type(ema_model).__name__} {n_params / 1e6:.2f}M parameters, {len(dataset)} images, step {start_step} -> {config.max_steps}, device {accelerator.device}"
+    )
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
     # an epoch walks `pool`: every item once, or rare ones several times when balancing variants
     if config.balance_variants:
@@ -269,14 +283,21 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
         pool = torch.arange(len(dataset))
     # each process takes its share of the global batch
     per_process = config.batch_size // accelerator.num_processes
-    progress = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, disable=not accelerator.is_main_process)
+    progress = tqdm(
+        range(start_step, config.max_steps),
+        initial=start_step,
+        total=config.max_steps,
+        disable=not accelerator.is_main_process,
+    )
     started = time.time()
     for step in range(start_step, config.max_steps):
         for micro in range(config.gradient_accumulation_steps):
             global_step = step * config.gradient_accumulation_steps + micro
             indices = pool[batch_indices(global_step, len(pool), config.batch_size, config.seed)]
             indices = indices[accelerator.process_index * per_process : (accelerator.process_index + 1) * per_process]
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + global_step * 97 + accelerator.process_index)
+            generator = torch.Generator().manual_seed(
+                config.seed * 1_000_003 + global_step * 97 + accelerator.process_index
+            )
             x_0 = load_batch(dataset, indices, config.random_flip, generator).to(accelerator.device)
             model_kwargs = task.model_kwargs(indices, generator, accelerator.device)
             torch.manual_seed(config.seed + global_step)  # dropout, if any
@@ -291,9 +312,13 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
         lr_schedule.step()
         update_ema(ema_model, accelerator.unwrap_model(model), ema_decay_at(step, config.ema_decay))
         done = step + 1
-        images_per_s = (done - start_step) * config.batch_size * config.gradient_accumulation_steps / (time.time() - started)
+        images_per_s = (
+            (done - start_step) * config.batch_size * config.gradient_accumulation_steps / (time.time() - started)
+        )
         progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{images_per_s:.1f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
+        progress.set_postfix(
+            loss=f"{loss.item():.4f}", img_s=f"{images_per_s:.1f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}"
+        )
         if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.max_steps):
             save_checkpoint(out_dir, accelerator.unwrap_model(model), ema_model, optimizer, done, config)
             task.save_model(out_dir, ema_model, scheduler, config)
@@ -305,15 +330,29 @@ def train(data: str, out_dir: str, config: TrainConfig, resume: bool = False, ta
 
 
 # TrainConfig fields that can also be given as flags (they override --config)
-FLAG_OVERRIDES = (("max_steps", int), ("batch_size", int), ("learning_rate", float), ("image_size", int), ("mixed_precision", str),
-                  ("checkpoint_every", int), ("sample_every", int), ("seed", int), ("prediction_type", str), ("init_from", str))
+FLAG_OVERRIDES = (
+    ("max_steps", int),
+    ("batch_size", int),
+    ("learning_rate", float),
+    ("image_size", int),
+    ("mixed_precision", str),
+    ("checkpoint_every", int),
+    ("sample_every", int),
+    ("seed", int),
+    ("prediction_type", str),
+    ("init_from", str),
+)
 FLAG_SWITCHES = ("random_flip", "balance_variants")
 
 
 def training_parser(description: str, config_help: str, extra_overrides=()) -> argparse.ArgumentParser:
     """The training commands' shared flags: data, out, config file, resume, and per-field overrides."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", required=True, help="image folder (imagefolder layout, metadata.jsonl captions) or a Hugging Face dataset name")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="image folder (imagefolder layout, metadata.jsonl captions) or a Hugging Face dataset name",
+    )
     parser.add_argument("--out", required=True, help="run folder: checkpoints, sample grids and the model")
     parser.add_argument("--config", help=config_help)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if there is one")
@@ -337,7 +376,9 @@ def config_from_args(args: argparse.Namespace, config_class=TrainConfig):
 
 
 def main(argv=None):
-    parser = training_parser("Train the unconditional DDPM UNet.", "JSON file with TrainConfig fields (and 'unet': UNetConfig fields)")
+    parser = training_parser(
+        "Train the unconditional DDPM UNet.", "JSON file with TrainConfig fields (and 'unet': UNetConfig fields)"
+    )
     args = parser.parse_args(argv)
     train(args.data, args.out, config_from_args(args), resume=args.resume)
 

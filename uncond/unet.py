@@ -17,8 +17,8 @@ and popped, last first, by one resnet of the up path (channel concatenation).
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,9 @@ class UNetConfig:
         if levels < 1:
             raise ValueError("block_out_channels must name at least one level")
         if not 1 <= self.in_channels <= 4 or not 1 <= self.out_channels <= 4:
-            raise ValueError(f"in_channels and out_channels must be in 1..4, got {self.in_channels}, {self.out_channels}")
+            raise ValueError(
+                f"in_channels and out_channels must be in 1..4, got {self.in_channels}, {self.out_channels}"
+            )
         if self.sample_size % 2 ** (levels - 1) != 0:
             raise ValueError(
                 f"sample_size {self.sample_size} must be divisible by 2**(levels-1) = {2 ** (levels - 1)} "
@@ -63,9 +65,13 @@ class UNetConfig:
             )
         for channels in self.block_out_channels:
             if channels % self.norm_num_groups != 0:
-                raise ValueError(f"block_out_channels {self.block_out_channels} must be divisible by norm_num_groups {self.norm_num_groups}")
+                raise ValueError(
+                    f"block_out_channels {self.block_out_channels} must be divisible by norm_num_groups {self.norm_num_groups}"
+                )
             if self.attention_head_dim is not None and channels % self.attention_head_dim != 0:
-                raise ValueError(f"block_out_channels {self.block_out_channels} must be divisible by attention_head_dim {self.attention_head_dim}")
+                raise ValueError(
+                    f"block_out_channels {self.block_out_channels} must be divisible by attention_head_dim {self.attention_head_dim}"
+                )
         if self.layers_per_block < 1:
             raise ValueError(f"layers_per_block must be >= 1, got {self.layers_per_block}")
 
@@ -80,11 +86,15 @@ class UNetConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0) -> torch.Tensor:
+def timestep_embedding(
+    timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0
+) -> torch.Tensor:
     """Sinusoidal embedding of (B,) timesteps to (B, dim) (Vaswani et al. 2017, sec. 3.5)."""
     half = dim // 2
     # frequencies 10000^(-i / (half - freq_shift)), i = 0..half-1
-    exponent = -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / (half - freq_shift)
+    exponent = (
+        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / (half - freq_shift)
+    )
     args = timesteps[:, None].float() * torch.exp(exponent)[None, :]  # (B, half)
     if flip_sin_to_cos:
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
@@ -128,20 +138,33 @@ class Conv2d(nn.Conv2d):
         if not self._can_pack(x):
             return super().forward(x)
         args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
-        return torch.ops.mkldnn._convolution_pointwise(x, self._packed_weight(x.shape, args), self.bias, *args, "none", [], "")
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_weight(x.shape, args), self.bias, *args, "none", [], ""
+        )
 
     def _can_pack(self, x: torch.Tensor) -> bool:
         """Whether this call takes the packed path: float32 inference (no autograd, no autocast) on a CPU with oneDNN, not under torch.compile."""
-        return (PACKED_CONV and torch.backends.mkldnn.enabled and not torch.is_grad_enabled() and x.device.type == "cpu"
-                and x.dtype == torch.float32 and self.weight.dtype == torch.float32 and self.padding_mode == "zeros"
-                and not torch.is_autocast_enabled("cpu")  # autocast asks for bf16 convolutions: nn.Conv2d honours it
-                and not torch.compiler.is_compiling())  # (the compiler emits its own oneDNN kernels)
+        return (
+            PACKED_CONV
+            and torch.backends.mkldnn.enabled
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and not torch.is_autocast_enabled("cpu")  # autocast asks for bf16 convolutions: nn.Conv2d honours it
+            and not torch.compiler.is_compiling()
+        )  # (the compiler emits its own oneDNN kernels)
 
     def _packed_weight(self, shape: torch.Size, args: tuple) -> torch.Tensor:
         """The weight in oneDNN's layout for inputs of `shape`; all are rebuilt once the weight has changed."""
         weight, built_from = self.weight, self._packed_from
-        if built_from is None or built_from[0].data_ptr() != weight.data_ptr() or built_from[1] != weight._version \
-                or len(self._packed) >= MAX_PACKED_SHAPES:
+        if (
+            built_from is None
+            or built_from[0].data_ptr() != weight.data_ptr()
+            or built_from[1] != weight._version
+            or len(self._packed) >= MAX_PACKED_SHAPES
+        ):
             # holding the data the cache was built from keeps its address from going to a new weight
             self._packed, self._packed_from = {}, (weight.data, weight._version)
         if shape not in self._packed:
@@ -164,7 +187,9 @@ class TimestepEmbedding(nn.Module):
 class ResnetBlock(nn.Module):
     """GroupNorm, SiLU, conv; add the projected time embedding; GroupNorm, SiLU, dropout, conv; plus a shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float, dropout: float):
+    def __init__(
+        self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float, dropout: float
+    ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
         self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
@@ -201,7 +226,9 @@ class AttentionBlock(nn.Module):
         b, c, height, width = x.shape
         h = self.group_norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         # (B, HW, C) -> (B, heads, HW, C / heads)
-        q, k, v = (proj(h).unflatten(-1, (self.heads, -1)).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (
+            proj(h).unflatten(-1, (self.heads, -1)).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v)
+        )
         h = F.scaled_dot_product_attention(q, k, v)
         h = self.to_out(h.transpose(1, 2).flatten(2))  # (B, HW, C)
         return x + h.transpose(1, 2).reshape(b, c, height, width)
@@ -241,12 +268,27 @@ AttentionFactory = Callable[[int], nn.Module]
 class DownBlock(nn.Module):
     """One level of the down path: `num_layers` resnets (each followed by attention if any), then a downsample."""
 
-    def __init__(self, in_channels, out_channels, temb_channels, num_layers, make_attention, add_downsample, groups, eps, dropout, padding=1):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        temb_channels,
+        num_layers,
+        make_attention,
+        add_downsample,
+        groups,
+        eps,
+        dropout,
+        padding=1,
+    ):
         super().__init__()
         self.resnets = nn.ModuleList(
-            ResnetBlock(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps, dropout) for i in range(num_layers)
+            ResnetBlock(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps, dropout)
+            for i in range(num_layers)
         )
-        self.attentions = nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
+        self.attentions = (
+            nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
+        )
         self.downsample = Downsample(out_channels, padding) if add_downsample else None
 
     def forward(self, x, temb, attn_kwargs):
@@ -267,7 +309,9 @@ class MidBlock(nn.Module):
 
     def __init__(self, channels, temb_channels, make_attention, groups, eps, dropout):
         super().__init__()
-        self.resnets = nn.ModuleList(ResnetBlock(channels, channels, temb_channels, groups, eps, dropout) for _ in range(2))
+        self.resnets = nn.ModuleList(
+            ResnetBlock(channels, channels, temb_channels, groups, eps, dropout) for _ in range(2)
+        )
         self.attentions = nn.ModuleList([make_attention(channels)]) if make_attention else None
 
     def forward(self, x, temb, attn_kwargs):
@@ -280,7 +324,19 @@ class MidBlock(nn.Module):
 class UpBlock(nn.Module):
     """One level of the up path: resnets over [x, skip] (each followed by attention if any), then an upsample."""
 
-    def __init__(self, in_channels, skip_channels, out_channels, temb_channels, num_layers, make_attention, add_upsample, groups, eps, dropout):
+    def __init__(
+        self,
+        in_channels,
+        skip_channels,
+        out_channels,
+        temb_channels,
+        num_layers,
+        make_attention,
+        add_upsample,
+        groups,
+        eps,
+        dropout,
+    ):
         super().__init__()
         resnets = []
         for i in range(num_layers):
@@ -289,7 +345,9 @@ class UpBlock(nn.Module):
             res_in = in_channels if i == 0 else out_channels
             resnets.append(ResnetBlock(res_in + res_skip, out_channels, temb_channels, groups, eps, dropout))
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
+        self.attentions = (
+            nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
+        )
         self.upsample = Upsample(out_channels) if add_upsample else None
 
     def forward(self, x, skips, temb, attn_kwargs):
@@ -326,8 +384,16 @@ class UNet(nn.Module):
         for level in range(levels):
             self.down_blocks.append(
                 DownBlock(
-                    ch[level - 1] if level > 0 else ch[0], ch[level], temb_channels, config.layers_per_block,
-                    self.attention_factory(level), level < levels - 1, groups, eps, dropout, config.downsample_padding,
+                    ch[level - 1] if level > 0 else ch[0],
+                    ch[level],
+                    temb_channels,
+                    config.layers_per_block,
+                    self.attention_factory(level),
+                    level < levels - 1,
+                    groups,
+                    eps,
+                    dropout,
+                    config.downsample_padding,
                 )
             )
         self.mid_block = MidBlock(ch[-1], temb_channels, self.attention_factory(None), groups, eps, dropout)
@@ -336,8 +402,16 @@ class UNet(nn.Module):
         for level in reversed(range(levels)):
             self.up_blocks.append(
                 UpBlock(
-                    ch[min(level + 1, levels - 1)], ch[max(level - 1, 0)], ch[level], temb_channels, config.layers_per_block + 1,
-                    self.attention_factory(level), level > 0, groups, eps, dropout,
+                    ch[min(level + 1, levels - 1)],
+                    ch[max(level - 1, 0)],
+                    ch[level],
+                    temb_channels,
+                    config.layers_per_block + 1,
+                    self.attention_factory(level),
+                    level > 0,
+                    groups,
+                    eps,
+                    dropout,
                 )
             )
         self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=eps)
@@ -350,7 +424,9 @@ class UNet(nn.Module):
             return None
         if level is not None and not config.level_has_attention(level):
             return None
-        return lambda channels: AttentionBlock(channels, config.attention_head_dim, config.norm_num_groups, config.norm_eps)
+        return lambda channels: AttentionBlock(
+            channels, config.attention_head_dim, config.norm_num_groups, config.norm_eps
+        )
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float) -> torch.Tensor:
         """Predict the model output for x_t = `sample` (B, C, H, W) at `timestep` (scalar or (B,))."""
@@ -362,7 +438,9 @@ class UNet(nn.Module):
             timestep = torch.tensor([timestep], dtype=torch.float32)
         # a host tensor goes to the device without a sync; a scalar is broadcast over the batch
         timestep = timestep.to(sample.device, non_blocking=True).reshape(-1).expand(batch)
-        t_emb = timestep_embedding(timestep, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift)
+        t_emb = timestep_embedding(
+            timestep, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift
+        )
         temb_act = F.silu(self.time_embedding(t_emb.to(sample.dtype)))  # (B, 4 * C0), activated as each resnet reads it
 
         x = self.conv_in(sample)
@@ -373,7 +451,9 @@ class UNet(nn.Module):
         x = self.mid_block(x, temb_act, attn_kwargs)
         for block in self.up_blocks:
             x = block(x, skips, temb_act, attn_kwargs)
-        return self.conv_out(F.silu(self.conv_norm_out(x))).contiguous()  # (B, C, H, W), whatever layout the convs chose
+        return self.conv_out(
+            F.silu(self.conv_norm_out(x))
+        ).contiguous()  # (B, C, H, W), whatever layout the convs chose
 
     # ---- saving and loading: config.json + safetensors, never pickles ----
 
@@ -381,7 +461,10 @@ class UNet(nn.Module):
         """Write config.json and model.safetensors (optionally cast, e.g. to fp16) into `save_directory`."""
         os.makedirs(save_directory, exist_ok=True)
         config = {"_class_name": type(self).__name__, **asdict(self.config)}
-        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
+        state = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+            for k, v in self.state_dict().items()
+        }
         # write under temporary names, then rename, so a killed save never leaves a half file
         tmp_weights = os.path.join(save_directory, WEIGHTS_NAME + ".tmp")
         save_file(state, tmp_weights)
@@ -392,7 +475,9 @@ class UNet(nn.Module):
         os.replace(tmp_config, os.path.join(save_directory, CONFIG_NAME))
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None) -> "UNet":
+    def from_pretrained(
+        cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None
+    ) -> "UNet":
         """Load a UNet saved by `save_pretrained`, or a diffusers-format folder / hub id (converted on load)."""
         from uncond.convert import is_diffusers_unet, load_diffusers_unet, resolve_model_dir
 

@@ -68,9 +68,13 @@ def check_prompt(name: str, prompt, max_chars: int) -> str:
         raise gr.Error(f"{name} must be at most {max_chars} characters, got {len(prompt)}.")
     for position, char in enumerate(prompt):
         if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
-            raise gr.Error(f"{name} must not contain control characters, found U+{ord(char):04X} at position {position}.")
+            raise gr.Error(
+                f"{name} must not contain control characters, found U+{ord(char):04X} at position {position}."
+            )
     if prompt.strip() and not any(char.isalnum() for char in prompt):
-        gr.Warning(f"{name} has no letters or digits: the model knows emoji by their names (e.g. 'red heart'), not as pictures.")
+        gr.Warning(
+            f"{name} has no letters or digits: the model knows emoji by their names (e.g. 'red heart'), not as pictures."
+        )
     return prompt
 
 

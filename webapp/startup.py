@@ -1,6 +1,6 @@
 """Starting the app: the shipped models at the device's precision, the queue's size, and one clear message when weights are broken.
 
-    models, txt2img = load_models("weights", extra=[])   # or SystemExit naming the folder and the command that rebuilds it
+models, txt2img = load_models("weights", extra=[])   # or SystemExit naming the folder and the command that rebuilds it
 """
 
 import os
@@ -12,8 +12,14 @@ from uncond.pipeline import UnconditionalPipeline, default_device
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # each shipped model folder: what it is, and the command that rebuilds it (the data first: README "The data")
 MODEL_FOLDERS = {
-    "uncond": ("unconditional model", "python -m uncond.train --data data/emoji32 --config configs/uncond_cpu32.json --out {folder}"),
-    "txt2img": ("text-to-image model", "python -m txt2img.train --data data/emoji32 --clip {clip} --config configs/txt2img_cpu32.json --out {folder}"),
+    "uncond": (
+        "unconditional model",
+        "python -m uncond.train --data data/emoji32 --config configs/uncond_cpu32.json --out {folder}",
+    ),
+    "txt2img": (
+        "text-to-image model",
+        "python -m txt2img.train --data data/emoji32 --clip {clip} --config configs/txt2img_cpu32.json --out {folder}",
+    ),
     "clip": ("CLIP text encoder", "python -m txt2img.train_clip --data data/emoji --out {folder}"),
 }
 
@@ -115,5 +121,5 @@ def load_models(weights_dir: str, extra: list[str]) -> tuple[dict, object]:
         try:
             models[name] = UnconditionalPipeline.from_pretrained(name, device=device, dtype=dtype)
         except (ValueError, OSError) as error:
-            raise SystemExit(f"--uncond-model {name!r} could not be loaded: {error}")
+            raise SystemExit(f"--uncond-model {name!r} could not be loaded: {error}") from None
     return models, load_txt2img(weights_dir, device, dtype)

@@ -21,7 +21,9 @@ from uncond.pipeline import to_pil
 from uncond.sample import save_with_settings
 
 PREVIEW_EVERY = 5  # steps between live previews
-TICK_SECONDS = 0.05  # the longest the page's generator waits without yielding, so that Stop and lost clients end it promptly
+TICK_SECONDS = (
+    0.05  # the longest the page's generator waits without yielding, so that Stop and lost clients end it promptly
+)
 STRIP_FRAMES = 8  # frames of the reverse process kept for "How it works"
 
 
@@ -137,7 +139,9 @@ def preview_entries(x0: torch.Tensor, folder: str, step: int) -> list:
 def strip_entries(strip: list, folder: str) -> list:
     """The reverse process of the first image: x_t frames, then the predicted x_0 frames, captioned by step."""
     x_t_row = [(save_png(to_pil(x_t)[0], folder, f"x_t_{step}"), f"x_t after step {step}") for step, x_t, _ in strip]
-    x_0_row = [(save_png(to_pil(x_0)[0], folder, f"x_0_{step}"), f"predicted x_0 at step {step}") for step, _, x_0 in strip]
+    x_0_row = [
+        (save_png(to_pil(x_0)[0], folder, f"x_0_{step}"), f"predicted x_0 at step {step}") for step, _, x_0 in strip
+    ]
     return x_t_row + x_0_row
 
 
@@ -148,13 +152,23 @@ def stream_to_page(run, steps: int, seed: int, num_images: int, progress, folder
     try:
         for kind, payload, extra in stream_samples(run, steps):
             if kind == "done":
-                yield save_results(payload, folder), json.dumps(payload.settings, indent=2), seed, strip_entries(extra, folder)
+                yield (
+                    save_results(payload, folder),
+                    json.dumps(payload.settings, indent=2),
+                    seed,
+                    strip_entries(extra, folder),
+                )
                 continue
             rate = extra / (time.perf_counter() - started)
             if extra:
                 progress((extra, steps), desc=f"{rate:.1f} steps/s, {(steps - extra) / rate:.0f} s left")
             if kind == "preview":
-                yield preview_entries(payload, folder, extra), f"step {extra}/{steps} ({rate:.1f} steps/s)", seed, gr.skip()
+                yield (
+                    preview_entries(payload, folder, extra),
+                    f"step {extra}/{steps} ({rate:.1f} steps/s)",
+                    seed,
+                    gr.skip(),
+                )
             else:
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip()  # a tick: nothing new, but Stop can take effect here
     except gr.Error:
