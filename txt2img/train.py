@@ -21,16 +21,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
-from txt2img.pipeline import (
-    CAPTIONS_NAME,
-    TEXT_ENCODER_FOLDER,
-    UNET_FOLDER,
-    sample_images,
-    save_text_encoder,
-    write_pipeline_config,
-)
+from txt2img.folder import CAPTIONS_NAME, TEXT_ENCODER_FOLDER, UNET_FOLDER, save_text_encoder, write_pipeline_config
+from txt2img.pipeline import sample_images
 from txt2img.unet import TextUNet, TextUNetConfig
-from uncond.pipeline import save_grid
+from uncond.images import save_grid
 from uncond.train import (
     SCHEDULER_CONFIG_NAME,
     TRAIN_CONFIG_NAME,
@@ -55,7 +49,7 @@ class TextToImageTrainConfig(TrainConfig):
     validation_prompts: list = field(default_factory=lambda: list(VALIDATION_PROMPTS))
     validation_guidance_scale: float = 4.0  # guidance of the sample grids
     hold_out: bool = (
-        True  # leave out the (emoji, skin tone) pairs of txt2img.evaluate.held_out_captions (compositional test)
+        True  # leave out the (emoji, skin tone) pairs of evaluation.txt2img.held_out_captions (compositional test)
     )
 
     def __post_init__(self):
@@ -195,7 +189,7 @@ def train_text_to_image(
     if dataset is None:
         dataset = ImageCaptionDataset(data, image_size=config.image_size)
     if config.hold_out:
-        from txt2img.evaluate import held_out_captions
+        from evaluation.txt2img import held_out_captions
 
         held_out = held_out_captions(dataset.captions)
         dataset = dataset.without(held_out)

@@ -220,7 +220,8 @@ class UnconditionalTask:
 
     def save_samples(self, ema_model, scheduler: DDPMScheduler, config: TrainConfig, path: str) -> None:
         """A grid of DDIM-50 samples from the EMA weights, fixed seed, to watch training."""
-        from uncond.pipeline import sample_images, save_grid
+        from uncond.images import save_grid
+        from uncond.pipeline import sample_images
 
         save_grid(sample_images(ema_model, dict(scheduler.config), config.num_sample_images, 50, "ddim", seed=0), path)
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-CONFIG_NAME = "config.json"
+from uncond.hub import CONFIG_NAME, resolve_model_dir
+
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -478,22 +479,23 @@ class UNet(nn.Module):
     def from_pretrained(
         cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None
     ) -> "UNet":
-        """Load a UNet saved by `save_pretrained`, or a diffusers-format folder / hub id (converted on load)."""
-        from uncond.convert import is_diffusers_unet, load_diffusers_unet, resolve_model_dir
+        """Load a folder written by `save_pretrained` (or a hub id holding one); a folder of another class is refused.
 
+        diffusers' UNet2DModel folders load through `uncond.convert.load_unet`.
+        """
         directory = resolve_model_dir(path_or_hub_id, subfolder)
-        if is_diffusers_unet(directory):
-            model = load_diffusers_unet(directory, cls)
-        else:
-            with open(os.path.join(directory, CONFIG_NAME)) as f:
-                config = cls.config_class.from_dict(json.load(f))
-            model = cls(config)
-            weights = os.path.join(directory, WEIGHTS_NAME)
-            if not os.path.isfile(weights):
-                raise ValueError(f"no {WEIGHTS_NAME} in {directory}")
-            state = load_file(weights)
-            # weights may be stored in fp16; load_state_dict copies them into the fp32 parameters
-            model.load_state_dict(state, strict=True)
+        with open(os.path.join(directory, CONFIG_NAME)) as f:
+            config = json.load(f)
+        class_name = config.get("_class_name")
+        if class_name != cls.__name__:
+            hint = " (a diffusers UNet: load it with uncond.convert.load_unet)" if class_name == "UNet2DModel" else ""
+            raise ValueError(f"path_or_hub_id {path_or_hub_id!r} holds a {class_name}, not a {cls.__name__}{hint}")
+        model = cls(cls.config_class.from_dict(config))
+        weights = os.path.join(directory, WEIGHTS_NAME)
+        if not os.path.isfile(weights):
+            raise ValueError(f"no {WEIGHTS_NAME} in {directory}")
+        # weights may be stored in fp16; load_state_dict copies them into the fp32 parameters
+        model.load_state_dict(load_file(weights), strict=True)
         if dtype is not None:
             model = model.to(dtype)
         return model.eval()
