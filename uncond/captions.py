@@ -95,7 +95,8 @@ class EmojiWords:
     emoji: str
     name: str
     short_names: tuple = ()  # the `emoji` package's aliases ("car", "red car"): templates apply to them
-    keywords: tuple = ()  # emojibase-data shortcodes and CLDR tags ("driving", "vehicle")
+    keywords: tuple = ()  # CLDR tags of emojibase-data ("driving", "vehicle")
+    shortcodes: tuple = ()  # emojibase-data's own shortcodes as words ("flag jp", "person kneeling right")
     names: dict = field(default_factory=dict)  # language -> name
 
 
@@ -126,9 +127,11 @@ def emoji_words(emoji_str: str, name: str, emojibase: dict | None = None) -> Emo
     tags, codes = (emojibase or {}).get(sequence_key(emoji_str), ((), ()))
     not_name = {name.casefold()}
     short = _unique([_words(a) for a in data.get("alias", ())], not_name)
-    keywords = _unique([_words(t) for t in (*codes, *tags)], not_name | {s.casefold() for s in short})
+    keywords = _unique([_words(t) for t in tags], not_name | {s.casefold() for s in short})
+    seen = not_name | {s.casefold() for s in (*short, *keywords)}
+    shortcodes = _unique([_words(c) for c in codes], seen)
     names = {lang: _words(data[lang]) for lang in LANGUAGES if data.get(lang)}
-    return EmojiWords(emoji_str, name, tuple(short), tuple(keywords), names)
+    return EmojiWords(emoji_str, name, tuple(short), tuple(keywords), tuple(shortcodes), names)
 
 
 def _unique(items, skip=frozenset()) -> list:
@@ -148,9 +151,16 @@ def phrase(name: str) -> str:
     return name.replace(": ", ", ")
 
 
+def article(x: str) -> str:
+    """ "a", "an", or "" before a plural ("sunglasses", "stars"; a guess from the last letters)."""
+    if re.search(r"[^su]s$", x):
+        return ""
+    return "an" if x[:1].lower() in "aeiou" else "a"
+
+
 def fill(template: str, x: str) -> str:
     """One template with its article: ("a picture of {a} {x}", "owl") -> "a picture of an owl"."""
-    return template.format(a="an" if x[:1].lower() in "aeiou" else "a", x=x)
+    return " ".join(template.format(a=article(x), x=x).split())
 
 
 def style_captions(x: str, style: Style) -> list:
@@ -160,7 +170,7 @@ def style_captions(x: str, style: Style) -> list:
 
 def caption_list(words: EmojiWords, style: Style | None = None) -> list:
     """All captions of one image of `words.emoji` drawn in `style`; the CLDR name first."""
-    captions = [words.name, *words.short_names, *words.keywords]
+    captions = [words.name, *words.short_names, *words.keywords, *words.shortcodes]
     if style is not None:
         captions += style_captions(words.name, style)
     for x in (phrase(words.name), *words.short_names):

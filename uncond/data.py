@@ -177,7 +177,7 @@ def build_emoji(
                 "file_name": (f"{prefix}/" if prefix else "") + file_stem(w.emoji) + ".png",
                 "text": w.name,
                 "captions": caption_list(w, style),
-                "keywords": [*w.short_names, *w.keywords],
+                "keywords": [*w.short_names, *w.keywords, *w.shortcodes],
                 "emoji": w.emoji,
                 "style": name,
                 "license": style.license,

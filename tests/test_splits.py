@@ -1,0 +1,121 @@
+"""Tests for uncond.splits: held-out (emoji, skin tone), (emoji, style), keywords and templates."""
+
+import torch
+
+from txt2img.evaluate import held_out_captions
+from uncond.captions import SKIN_TONES, emoji_table
+from uncond.dataset import ImageCaptionDataset
+from uncond.splits import (
+    HELD_OUT_TEMPLATES,
+    held_out,
+    held_out_indices,
+    held_out_keywords,
+    held_out_skin_tones,
+    held_out_style_pairs,
+    keyword_forms,
+    template_pattern,
+    training_subset,
+)
+
+STYLES = ["noto", "twemoji", "openmoji", "fluent-3d"]
+
+
+def fake_dataset(n_emoji=160, styles=STYLES):
+    """An in-memory data set: emoji i in every style, plus five skin tones of a few hands; 2x2 images."""
+    names = [f"thing {i}" for i in range(n_emoji)] + [f"hand {i}: {t}" for i in range(12) for t in SKIN_TONES]
+    rows = [(name, style) for name in names for style in styles]
+    ds = ImageCaptionDataset.__new__(ImageCaptionDataset)
+    ds.random_flip = False
+    ds.images = torch.arange(len(rows), dtype=torch.int64).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).to(torch.uint8)
+    ds.captions = [name for name, _ in rows]
+    ds.styles = [style for _, style in rows]
+    ds.emojis = [f"e{names.index(name)}" for name, _ in rows]
+    ds.keyword_lists = [[f"word {names.index(name) % 50}", "shared"] for name, _ in rows]
+    ds.caption_lists = [
+        [name, *kw, f"a drawing of a {name}", f"a picture of a {name}", *(f"{k}, line art" for k in kw)]
+        for (name, _), kw in zip(rows, ds.keyword_lists)
+    ]
+    return ds
+
+
+def test_skin_tone_split_is_txt2img_evaluates_own():
+    names = [name for _, name in emoji_table()]
+    mine = held_out_skin_tones(names)
+    assert mine == held_out_captions(names)
+    assert 50 < len(mine) < 150 and all(name.rsplit(": ", 1)[1] in SKIN_TONES for name in mine)
+
+
+def test_style_pairs_keep_each_emoji_and_style_elsewhere():
+    ds = fake_dataset()
+    pairs = held_out_style_pairs(ds.captions, ds.styles)
+    assert 3 <= len(pairs) <= 25  # about one emoji in sixteen of 160
+    assert len({name for name, _ in pairs}) == len(pairs)  # one style per emoji at most
+    assert all(":" not in name for name, _ in pairs)  # skin-tone variants take no part
+    assert held_out_style_pairs(list(reversed(ds.captions)), list(reversed(ds.styles))) == pairs  # order-free
+    assert held_out_style_pairs(ds.captions, ds.styles, exclude=[pairs[0][0]]) == pairs[1:]
+    # an emoji in only two styles never gives one up
+    names = [f"thing {i}" for i in range(160) for _ in range(2)]
+    assert held_out_style_pairs(names, ["noto", "twemoji"] * 160) == []
+
+
+def test_training_subset_is_disjoint_from_every_held_out_part():
+    ds = fake_dataset()
+    split = held_out(ds)
+    train = training_subset(ds, split)
+    indices = held_out_indices(ds, split)
+    assert split["skin_tone_captions"] and split["style_pairs"] and split["keywords"]
+    assert len(train) == len(ds) - len(indices["skin_tone"]) - len(indices["style_pair"])
+    assert not set(split["skin_tone_captions"]) & set(train.captions)
+    trained_pairs = set(zip(train.captions, train.styles))
+    assert not set(split["style_pairs"]) & trained_pairs
+    for name, style in split["style_pairs"]:  # the emoji and the style are still seen elsewhere
+        assert any(c == name for c, s in trained_pairs) and any(s == style for c, s in trained_pairs)
+    for base_tone in split["skin_tone_captions"]:
+        base, tone = base_tone.split(": ")
+        assert any(c.startswith(base + ": ") for c in train.captions) and any(c.endswith(tone) for c in train.captions)
+    everything = {c for captions in train.caption_lists for c in captions}
+    assert not everything & set().union(*map(keyword_forms, split["keywords"]))
+    assert not any(c.startswith("a drawing of") for c in everything)
+    assert all(captions[0] == name for captions, name in zip(train.caption_lists, train.captions))
+    assert len(ds.caption_lists) == len(ds.images)  # the original is untouched
+
+
+def test_training_subset_keeps_images_and_rows_aligned():
+    ds = fake_dataset()
+    train = training_subset(ds)
+    row_of = {(c, s): i for i, (c, s) in enumerate(zip(ds.captions, ds.styles))}
+    for j in range(0, len(train), 37):
+        i = row_of[(train.captions[j], train.styles[j])]
+        assert torch.equal(train.images[j], ds.images[i]) and train.emojis[j] == ds.emojis[i]
+
+
+def test_keywords_never_hold_out_a_name_and_forms_cover_templates():
+    keywords = [["cat", "kitty", "pet"], ["car", "vehicle"]] * 50
+    held = held_out_keywords(keywords, ["cat", "automobile"], every=1)
+    assert held == ["car", "kitty", "pet", "vehicle"]  # "cat" is a name
+    forms = keyword_forms("kitty")
+    assert {"kitty", "a kitty", "a picture of a kitty", "kitty, line art", "kitty, 3D"} <= forms
+
+
+def test_template_pattern_matches_only_the_held_out_template():
+    pattern = template_pattern()
+    assert HELD_OUT_TEMPLATES == ("a drawing of {a} {x}",)
+    assert pattern.fullmatch("a drawing of an owl") and pattern.fullmatch("a drawing of a red car")
+    assert not pattern.fullmatch("a picture of an owl") and not pattern.fullmatch("drawing")
+
+
+def test_old_single_caption_folders_split_too(tmp_path):
+    from PIL import Image
+
+    names = [f"cook: {t}" for t in SKIN_TONES] + [f"x{i}: {t}" for i in range(40) for t in SKIN_TONES]
+    lines = []
+    for i, name in enumerate(names):
+        Image.new("RGB", (4, 4), "white").save(tmp_path / f"{i}.png")
+        lines.append(f'{{"file_name": "{i}.png", "text": "{name}"}}\n')
+    (tmp_path / "metadata.jsonl").write_text("".join(lines))
+    ds = ImageCaptionDataset(str(tmp_path))
+    assert ds.caption_lists == [[c] for c in ds.captions] and ds.styles == [""] * len(ds)
+    split = held_out(ds)
+    assert split["style_pairs"] == [] and split["keywords"] == []
+    train = training_subset(ds)
+    assert len(train) == len(ds) - len(split["skin_tone_captions"]) > 0
