@@ -333,6 +333,7 @@ def test_dataset_reads_caption_lists_styles_and_emojis(multi):
     assert len(ds) == 20 and ds.images.shape == (20, 3, 32, 32)
     assert ds.captions == [r["text"] for r in rows[32]] and ds.caption_lists == [r["captions"] for r in rows[32]]
     assert ds.styles == [r["style"] for r in rows[32]] and ds.emojis == [r["emoji"] for r in rows[32]]
+    assert data.read_caption_lists(out / "32") == ds.caption_lists
     sub = ds.without(["red heart"])
     assert len(sub) == 13 and "red heart" not in sub.captions and len(sub.caption_lists) == len(sub.styles) == 13
 
@@ -365,3 +366,22 @@ def test_multi_build_bad_arguments(tmp_path, kwargs, word):
 def test_old_single_caption_folder_gets_one_caption_list_each(folder):
     ds = ImageCaptionDataset(str(folder))
     assert ds.caption_lists == [[f"caption {i}"] for i in range(4)] and ds.emojis == [""] * 4
+
+
+@needs_font
+def test_recaption_rewrites_captions_without_rendering(tmp_path, capsys):
+    out = tmp_path / "emoji"
+    build_emoji(out, sizes=[16], only=["automobile", "red heart"])
+    meta = out / "16" / "metadata.jsonl"
+    png = out / "16" / "emoji_u1f697.png"
+    before, stamp = meta.read_text("utf-8"), png.stat().st_mtime_ns
+    rows = [json.loads(line) for line in before.splitlines()]
+    for row in rows:
+        row["captions"], row["keywords"] = [row["text"]], []
+    meta.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    main(["recaption", str(out)])
+    assert "rewrote the captions of 2 images" in capsys.readouterr().out
+    assert meta.read_text("utf-8") == before and png.stat().st_mtime_ns == stamp
+    (out / "16" / "metadata.jsonl").write_text('{"file_name": "x.png", "text": "x"}\n')
+    with pytest.raises(ValueError, match="folder"):
+        data.recaption(out)

@@ -30,7 +30,10 @@ def fake_dataset(n_emoji=160, styles=STYLES):
     ds.captions = [name for name, _ in rows]
     ds.styles = [style for _, style in rows]
     ds.emojis = [f"e{names.index(name)}" for name, _ in rows]
-    ds.keyword_lists = [[f"word {names.index(name) % 50}", "shared"] for name, _ in rows]
+    ds.keyword_lists = [
+        [f"word {chr(97 + names.index(name) // 26)}{chr(97 + names.index(name) % 26)}", "shared"] for name, _ in rows
+    ]
+    ds.short_name_lists = [[] for _ in rows]
     ds.caption_lists = [
         [name, *kw, f"a drawing of a {name}", f"a picture of a {name}", *(f"{k}, line art" for k in kw)]
         for (name, _), kw in zip(rows, ds.keyword_lists)
@@ -43,6 +46,16 @@ def test_skin_tone_split_is_txt2img_evaluates_own():
     mine = held_out_skin_tones(names)
     assert mine == held_out_captions(names)
     assert 50 < len(mine) < 150 and all(name.rsplit(": ", 1)[1] in SKIN_TONES for name in mine)
+
+
+def test_skin_tones_are_picked_over_the_names_noto_draws():
+    ds = fake_dataset()
+    noto = [c for c, s in zip(ds.captions, ds.styles) if s == "noto"]
+    # emoji only the other sets draw (newer than the font) add names, but not held-out captions
+    extra = [f"newer {i}: {t}" for i in range(40) for t in SKIN_TONES]
+    ds.captions += extra
+    ds.styles += ["twemoji"] * len(extra)
+    assert held_out(ds)["skin_tone_captions"] == held_out_skin_tones(noto) != held_out_skin_tones(ds.captions)
 
 
 def test_style_pairs_keep_each_emoji_and_style_elsewhere():
@@ -90,9 +103,9 @@ def test_training_subset_keeps_images_and_rows_aligned():
 
 
 def test_keywords_never_hold_out_a_name_and_forms_cover_templates():
-    keywords = [["cat", "kitty", "pet"], ["car", "vehicle"]] * 50
-    held = held_out_keywords(keywords, ["cat", "automobile"], every=1)
-    assert held == ["car", "kitty", "pet", "vehicle"]  # "cat" is a name
+    keywords = [["cat", "kitty", "pet", "AD", "11:00"], ["car", "vehicle"]] * 50
+    held = held_out_keywords(keywords, ["cat", "automobile"], [["kitten"], ["car", "red car"]] * 50, every=1)
+    assert held == ["kitty", "pet", "vehicle"]  # "cat" is a name, "car" a short name, "AD" and "11:00" no words
     forms = keyword_forms("kitty")
     assert {"kitty", "a kitty", "a picture of a kitty", "kitty, line art", "kitty, 3D"} <= forms
 

@@ -7,8 +7,8 @@ renders every fully-qualified emoji of the `emoji` package in each style (`uncon
 OpenMoji colour and line art, Fluent flat, high contrast and 3D), centred on white, and captions each image
 (`uncond.captions`). With `--sizes` each size gets its own folder (data/emoji-multi/32, /64, /128), each style a
 subfolder; every picture is drawn once, large, and downsampled to each size. The layout is Hugging Face's
-`imagefolder`: PNG files plus `metadata.jsonl` with `file_name`, `text` (the CLDR name), `captions`, `keywords`,
-`emoji`, `style`, `license` and `attribution`, so `datasets.load_dataset("imagefolder", data_dir=...)` reads it too.
+`imagefolder`: PNG files plus `metadata.jsonl` with `file_name`, `text` (the CLDR name), `captions`, `keywords`
+(CLDR tags), `short_names`, `emoji`, `style`, `license` and `attribution`, so `datasets.load_dataset("imagefolder", data_dir=...)` reads it too.
 An emoji a set has no picture of is skipped and counted.
 """
 
@@ -23,7 +23,14 @@ from PIL import features
 
 from uncond.captions import SKIN_TONES, caption_list, cldr_name, emoji_table, emoji_words, load_emojibase
 from uncond.credits import credits_text
-from uncond.dataset import IMAGE_EXTENSIONS, ImageCaptionDataset, read_metadata, repeat_factors, variant_base
+from uncond.dataset import (
+    IMAGE_EXTENSIONS,
+    ImageCaptionDataset,
+    read_caption_lists,
+    read_metadata,
+    repeat_factors,
+    variant_base,
+)
 from uncond.sources import (
     DEFAULT_FONT,
     MARGIN,
@@ -49,7 +56,9 @@ __all__ = [
     "glyph_problem",
     "load_emoji_font",
     "main",
+    "read_caption_lists",
     "read_metadata",
+    "recaption",
     "render_glyph",
     "repeat_factors",
     "square_on_white",
@@ -63,6 +72,43 @@ _SOURCES = {}  # (style, font_path) -> open source, one per process
 def file_stem(emoji_str: str) -> str:
     """The file name of an emoji's image, as Noto's own files are named: "emoji_u1f44b_1f3fd"."""
     return "emoji_u" + "_".join(f"{ord(c):04x}" for c in emoji_str)
+
+
+def metadata_row(file_name: str, words, style) -> dict:
+    """One image's line of metadata.jsonl."""
+    return {
+        "file_name": file_name,
+        "text": words.name,
+        "captions": caption_list(words, style),
+        "keywords": list(words.keywords),
+        "short_names": [*words.short_names, *words.shortcodes],
+        "emoji": words.emoji,
+        "style": style.name,
+        "license": style.license,
+        "attribution": style.attribution,
+    }
+
+
+def recaption(folder) -> int:
+    """Rewrite `captions`, `keywords` and `short_names` in every metadata.jsonl under `folder` by today's caption rules, without
+    rendering again; returns the number of rows rewritten."""
+    emojibase, n = load_emojibase(), 0
+    for meta in sorted(Path(folder).rglob("metadata.jsonl")):
+        rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not all(row.get("emoji") and row.get("style") in STYLES for row in rows):
+            raise ValueError(f"folder {str(folder)!r}: {meta} was not written by build-emoji (no emoji or style)")
+        words = {}
+        with open(meta, "w", encoding="utf-8") as f:
+            for row in rows:
+                key = (row["emoji"], row["text"])
+                if key not in words:
+                    words[key] = emoji_words(*key, emojibase)
+                f.write(
+                    json.dumps(metadata_row(row["file_name"], words[key], STYLES[row["style"]]), ensure_ascii=False)
+                    + "\n"
+                )
+        n += len(rows)
+    return n
 
 
 def _render_job(job) -> tuple[list, dict]:
@@ -172,17 +218,9 @@ def build_emoji(
                 seconds_by_size[s] += t
         style = STYLES[name]
         for index in drawn:
-            w = words[index]
-            row = {
-                "file_name": (f"{prefix}/" if prefix else "") + file_stem(w.emoji) + ".png",
-                "text": w.name,
-                "captions": caption_list(w, style),
-                "keywords": [*w.short_names, *w.keywords, *w.shortcodes],
-                "emoji": w.emoji,
-                "style": name,
-                "license": style.license,
-                "attribution": style.attribution,
-            }
+            row = metadata_row(
+                (f"{prefix}/" if prefix else "") + file_stem(words[index].emoji) + ".png", words[index], style
+            )
             for s in sizes:
                 rows[s].append(row)
         counts[name] = len(drawn)
@@ -225,7 +263,7 @@ def _write_notes(root: Path, size: int, counts: dict, skipped: dict, credits: st
     (root / "README.md").write_text(
         f"# Emoji {size}x{size}\n\n{sum(counts.values())} images of fully-qualified emoji, centred on white, one PNG "
         "each; `metadata.jsonl` holds `file_name`, `text` (the CLDR name), `captions` (all training captions), "
-        "`keywords`, `emoji`, `style`, `license` and `attribution`: the Hugging Face `imagefolder` layout.\n"
+        "`keywords`, `short_names`, `emoji`, `style`, `license` and `attribution`: the Hugging Face `imagefolder` layout.\n"
         f"Built with `python -m uncond.data build-emoji`; emoji a set has no picture of were skipped.\n\n"
         f"| style | images | skipped | licence |\n| --- | --- | --- | --- |\n{per_style}\n\n{credits}",
         encoding="utf-8",
@@ -250,7 +288,11 @@ def main(argv=None) -> None:
         "contain commas: give the emoji itself)",
     )
     build.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
+    again = sub.add_parser("recaption", help="rewrite the captions of a built data set (no rendering)")
+    again.add_argument("folder", help="a folder build-emoji wrote (all metadata.jsonl under it are rewritten)")
     args = parser.parse_args(argv)
+    if args.command == "recaption":
+        print(f"rewrote the captions of {recaption(args.folder)} images under {args.folder}")
     if args.command == "build-emoji":
         stats = build_emoji(
             args.out,

@@ -3,7 +3,7 @@
 `ImageCaptionDataset` reads every `metadata.jsonl` under a folder (the layout `python -m uncond.data build-emoji`
 writes, and Hugging Face's `imagefolder`) into uint8 (N, C, H, W) and serves pixels in [-1, 1]. Beside the
 primary caption of each image (`captions`, the CLDR name) it keeps all its training captions (`caption_lists`),
-its `styles`, `emojis` and English `keyword_lists`, for the splits in `uncond.splits`.
+its `styles`, `emojis`, English CLDR `keyword_lists` and `short_name_lists`, for the splits in `uncond.splits`.
 """
 
 import collections
@@ -80,12 +80,18 @@ def read_metadata(folder) -> tuple[list[Path], list[dict]]:
     return files, rows
 
 
+def read_caption_lists(folder) -> list:
+    """Every image's caption list, read from the metadata alone (no pixels): e.g. `all_captions(...)` of it for
+    the tokenizer."""
+    return [row["captions"] for row in read_metadata(folder)[1]]
+
+
 class ImageCaptionDataset(torch.utils.data.Dataset):
     """Images and captions held in memory as uint8 (N, C, H, W); items are pixels in [-1, 1].
 
     `captions[i]` is image i's primary caption, `caption_lists[i]` all its training captions (the primary one
     first), `styles[i]` / `emojis[i]` its style and emoji ("" where the folder does not say), `keyword_lists[i]`
-    its English keywords and short names.
+    its English CLDR keywords ("driving", "vehicle") and `short_name_lists[i]` its short names ("car", "red car").
     """
 
     def __init__(self, path_or_name: str, image_size: int | None = None, random_flip: bool = False, channels: int = 3):
@@ -119,6 +125,7 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         self.styles = [row.get("style", "") for row in rows]
         self.emojis = [row.get("emoji", "") for row in rows]
         self.keyword_lists = [list(row.get("keywords", ())) for row in rows]
+        self.short_name_lists = [list(row.get("short_names", ())) for row in rows]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -128,7 +135,7 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         keep = list(indices)
         view = copy.copy(self)
         view.images = self.images[keep]
-        for name in ("captions", "caption_lists", "styles", "emojis", "keyword_lists"):
+        for name in ("captions", "caption_lists", "styles", "emojis", "keyword_lists", "short_name_lists"):
             setattr(view, name, [getattr(self, name)[i] for i in keep])
         if caption_lists is not None:
             if len(caption_lists) != len(keep) or not all(caption_lists):

@@ -4,10 +4,10 @@ that are right answers.
     python -m uncond.prompts --data data/emoji-multi/32 --out assets/eval/natural_prompts.json
 
 Four kinds, all drawn deterministically (CRC-32 order) from the caption data (`uncond.captions`): CLDR keywords
-("vehicle"), short names ("red car"), short sentences built on them ("draw a red car", "a drawing of a vehicle"),
-and names in other languages ("corazón rojo", "自動車"). A keyword shared by several emoji accepts any of them, and
+("vehicle"; 100 seen in training and 30 held out of it), short names ("red car"), short sentences built on them
+("draw a red car", "a drawing of a cop"), and names in other languages ("corazón rojo", "自動車"). A keyword shared by several emoji accepts any of them, and
 each emoji accepts its skin-tone and hair variants (the prompt names none). Prompts whose keyword or template is
-held out of training (`uncond.splits`) are marked `held_out`.
+held out of training (`uncond.splits`) are marked `held_out` ("keyword" or "template").
 """
 
 import argparse
@@ -18,13 +18,12 @@ from collections import defaultdict
 
 from uncond.captions import LANGUAGES, SKIN_TONES, emoji_table, emoji_words, fill, load_emojibase
 from uncond.dataset import read_metadata, variant_base
-from uncond.splits import HELD_OUT_TEMPLATES, held_out_keywords
+from uncond.splits import HELD_OUT_TEMPLATES, WORD, held_out_keywords
 
 # Sentences around a keyword or short name; the first is the held-out training template.
 SENTENCES = (*HELD_OUT_TEMPLATES, "draw {a} {x}", "I want {a} {x}", "show me {a} {x}", "{a} {x}, please")
-COUNTS = {"keyword": 100, "short name": 40, "sentence": 60, "language": 65}
+COUNTS = {"keyword": 100, "held out": 30, "short name": 40, "sentence": 60, "language": 65}  # "held out": keywords
 MAX_GROUPS = 6  # a prompt accepting more distinct emoji than this says too little to judge
-WORD = re.compile(r"[a-z][a-z' -]+[a-z]")  # plain English words: no digits, codes or emoticons
 
 
 def plain(text: str) -> str:
@@ -43,10 +42,10 @@ def lexicon(emojis: set | None = None) -> list:
 
 
 def _accepting(words: list) -> dict:
-    """{English keyword or short name: set of CLDR names of the emoji it describes}."""
+    """{English keyword or short name: set of CLDR names of the emoji it describes (by any of its words)}."""
     table = defaultdict(set)
     for w in words:
-        for k in (*w.short_names, *w.keywords):
+        for k in (*w.short_names, *w.keywords, *w.shortcodes):
             table[k].add(w.name)
     return table
 
@@ -75,7 +74,9 @@ def natural_prompts(words: list, counts: dict = COUNTS) -> list:
     for w in words:
         tones[tone_base(w.name)].add(w.name)
     held = set(
-        held_out_keywords([[*w.short_names, *w.keywords, *w.shortcodes] for w in words], [w.name for w in words])
+        held_out_keywords(
+            [w.keywords for w in words], [w.name for w in words], [[*w.short_names, *w.shortcodes] for w in words]
+        )
     )
     accepting = _accepting(words)
     usable = {
@@ -84,7 +85,7 @@ def natural_prompts(words: list, counts: dict = COUNTS) -> list:
         if WORD.fullmatch(k) and plain(k) not in names and 1 <= len(_groups(v)) <= MAX_GROUPS
     }
     shorts = {s for w in words for s in w.short_names if s in usable}
-    keywords = set(usable) - shorts
+    keywords = set(usable) - shorts - held
 
     def entry(prompt, kind, accepted, language="en", held_out=None):
         accepted = sorted({n for name in accepted for n in tones[tone_base(name)]} | set(accepted))
@@ -98,24 +99,28 @@ def natural_prompts(words: list, counts: dict = COUNTS) -> list:
             "held_out": held_out,
         }
 
-    prompts = []
-    for kind, pool in (("keyword", keywords), ("short name", shorts)):
-        for k in _first(pool, counts[kind]):
-            prompts.append(entry(k, kind, usable[k], held_out="keyword" if k in held else None))
+    prompts = [entry(k, "keyword", usable[k]) for k in _first(keywords, counts["keyword"])]
+    prompts += [
+        entry(k, "keyword", usable[k], held_out="keyword") for k in _first(held & set(usable), counts["held out"])
+    ]
+    prompts += [entry(s, "short name", usable[s]) for s in _first(shorts, counts["short name"])]
     # Sentences: on short names ("cop", "red car"), nouns more often than the tags are.
     for i, x in enumerate(_first(shorts, counts["sentence"])):
         template = SENTENCES[i % len(SENTENCES)]
-        why = "template" if template in HELD_OUT_TEMPLATES else "keyword" if x in held else None
+        why = "template" if template in HELD_OUT_TEMPLATES else None
         prompts.append(entry(fill(template, x), "sentence", usable[x], held_out=why))
     by_language = defaultdict(lambda: defaultdict(set))  # language -> name there -> CLDR names
     for w in words:
         if variant_base(w.name) == w.name:  # names of variants repeat the tone words; the base names suffice
             for language, name in w.names.items():
                 by_language[language][name].add(w.name)
+    taken = {plain(p["prompt"]) for p in prompts}
     for i, language in enumerate(LANGUAGES):
         n = counts["language"] // len(LANGUAGES) + (i < counts["language"] % len(LANGUAGES))
-        pool = {name: v for name, v in by_language[language].items() if plain(name) not in names}
-        prompts += [entry(name, "language", pool[name], language=language) for name in _first(pool, n)]
+        pool = {name: v for name, v in by_language[language].items() if plain(name) not in names | taken}
+        chosen = _first(pool, n)
+        taken |= {plain(name) for name in chosen}  # "auto" is Italian and German: asked once
+        prompts += [entry(name, "language", pool[name], language=language) for name in chosen]
     return prompts
 
 
@@ -130,7 +135,9 @@ def main(argv=None) -> dict:
     report = {
         "about": __doc__.split("\n\n")[0].replace("\n", " "),
         "made_by": "python -m uncond.prompts" + (" --data DATA" if args.data else ""),
-        "counts": {kind: sum(p["kind"] == kind for p in prompts) for kind in COUNTS},
+        "counts": {
+            kind: sum(p["kind"] == kind for p in prompts) for kind in ("keyword", "short name", "sentence", "language")
+        },
         "held_out": sum(p["held_out"] is not None for p in prompts),
         "prompts": prompts,
     }

@@ -2,12 +2,14 @@
 
 Three kinds, each picked by CRC-32 of names (the same on every machine and run, and independent of the rest of
 the data set wherever it can be):
-- (emoji, skin tone) pairs: the split `txt2img.evaluate.held_out_captions` has always used, same membership;
-  every image of such a caption is held out, in all styles.
+- (emoji, skin tone) pairs: the split `txt2img.evaluate.held_out_captions` has always used, same membership
+  (it is computed over the names Noto draws, the data set it was defined on); every image of such a caption is
+  held out, in all styles.
 - (emoji, style) pairs: about one emoji in `STYLE_PAIR_EVERY` loses one of its styles; the emoji keeps its other
   styles and the style keeps its other emoji, so each held-out image pairs a known emoji with a known style.
-- keywords and templates: about one English keyword in `KEYWORD_EVERY` (never an emoji's CLDR name), and the
-  template "a drawing of {a} {x}", are left out of every caption list; their images stay, under their other captions.
+- keywords and templates: about one English CLDR keyword in `KEYWORD_EVERY` (plain words only, never an emoji's
+  CLDR name or short name, so "car" stays), and the template "a drawing of {a} {x}", are left out of every caption
+  list; their images stay, under their other captions.
 
     from uncond.splits import training_subset, held_out
     train = training_subset(dataset)   # what the trainers fit
@@ -24,7 +26,9 @@ from uncond.sources import STYLES
 
 SKIN_TONE_EVERY = 4  # about one emoji in four with skin tones loses one tone (txt2img.evaluate.HELD_OUT_EVERY)
 STYLE_PAIR_EVERY = 16  # about one emoji in sixteen loses one style
-KEYWORD_EVERY = 10  # about one keyword in ten is never a training caption
+KEYWORD_EVERY = 20  # about one keyword in twenty is never a training caption
+SKIN_TONE_REFERENCE_STYLE = "noto"  # the skin-tone split is computed over this style's names where there is one
+WORD = re.compile(r"[a-z][a-z' -]+[a-z]")  # plain English words: no digits, codes, capitals or emoticons
 HELD_OUT_TEMPLATES = ("a drawing of {a} {x}",)  # never a training caption; prompts may use it
 MIN_STYLES_LEFT = 2  # an emoji gives up a style only if it keeps at least this many
 
@@ -84,11 +88,12 @@ def held_out_style_pairs(captions: list, styles: list, every: int = STYLE_PAIR_E
     return [(name, s) for name, s in picked if images_of[s] - lost[s] > 0]
 
 
-def held_out_keywords(keyword_lists: list, captions: list, every: int = KEYWORD_EVERY) -> list:
-    """Sorted English keywords never used as training captions: about one in `every` by CRC-32, CLDR names excepted."""
-    names = {c.casefold() for c in captions}
-    keywords = {k for keywords in keyword_lists for k in keywords}
-    return sorted(k for k in keywords if k.casefold() not in names and _crc(k) % every == 0)
+def held_out_keywords(keyword_lists: list, captions: list, short_name_lists=(), every: int = KEYWORD_EVERY) -> list:
+    """Sorted English keywords never used as training captions: about one plain word (`WORD`) in `every` by CRC-32,
+    leaving out CLDR names (`captions`) and short names, which people type most."""
+    taken = {c.casefold() for c in captions} | {s.casefold() for names in short_name_lists for s in names}
+    keywords = {k for keywords in keyword_lists for k in keywords if WORD.fullmatch(k)}
+    return sorted(k for k in keywords if k.casefold() not in taken and _crc(k) % every == 0)
 
 
 def keyword_forms(keyword: str) -> set:
@@ -105,9 +110,10 @@ def template_pattern(templates=HELD_OUT_TEMPLATES) -> re.Pattern:
 
 def held_out(dataset) -> dict:
     """What training leaves out of `dataset` (an `ImageCaptionDataset`): the three kinds of split, by name."""
-    skin_tones = held_out_skin_tones(dataset.captions)
+    reference = [c for c, s in zip(dataset.captions, dataset.styles) if s == SKIN_TONE_REFERENCE_STYLE]
+    skin_tones = held_out_skin_tones(reference or dataset.captions)
     pairs = held_out_style_pairs(dataset.captions, dataset.styles, exclude=skin_tones)
-    keywords = held_out_keywords(dataset.keyword_lists, dataset.captions)
+    keywords = held_out_keywords(dataset.keyword_lists, dataset.captions, dataset.short_name_lists)
     return {
         "skin_tone_captions": skin_tones,
         "style_pairs": pairs,
