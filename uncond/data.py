@@ -9,7 +9,8 @@ OpenMoji colour and line art, Fluent flat, high contrast and 3D), centred on whi
 subfolder; every picture is drawn once, large, and downsampled to each size. The layout is Hugging Face's
 `imagefolder`: PNG files plus `metadata.jsonl` with `file_name`, `text` (the CLDR name), `captions`, `keywords`
 (CLDR tags), `short_names`, `emoji`, `style`, `license` and `attribution`, so `datasets.load_dataset("imagefolder", data_dir=...)` reads it too.
-An emoji a set has no picture of is skipped and counted.
+An emoji a set has no picture of is skipped and counted (so are skin-tone variants in a set that draws no skin
+tones: OpenMoji's line art).
 """
 
 import argparse
@@ -36,6 +37,7 @@ from uncond.sources import (
     MARGIN,
     STYLES,
     glyph_problem,
+    has_skin_tone,
     load_emoji_font,
     open_source,
     parse_styles,
@@ -118,9 +120,10 @@ def _render_job(job) -> tuple[list, dict]:
     if key not in _SOURCES:
         _SOURCES[key] = open_source(STYLES[style], font_path)
     source, done = _SOURCES[key], []
+    tones = STYLES[style].skin_tones
     seconds = {size: 0.0 for size in roots}
     for index, emoji_str, name in items:
-        glyph = source.glyph(emoji_str, name)
+        glyph = source.glyph(emoji_str, name) if tones or not has_skin_tone(emoji_str) else None
         if glyph is not None:
             for size, root in roots.items():
                 start = time.perf_counter()

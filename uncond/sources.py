@@ -41,6 +41,7 @@ class Style:
     attribution: str
     url: str
     package: str  # what installs it
+    skin_tones: bool = True  # False: the set draws no skin tones, so its tone variants would repeat the base emoji
 
 
 STYLES = {
@@ -85,6 +86,7 @@ STYLES = {
             "All emojis designed by OpenMoji - the open-source emoji and icon project. License: CC BY-SA 4.0",
             "https://openmoji.org",
             "npm openmoji",
+            skin_tones=False,  # the black files of the tone variants are copies of the base emoji's
         ),
         Style(
             "fluent-flat",
@@ -130,6 +132,11 @@ def parse_styles(styles) -> list:
     if not names or unknown:
         raise ValueError(f"styles: unknown {unknown or styles!r}; choose from {['all', *STYLES]}")
     return list(dict.fromkeys(names))
+
+
+def has_skin_tone(emoji_str: str) -> bool:
+    """Whether the sequence holds a skin-tone modifier (U+1F3FB..U+1F3FF)."""
+    return any(0x1F3FB <= ord(c) <= 0x1F3FF for c in emoji_str)
 
 
 def sequence_key(emoji_str: str) -> str:
