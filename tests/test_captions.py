@@ -116,3 +116,19 @@ def test_search_over_the_captions_of_several_emoji():
     assert index.search("coche")[0] == "coche"
     assert "a picture of a red car" in index.search("a picture of", k=50)
     assert index.search("タクシー")  # Japanese for taxi
+
+
+def test_legacy_second_picture_codes_are_not_short_names():
+    words = emoji_words("\U0001f415", "dog", {})
+    assert "dog2" not in words.short_names and "dog2" not in caption_list(words)
+
+
+def test_search_finds_words_at_the_ends_of_the_index():
+    index = CaptionIndex(["zz top", "a", "bb"])  # first, middle and last key of the joined string
+    assert index.search("a") == ["a"] and index.search("top") == ["zz top"] and index.search("b") == ["bb"]
+
+
+def test_short_queries_match_word_starts_only():
+    index = CaptionIndex(["bat", "acrobat", "at sign", "hat", "flat at"])
+    assert index.search("at") == ["at sign", "flat at"]
+    assert index.search("bat") == ["bat", "acrobat"]

@@ -8,6 +8,8 @@ other languages the `emoji` package ships ("coche", "voiture", "自動車"). The
 dropped, so the list is the same on every machine. `CaptionIndex` searches all of them (the app's suggestions).
 """
 
+import bisect
+import itertools
 import json
 import re
 import unicodedata
@@ -126,7 +128,8 @@ def emoji_words(emoji_str: str, name: str, emojibase: dict | None = None) -> Emo
     data = emoji.EMOJI_DATA.get(emoji_str, {})
     tags, codes = (emojibase or {}).get(sequence_key(emoji_str), ((), ()))
     not_name = {name.casefold()}
-    short = _unique([_words(a) for a in data.get("alias", ())], not_name)
+    # GitHub's legacy codes for the second picture of an animal ("dog2", "cat2") say nothing a person types.
+    short = _unique([_words(a) for a in data.get("alias", ()) if not re.fullmatch(r":[a-z]+2:", a)], not_name)
     keywords = _unique([_words(t) for t in tags], not_name | {s.casefold() for s in short})
     seen = not_name | {s.casefold() for s in (*short, *keywords)}
     shortcodes = _unique([_words(c) for c in codes], seen)
@@ -200,23 +203,29 @@ class CaptionIndex:
     def __init__(self, captions):
         self.captions = sorted(set(captions), key=lambda c: (len(c), c))
         self.keys = [normalise(c) for c in self.captions]
+        # One string of all keys, so that a search is one C-speed regex scan; starts[i] is where key i begins.
+        self.joined = "\n".join(self.keys)
+        self.starts = list(itertools.accumulate((len(k) + 1 for k in self.keys[:-1]), initial=0))
 
     def __len__(self) -> int:
         return len(self.captions)
 
     def search(self, query: str, k: int = 10) -> list:
         """Up to `k` captions: exact matches first, then those starting with the query, then a word starting
-        with it, then containing it; shorter first within each."""
+        with it, then containing it (queries of three letters or more); shorter first within each."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         q = normalise(query)
         if not q:
             return []
+        # One or two letters match inside nearly every caption: then only at the start of a word.
+        pattern = re.escape(q) if len(q) > 2 else r"(?:^|(?<=[\n ]))" + re.escape(q)
+        hits = sorted({bisect.bisect_right(self.starts, m.start()) - 1 for m in re.finditer(pattern, self.joined)})
         ranked = [[], [], [], []]
-        for caption, key in zip(self.captions, self.keys):
-            if q in key:
-                rank = 0 if key == q else 1 if key.startswith(q) else 2 if (" " + q) in key else 3
-                ranked[rank].append(caption)
+        for i in hits:  # in index order: shorter first
+            key = self.keys[i]
+            rank = 0 if key == q else 1 if key.startswith(q) else 2 if (" " + q) in key else 3
+            ranked[rank].append(self.captions[i])
         return [c for group in ranked for c in group][:k]
 
 

@@ -27,7 +27,7 @@ MIT_NOTICE = (
 )
 CAPTION_SOURCES = (
     "Captions: Unicode CLDR emoji names and keywords (Unicode License v3, https://www.unicode.org/license.txt), "
-    "via the Python `emoji` package (BSD-3-Clause; names in es, ja, ko, pt, it, fr, de, fa, id, zh, ru, tr, ar) "
+    "via the Python `emoji` package (BSD licence; names in es, ja, ko, pt, it, fr, de, fa, id, zh, ru, tr, ar) "
     "and the npm package `emojibase-data` (MIT, Copyright (c) Miles Johnson; English tags and shortcodes)."
 )
 
