@@ -1,15 +1,13 @@
 """Text-to-image evaluation: CLIP score and caption retrieval per guidance scale, held-out pairs apart.
 
 For each guidance scale, one image per caption of a fixed list (`evaluation_captions`), and for the held-out
-(emoji, skin tone) pairs (`held_out_captions`) that text-to-image training leaves out: CLIP score, and top-1 / top-5
+(emoji, skin tone) pairs (`uncond.splits.held_out_skin_tones`) that text-to-image training leaves out: CLIP score, and top-1 / top-5
 accuracy of finding the caption among all the data set's captions by CLIP similarity to the image. The same metrics
 on the real images give the CLIP's own ceiling. The judge is the project's CLIP, which is also the text encoder.
 """
 
 import os
 import time
-import zlib
-from collections import Counter, defaultdict
 
 import torch
 
@@ -25,50 +23,17 @@ from evaluation.common import (
 from txt2img.clip import CLIPEmbedder
 from txt2img.metrics import clip_score, retrieval_accuracy
 from txt2img.pipeline import TextToImagePipeline
-from uncond.data import SKIN_TONES, ImageCaptionDataset
+from uncond.data import ImageCaptionDataset
 from uncond.images import save_grid
 from uncond.pipeline import default_device
+from uncond.splits import held_out_skin_tones, stable_hash
 
 GUIDANCE_SCALES = (1.0, 2.0, 3.0, 5.0, 7.0)
-
-HELD_OUT_EVERY = 4  # about one emoji in four with skin tones loses one tone to the held-out set
-
-
-def _crc(text: str) -> int:
-    """A hash that is the same in every run and on every machine (Python's hash() is salted)."""
-    return zlib.crc32(text.encode("utf-8"))
-
-
-def skin_tone_pair(caption: str) -> tuple[str, str] | None:
-    """("waving hand", "medium skin tone") for "waving hand: medium skin tone"; None unless one emoji with one tone."""
-    base, colon, qualifier = caption.rpartition(": ")
-    return (base, qualifier) if colon and qualifier in SKIN_TONES else None
-
-
-def held_out_captions(captions: list, every: int = HELD_OUT_EVERY) -> list:
-    """The (emoji, skin tone) pairs text-to-image training leaves out, to test compositional generalisation.
-
-    Among emoji with at least three single-tone captions, about one in `every` (picked by a CRC-32 of its name, so the
-    pick does not depend on the rest of the data set) loses one tone (also picked by CRC-32). The emoji keeps its other
-    tones and every held-out tone keeps other emoji, so each held-out caption pairs a known emoji with a known tone.
-    """
-    tones_of = defaultdict(list)
-    for caption in sorted(set(captions)):
-        pair = skin_tone_pair(caption)
-        if pair is not None:
-            tones_of[pair[0]].append(pair[1])
-    picked = []
-    for base, tones in sorted(tones_of.items()):
-        if len(tones) >= 3 and _crc(base) % every == 0:
-            tones = sorted(tones, key=SKIN_TONES.index)
-            picked.append((base, tones[_crc(base + " | tone") % len(tones)]))
-    left = Counter(tone for base, tones in tones_of.items() for tone in tones) - Counter(tone for _, tone in picked)
-    return [f"{base}: {tone}" for base, tone in picked if left[tone] > 0]
 
 
 def evaluation_captions(captions: list, n: int, exclude=()) -> list:
     """A fixed list of `n` distinct captions not in `exclude`: the data set's captions in CRC-32 order (stable under reordering)."""
-    pool = sorted(set(captions) - set(exclude), key=lambda c: (_crc(c), c))
+    pool = sorted(set(captions) - set(exclude), key=lambda c: (stable_hash(c), c))
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pool):
         raise ValueError(f"n must be an int in 1..{len(pool)} (the captions left after the held-out ones), got {n!r}")
     return pool[:n]
@@ -125,7 +90,7 @@ def evaluate_txt2img(
     data_set = ImageCaptionDataset(data, image_size=pipe.unet.config.sample_size)
     candidates = list(dict.fromkeys(data_set.captions))  # every distinct caption, in data set order
     index = {caption: i for i, caption in enumerate(candidates)}
-    held_out = held_out_captions(candidates)
+    held_out = held_out_skin_tones(candidates)
     prompts = evaluation_captions(candidates, num_captions, exclude=held_out)
     targets, held_targets = [index[c] for c in prompts], [index[c] for c in held_out]
     text_features = clip_text_features(embedder, candidates, batch_size)  # (number of captions, P)

@@ -1,7 +1,6 @@
 """The evaluate command: fixed caption lists, reports and plots from tiny random models, known answers when samples are copies."""
 
 import json
-import random
 
 import pytest
 import torch
@@ -12,11 +11,13 @@ import evaluation.common as common
 import evaluation.txt2img as ev_txt2img
 import evaluation.uncond as ev_uncond
 from evaluation.__main__ import main
-from evaluation.txt2img import SKIN_TONES, evaluation_captions, held_out_captions, skin_tone_pair
+from evaluation.txt2img import evaluation_captions
 from tests.txt2img_fixtures import MAX_LENGTH, tiny_text_encoder, tiny_tokenizer, tiny_unet
 from txt2img.pipeline import TextToImagePipeline
+from uncond.captions import SKIN_TONES
 from uncond.pipeline import UnconditionalPipeline
 from uncond.scheduler import DDPMScheduler
+from uncond.splits import held_out_skin_tones
 from uncond.unet import UNet, UNetConfig
 
 BASES = ["waving hand", "thumbs up", "ear", "nose", "baby", "farmer", "cook", "artist", "pilot", "judge"]
@@ -38,36 +39,9 @@ def emoji_captions(tones=SKIN_TONES):
 # ---- the fixed caption lists ----
 
 
-def test_held_out_pairs_are_fixed_and_each_part_stays_in_training():
-    captions = emoji_captions()
-    held_out = held_out_captions(captions)
-    assert held_out and len(held_out) <= len(BASES) // 2  # about one emoji in four
-    assert held_out == held_out_captions(random.Random(0).sample(captions, len(captions)))  # order does not matter
-    assert held_out == held_out_captions(captions + ["rocket", "pizza", "ninja: dark skin tone"])  # nor other emoji
-    training = [c for c in captions if c not in held_out]
-    for caption in held_out:
-        base, tone = skin_tone_pair(caption)
-        assert caption in captions
-        assert (
-            sum(skin_tone_pair(c) is not None and skin_tone_pair(c)[0] == base for c in training) == len(SKIN_TONES) - 1
-        )
-        assert any(c.endswith(": " + tone) for c in training)
-    assert len({skin_tone_pair(c)[0] for c in held_out}) == len(held_out)  # one tone per emoji at most
-
-
-def test_held_out_needs_three_tones_and_skips_mixed_tones():
-    assert held_out_captions(emoji_captions(tones=SKIN_TONES[:2]), every=1) == []
-    assert len(held_out_captions(emoji_captions(), every=1)) == len(BASES)
-    assert skin_tone_pair("handshake: light skin tone, dark skin tone") is None
-    assert skin_tone_pair("man: red hair") is None and skin_tone_pair("cook: dark skin tone") == (
-        "cook",
-        "dark skin tone",
-    )
-
-
 def test_evaluation_captions_are_fixed_and_exclude_held_out():
     captions = emoji_captions()
-    held_out = held_out_captions(captions)
+    held_out = held_out_skin_tones(captions)
     chosen = evaluation_captions(captions, 20, exclude=held_out)
     assert len(set(chosen)) == 20 and not set(chosen) & set(held_out)
     assert chosen == evaluation_captions(list(reversed(captions)) + captions, 20, exclude=held_out)
@@ -232,7 +206,7 @@ def test_txt2img_command_writes_report_with_held_out_pairs(folders, tmp_path):
     )
     report = read_outputs(tmp_path)
     assert report["precision"] == "bf16"
-    held_out = held_out_captions(emoji_captions(tones=SKIN_TONES[:3]))
+    held_out = held_out_skin_tones(emoji_captions(tones=SKIN_TONES[:3]))
     assert report["held_out_captions"] == held_out and report["num_held_out"] == len(held_out) > 0
     assert len(report["captions"]) == 6 and not set(report["captions"]) & set(held_out)
     assert report["num_candidates"] == 36 and report["chance_top5"] == 5 / 36
