@@ -196,13 +196,10 @@ def test_dataset_shapes_range_and_captions(folder):
     assert torch.equal(ds[3]["pixel_values"][:, 0, -1], torch.ones(3))  # transparent → white
 
 
-def test_dataset_resize_channels_and_flip(folder):
+def test_dataset_resize_channels_and_no_flip_of_its_own(folder):
     ds = ImageCaptionDataset(str(folder), image_size=8, channels=1)
     assert ds.images.shape == (4, 1, 8, 8) and ds[1]["pixel_values"].shape == (1, 8, 8)
-    flips = ImageCaptionDataset(str(folder), random_flip=True)
-    torch.manual_seed(0)
-    greens = {flips[0]["pixel_values"][1, 0, 0].item() for _ in range(40)}  # top-left green: red -1, white 1
-    assert greens == {-1.0, 1.0}
+    # the one random flip is training's (seeded by step); items come back as stored
     assert {ImageCaptionDataset(str(folder))[0]["pixel_values"][1, 0, 0].item() for _ in range(10)} == {-1.0}
 
 

@@ -28,7 +28,6 @@ def fake_dataset(n_emoji=160, styles=STYLES):
     names = [f"thing {i}" for i in range(n_emoji)] + [f"hand {i}: {t}" for i in range(12) for t in SKIN_TONES]
     rows = [(name, style) for name in names for style in styles]
     ds = ImageCaptionDataset.__new__(ImageCaptionDataset)
-    ds.random_flip = False
     ds.images = torch.arange(len(rows), dtype=torch.int64).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).to(torch.uint8)
     ds.captions = [name for name, _ in rows]
     ds.styles = [style for _, style in rows]

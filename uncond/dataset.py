@@ -94,13 +94,12 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
     its English CLDR keywords ("driving", "vehicle") and `short_name_lists[i]` its short names ("car", "red car").
     """
 
-    def __init__(self, path_or_name: str, image_size: int | None = None, random_flip: bool = False, channels: int = 3):
+    def __init__(self, path_or_name: str, image_size: int | None = None, channels: int = 3):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
         mode = "RGB" if channels == 3 else "L"
-        self.random_flip = random_flip
         if os.path.isdir(path_or_name):
             files, rows = read_metadata(path_or_name)
             missing = [str(f) for f in files if not f.is_file()]
@@ -149,9 +148,7 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         return self.subset(i for i, caption in enumerate(self.captions) if caption not in drop)
 
     def __getitem__(self, i: int) -> dict:
-        x = self.images[i].float() / 127.5 - 1.0  # (C, H, W) in [-1, 1]
-        if self.random_flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
+        x = self.images[i].float() / 127.5 - 1.0  # (C, H, W) in [-1, 1]; training flips (seeded) in its batches
         return {"pixel_values": x, "text": self.captions[i], "index": i}
 
 
