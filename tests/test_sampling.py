@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from uncond.sampling import (
+    SHARED_SCHEDULE_KEYS,
     Step,
     denoise,
     initial_noise,
     make_scheduler,
+    model_dtype,
     sample,
     step_kwargs,
     unet_model_fn,
@@ -151,3 +153,85 @@ def test_the_starting_noise_is_the_seeds_on_any_device():
     a, _ = initial_noise((2, 3, 4, 4), seed=7, device="cpu")
     b = torch.randn((2, 3, 4, 4), generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def test_a_diffusers_sampler_gets_every_shared_training_setting_and_nothing_else():
+    config = {"num_train_timesteps": 500, "beta_start": 0.001, "beta_end": 0.03, "beta_schedule": "linear",
+              "prediction_type": "v_prediction", "timestep_spacing": "trailing", "steps_offset": 1,
+              "clip_sample": True, "variance_type": "fixed_small"}  # fmt: skip
+    for name in ("dpm++", "euler"):
+        scheduler = make_scheduler(name, config)
+        assert {key: scheduler.config[key] for key in SHARED_SCHEDULE_KEYS} == {
+            key: config[key] for key in SHARED_SCHEDULE_KEYS
+        }
+    # our DDPM's variance_type means something else to DPM-Solver++ ("learned" outputs), so it must not reach it
+    assert make_scheduler("dpm++", config).config["variance_type"] is None
+    ours = make_scheduler("ddpm", config)
+    assert ours.config["variance_type"] == "fixed_small" and ours.config["num_train_timesteps"] == 500
+    with pytest.raises(ValueError) as error:
+        make_scheduler("heun", config)
+    assert str(error.value) == "scheduler must be one of ['ddim', 'ddpm', 'dpm++', 'euler'], got 'heun'"
+
+
+def test_each_step_reports_the_schedulers_estimate_of_x_0():
+    scheduler = make_scheduler("ddim", SCHEDULE)
+    scheduler.set_timesteps(5)
+    x_t, generator = initial_noise((1, 3, 4, 4), seed=2, device="cpu")
+    steps = list(denoise(toy_model, scheduler, x_t, generator))
+    for step in steps:  # DDIM eq. 12's x_0 estimate of this step, recomputed from x_t before it
+        out = scheduler.step(toy_model(x_t, torch.tensor(step.timestep)), step.timestep, x_t)
+        assert torch.equal(step.x_t, out.prev_sample) and torch.equal(
+            step.pred_original_sample, out.pred_original_sample
+        )
+        x_t = out.prev_sample
+    # not the sample itself, but at the last step (alpha_cumprod of the step after it is 1: x_{t-1} = x_0)
+    assert not any(torch.equal(s.pred_original_sample, s.x_t) for s in steps[:-1])
+    # DPM-Solver++ reports no estimate: the sample itself stands in
+    scheduler = make_scheduler("dpm++", SCHEDULE)
+    scheduler.set_timesteps(3)
+    assert all(
+        s.pred_original_sample is s.x_t for s in denoise(toy_model, scheduler, *initial_noise((1, 3, 4, 4), 2, "cpu"))
+    )
+
+
+def test_the_callback_sees_each_step_as_the_stream_yields_it():
+    seen = []
+    scheduler = make_scheduler("ddim", SCHEDULE)
+    scheduler.set_timesteps(4)
+    x_t, generator = initial_noise((1, 3, 4, 4), seed=0, device="cpu")
+    stream = denoise(toy_model, scheduler, x_t, generator, callback=lambda *args: seen.append(args))
+    steps = list(stream)
+    assert (
+        [(i, t) for i, t, _, _ in seen]
+        == [(s.index, s.timestep) for s in steps]
+        == list(enumerate(scheduler.timesteps.tolist()))
+    )
+    assert all(x is s.x_t and x0 is s.pred_original_sample for (_, _, x, x0), s in zip(seen, steps, strict=True))
+
+
+def test_the_loop_runs_in_inference_mode_and_the_caller_between_steps_does_not():
+    modes = []
+
+    def probe(x_t, t):
+        modes.append(torch.is_inference_mode_enabled())
+        return toy_model(x_t, t)
+
+    scheduler = make_scheduler("ddpm", SCHEDULE)
+    scheduler.set_timesteps(3)
+    for _ in denoise(probe, scheduler, *initial_noise((1, 3, 4, 4), 0, "cpu")):
+        modes.append(torch.is_inference_mode_enabled())
+    assert modes == [True, False] * 3
+
+
+def test_model_dtype_is_the_first_parameters_or_the_default():
+    assert model_dtype(torch.nn.Linear(2, 2).double(), torch.float32) == torch.float64
+    assert model_dtype(torch.nn.ReLU(), torch.bfloat16) == torch.bfloat16
+
+
+def test_the_starting_noise_comes_in_the_asked_dtype_drawn_in_float32():
+    x_t, generator = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
+    expected_generator = torch.Generator().manual_seed(5)
+    assert x_t.dtype == torch.float64
+    assert torch.equal(x_t, torch.randn((2, 3), generator=expected_generator).double())
+    # the generator goes on where x_T ended (DDPM's per-step noise)
+    assert torch.equal(torch.randn(4, generator=generator), torch.randn(4, generator=expected_generator))

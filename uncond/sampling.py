@@ -107,7 +107,6 @@ def predicted_x0(step_output, x_t: torch.Tensor) -> torch.Tensor:
     return x_t if pred_original_sample is None else pred_original_sample
 
 
-@torch.inference_mode()
 def denoise(
     model_fn: ModelFn, scheduler, x_t: torch.Tensor, generator=None, callback: Callback | None = None, **options
 ) -> Generator[Step, None, tuple[torch.Tensor, int]]:
@@ -130,6 +129,11 @@ def denoise(
         if callback is not None and callback(i, step.timestep, x_t, step.pred_original_sample):
             return step.pred_original_sample, i + 1
     return x_t, len(scheduler.timesteps)
+
+
+# Inference mode for each resumption of the generator (torch wraps a generator function step by step, so the caller's
+# code between steps runs outside it). Applied here, not as a decorator, because mutmut skips decorated functions.
+denoise = torch.inference_mode()(denoise)
 
 
 def run_to_end(stream: Generator):
