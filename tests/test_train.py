@@ -1,6 +1,7 @@
 """Training: the loss, EMA and learning-rate formulas on known numbers; a killed-then-resumed run equals an
 uninterrupted one; old checkpoints and configs still load; the scheduler config is a function of the training config."""
 
+import dataclasses
 import json
 import math
 import os
@@ -505,3 +506,34 @@ def test_balance_variants_repeats_the_single_emoji_in_each_epoch(tmp_path):
     plain = RecordingTask(dataset, config)
     train("", str(tmp_path / "plain"), config, task=plain, **QUIET)
     assert [plain.drawn.count(i) for i in range(8)] == [2] * 8
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_weights_of_one_at_the_same_global_batch(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "metadata.jsonl", "w") as f:
+        for i, colour in enumerate(["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]):
+            Image.new("RGB", (8, 8), colour).save(data / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "text": colour}) + "\n")
+    config = tiny_config(max_steps=3, warmup_steps=1, checkpoint_every=3, seed=1)
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    train(str(data), str(tmp_path / "one"), config, **QUIET)
+    # accelerate's CPU data parallelism: two gloo processes (`accelerate launch --cpu` alone starts one process)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "uncond.train", "--data", str(data)]
+    command += ["--out", str(tmp_path / "two"), "--config", str(tmp_path / "config.json")]
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 process(es)" in done.stdout
+    for name in ("model.safetensors", "ema.safetensors"):
+        one = load_file(tmp_path / "one" / "checkpoint" / name)
+        two = load_file(tmp_path / "two" / "checkpoint" / name)
+        for key in one:  # equal but for the order of float sums (the gradient all-reduce): 1e-6 of a weight's size
+            torch.testing.assert_close(two[key], one[key], rtol=0, atol=5e-5, msg=f"{name} {key}")

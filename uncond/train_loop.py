@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -145,21 +146,32 @@ def _row_step(row: dict) -> int:
     return row["eval"]["step"] if "eval" in row else row["step"]
 
 
-def train(out_dir: str, config, make_task, resume: bool = False, log=print) -> str:
-    """Run (or continue, if `resume` and OUT/checkpoint exists) a training run; returns `out_dir`."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
+@dataclass
+class Run:
+    """A run's moving parts, as `prepare` builds them."""
 
-    config = resumed_config(out_dir, config, resume)  # the task must see the config the run continues with
-    task = make_task(config)
+    accelerator: object
+    task: TrainingTask
+    config: object
+    model: torch.nn.Module  # as prepared by accelerate (wrapped in DDP with several processes)
+    optimizer: torch.optim.Optimizer
+    lr_schedule: object
+    ema: object  # diffusers' EMAModel, or None
+    ema_model: torch.nn.Module | None  # the module the EMA weights are copied into to save and sample
+    start_step: int
+    part: slice  # this process's share of each global batch
+
+
+def prepare(out_dir: str, config, task: TrainingTask, resume: bool, log) -> Run:
+    """Accelerator, model (fresh, warm-started or from OUT/checkpoint), EMA, AdamW and learning-rate schedule."""
+    from accelerate import Accelerator
+
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
     )
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {config.batch_size} must divide into {accelerator.num_processes} processes")
     per_process = config.batch_size // accelerator.num_processes
-    part = slice(accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process)
-
     checkpoint = find_checkpoint(out_dir) if resume else None
     torch.manual_seed(config.seed)
     model = task.build_model(config)
@@ -167,78 +179,100 @@ def train(out_dir: str, config, make_task, resume: bool = False, log=print) -> s
         task.initialise(model, config, log)
     ema_decay = getattr(config, "ema_decay", 0.0)  # configs with an ema_decay keep an EMA of the weights
     ema_model = copy.deepcopy(model).requires_grad_(False) if ema_decay else None
-    modules = {"model": model, **({"ema": ema_model} if ema_model is not None else {})}
+    modules = {"model": model, **({"ema": ema_model} if ema_decay else {})}
     optimizer = task.build_optimizer(model, config)
     start_step = load_checkpoint(checkpoint, modules, optimizer)["step"] if checkpoint else 0
-    ema = make_ema(ema_model, ema_decay) if ema_model is not None else None
-    if ema is not None:
+    ema = None
+    if ema_decay:
+        ema = make_ema(ema_model, ema_decay)
         ema.optimization_step = start_step  # one EMA update per step so far
-    lr_schedule = build_lr_schedule(optimizer, config, start_step)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if ema is not None:
         ema_model.to(accelerator.device)
         ema.to(accelerator.device)
+    lr_schedule = build_lr_schedule(optimizer, config, start_step)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    part = slice(accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process)
+    return Run(accelerator, task, config, model, optimizer, lr_schedule, ema, ema_model, start_step, part)
 
-    n_params = sum(p.numel() for p in model.parameters())
+
+def optimiser_step(run: Run, step: int) -> torch.Tensor:
+    """One optimiser step (its gradient accumulation micro-steps), then the EMA; returns the last micro-step's loss."""
+    accelerator, config, model, optimizer = run.accelerator, run.config, run.model, run.optimizer
+    for micro in range(config.gradient_accumulation_steps):
+        global_step = step * config.gradient_accumulation_steps + micro
+        torch.manual_seed(config.seed + global_step)  # dropout, if any
+        batch = run.task.batch(global_step, run.part, accelerator.device)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss = run.task.loss(model, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    run.lr_schedule.step()
+    unwrapped = accelerator.unwrap_model(model)
+    run.task.after_step(unwrapped)
+    if run.ema is not None:
+        run.ema.step(unwrapped.parameters())
+    return loss
+
+
+def save_and_evaluate(run: Run, out_dir: str, done: int, log_file) -> None:
+    """At their intervals: the checkpoint, the model folder (EMA weights where kept), the task's evaluation."""
+    config, task = run.config, run.task
+    checkpoint_due = done % config.checkpoint_every == 0 or done == config.max_steps
+    eval_due = done % task.eval_every == 0 or done == config.max_steps
+    if not (checkpoint_due or eval_due):
+        return
+    model = run.accelerator.unwrap_model(run.model)
+    if run.ema is not None:
+        run.ema.copy_to(run.ema_model.parameters())
+    if checkpoint_due:
+        modules = {"model": model, **({"ema": run.ema_model} if run.ema is not None else {})}
+        save_checkpoint(out_dir, modules, run.optimizer, {"step": done, "train_config": asdict(config)})
+    kept = run.ema_model if run.ema is not None else model
+    task.save_model(out_dir, kept, config)
+    metrics = task.evaluate(kept, config, out_dir, done) if eval_due else None
+    if metrics is not None:
+        log_file.write(json.dumps({"eval": metrics}) + "\n")
+        log_file.flush()
+
+
+def train(out_dir: str, config, make_task, resume: bool = False, log=print) -> str:
+    """Run (or continue, if `resume` and OUT/checkpoint exists) a training run; returns `out_dir`."""
+    from tqdm.auto import tqdm
+
+    config = resumed_config(out_dir, config, resume)  # the task must see the config the run continues with
+    task = make_task(config)
+    run = prepare(out_dir, config, task, resume, log)
+    accelerator, start = run.accelerator, run.start_step
+    n_params = sum(p.numel() for p in run.model.parameters())
     log(
-        f"{type(accelerator.unwrap_model(model)).__name__} {n_params / 1e6:.2f}M parameters, {len(task.dataset)} items, "
-        f"step {start_step} -> {config.max_steps}, {accelerator.num_processes} process(es), device {accelerator.device}"
+        f"{type(accelerator.unwrap_model(run.model)).__name__} {n_params / 1e6:.2f}M parameters, {len(task.dataset)} "
+        f"items, step {start} -> {config.max_steps}, {accelerator.num_processes} process(es), device {accelerator.device}"
     )
     main_process = accelerator.is_main_process
     os.makedirs(out_dir, exist_ok=True)
-    log_file = open_log(out_dir, start_step) if main_process else None
-    progress = tqdm(initial=start_step, total=config.max_steps, disable=not main_process)
+    log_file = open_log(out_dir, start) if main_process else None
+    progress = tqdm(initial=start, total=config.max_steps, disable=not main_process)
     started = time.time()
-    for step in range(start_step, config.max_steps):
-        for micro in range(config.gradient_accumulation_steps):
-            global_step = step * config.gradient_accumulation_steps + micro
-            torch.manual_seed(config.seed + global_step)  # dropout, if any
-            batch = task.batch(global_step, part, accelerator.device)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = task.loss(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        lr_schedule.step()
-        unwrapped = accelerator.unwrap_model(model)
-        task.after_step(unwrapped)
-        if ema is not None:
-            ema.step(unwrapped.parameters())
-        done = step + 1
+    for step in range(start, config.max_steps):
+        loss = optimiser_step(run, step)
+        done, lr = step + 1, run.lr_schedule.get_last_lr()[0]
         progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
+        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
         if not main_process:
             continue
         if done % config.log_every == 0 or done == config.max_steps:
-            seconds = time.time() - started
-            items_per_s = (done - start_step) * config.batch_size * config.gradient_accumulation_steps / seconds
-            row = {"step": done, "loss": loss.item(), "lr": lr_schedule.get_last_lr()[0], "items_per_s": items_per_s}
-            log_file.write(json.dumps({**row, **task.log_row(unwrapped)}) + "\n")
+            items_per_s = (
+                (done - start) * config.batch_size * config.gradient_accumulation_steps / (time.time() - started)
+            )
+            row = {"step": done, "loss": loss.item(), "lr": lr, "items_per_s": items_per_s}
+            log_file.write(json.dumps({**row, **task.log_row(accelerator.unwrap_model(run.model))}) + "\n")
             log_file.flush()
-        checkpoint_due = done % config.checkpoint_every == 0 or done == config.max_steps
-        eval_due = done % task.eval_every == 0 or done == config.max_steps
-        if ema is not None and (checkpoint_due or eval_due):
-            ema.copy_to(ema_model.parameters())
-        if checkpoint_due:
-            save_checkpoint(out_dir, {**modules, "model": unwrapped}, optimizer, _state(done, config))
-        if checkpoint_due or eval_due:
-            task.save_model(out_dir, ema_model if ema is not None else unwrapped, config)
-        if eval_due:
-            metrics = task.evaluate(ema_model if ema is not None else unwrapped, config, out_dir, done)
-            if metrics is not None:
-                log_file.write(json.dumps({"eval": metrics}) + "\n")
-                log_file.flush()
+        save_and_evaluate(run, out_dir, done, log_file)
     progress.close()
     if log_file is not None:
         log_file.close()
     accelerator.wait_for_everyone()
     return out_dir
-
-
-def _state(step: int, config) -> dict:
-    from dataclasses import asdict
-
-    return {"step": step, "train_config": asdict(config)}
