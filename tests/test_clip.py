@@ -271,6 +271,24 @@ def test_batch_draws_a_caption_per_image_and_marks_which_describe_which(tmp_path
         task.batch(3, slice(0, 4), "cpu")
 
 
+def test_optimizer_and_temperature_as_clip(tmp_path):
+    config = CLIPTrainConfig(**TINY)
+    tokenizer = train_tokenizer(list(COLOURS), vocab_size=600, model_max_length=16)
+    task = CLIPTask(ColourPairs(), tokenizer, config, str(tmp_path), log=lambda *_: None)
+    model = task.build_model(config)
+    decayed, plain = task.build_optimizer(model, config).param_groups
+    assert decayed["weight_decay"] == 0.0 and plain["weight_decay"] == 0.0  # TINY has no weight decay
+    decayed, plain = task.build_optimizer(model, CLIPTrainConfig(**(TINY | {"weight_decay": 0.1}))).param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.ndim >= 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and any(p is model.logit_scale for p in plain["params"])
+    assert decayed["betas"] == (0.9, 0.98) and decayed["eps"] == 1e-6
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    task.after_step(model)
+    assert model.logit_scale.exp().item() == pytest.approx(100.0)  # exp(s) capped at 100
+    assert task.log_row(model) == {"logit_scale": pytest.approx(100.0)}
+
+
 MULTILINGUAL = [
     "赤いハート",
     "红心",

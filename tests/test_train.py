@@ -269,6 +269,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     with pytest.raises(Killed):
         run(tmp_path / "resumed", kill_step=4)
     assert json.load(open(tmp_path / "resumed" / "checkpoint" / "state.json"))["step"] == 4
+    with open(tmp_path / "resumed" / "log.jsonl", "a") as f:  # as if killed after logging step 5, before its checkpoint
+        f.write(json.dumps({"step": 5, "loss": 99.0}) + "\n")
     run(tmp_path / "resumed", resume=True)
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         straight = load_file(tmp_path / "straight" / "checkpoint" / name)
@@ -285,6 +287,16 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     resumed_rows = [json.loads(line) for line in open(tmp_path / "resumed" / "log.jsonl")]
     assert [r["step"] for r in resumed_rows] == [r["step"] for r in straight_rows] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in resumed_rows] == [r["loss"] for r in straight_rows]
+
+
+def test_a_resumed_run_continues_with_the_checkpoints_config(tmp_path):
+    from uncond.train_config import resumed_config
+
+    run(tmp_path, tiny_config(max_steps=2))
+    asked = tiny_config(max_steps=9, learning_rate=1.0, seed=4)
+    resumed = resumed_config(str(tmp_path), asked, resume=True)
+    assert resumed == tiny_config(max_steps=9)  # only the length may change
+    assert resumed_config(str(tmp_path), asked, resume=False) is asked
 
 
 OLD_TRAIN_CONFIG = {  # the fields train_config.json had before the sampling defaults and lr_scheduler

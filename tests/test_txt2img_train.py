@@ -13,7 +13,7 @@ from txt2img_fixtures import TINY_UNET, save_tiny_clip, tiny_text_encoder
 from txt2img.pipeline import TextToImagePipeline
 from txt2img.train import TextToImageTask, TextToImageTrainConfig, encode_batch, main, train_text_to_image
 from uncond.train import train
-from uncond.train_loop import caption_lists, draw_captions
+from uncond.train_loop import caption_lists, draw_captions, step_generator
 
 UNET = {k: v for k, v in TINY_UNET.items() if k not in ("sample_size", "cross_attention_dim")}
 
@@ -252,3 +252,13 @@ def test_tiny_model_learns_which_caption_is_which_colour(tmp_path):
         assert (red[:, 0] > red[:, 2] + 100).all(), (guidance_scale, red)
         assert (blue[:, 2] > blue[:, 0] + 100).all(), (guidance_scale, blue)
         assert (red[:, 1] < 80).all() and (blue[:, 1] < 80).all(), (guidance_scale, red, blue)
+
+
+def test_caption_draws_are_independent_of_caption_dropout(encoder):
+    dataset = CaptionedColours()
+    dataset.caption_lists = [["red", "blue"]] * 6
+    task = TextToImageTask(dataset, encoder, tiny_config(p_uncond=0.5), log=lambda *_: None)
+    # the loop hands the task the step's generator (stream 0); caption draws take a stream of their own
+    captions = task.batch_captions(torch.arange(6).repeat(50), step_generator(task.config.seed, 0), 0)
+    kept = [c for c in captions if c]
+    assert 100 < len(kept) < 200 and 0.3 < kept.count("red") / len(kept) < 0.7
