@@ -35,7 +35,8 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 
-from uncond.schedule import NoiseSchedule, check_choice, check_custom_timesteps
+from uncond.checks import check_choice
+from uncond.schedule import NoiseSchedule, check_custom_timesteps
 
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
 
