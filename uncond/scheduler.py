@@ -182,7 +182,7 @@ class DDPMScheduler(NoiseSchedule):
         }[kind]
 
     def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
-        """One ancestral step x_t -> x_prev ~ N(μ̃_t(x_t, x_0), σ_t² I) (Ho et al. 2020 eq. 6, 7)."""
+        """One ancestral step x_t -> x_prev ~ N(μ̃_t(x_t, x_0), σ_t² I) (Ho et al. 2020 eq. 6-7; eq. 11 for ε)."""
         t, _, c = self._lookup(timestep)
         predicted_variance = None
         if self.variance_type in ("learned", "learned_range") and model_output.shape[1] == sample.shape[1] * 2:
