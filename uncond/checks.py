@@ -56,8 +56,12 @@ def check_float(name: str, value, low: float, high: float, parse_text: bool = Fa
 
 def check_choice(name: str, value, choices):
     """`value` if it is one of `choices` (a dict: `choices[value]`), else a ValueError listing them."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {shown(value)}.")
+    try:
+        known = value in choices
+    except TypeError:  # unhashable: a list, a dict
+        known = False
+    if not known:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {shown(value)}.")
     return choices[value] if isinstance(choices, dict) else value
 
 
