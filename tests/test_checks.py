@@ -120,3 +120,9 @@ def test_text_is_refused_unless_parse_text_is_asked_for():
     # the pipelines' default: a caller's "7" for a number is a bug they hear about
     assert refused(check_int, "Steps", "7", 1, 10) == "Steps must be a whole number from 1 to 10, got '7'."
     assert refused(check_float, "Eta", "0.5", 0.0, 1.0) == "Eta must be a number from 0 to 1, got '0.5'."
+
+
+def test_check_choice_takes_choices_of_any_hashable_kind():
+    assert check_choice("variance_type", 2, (1, 2)) == 2
+    assert refused(check_choice, "variance_type", 5, (1, 2)) == "variance_type must be one of 1, 2, got 5."
+    assert refused(check_choice, "Model", ["a"], ["a", "b"]) == "Model must be one of a, b, got ['a']."

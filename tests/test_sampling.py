@@ -235,3 +235,15 @@ def test_the_starting_noise_comes_in_the_asked_dtype_drawn_in_float32():
     assert torch.equal(x_t, torch.randn((2, 3), generator=expected_generator).double())
     # the generator goes on where x_T ended (DDPM's per-step noise)
     assert torch.equal(torch.randn(4, generator=generator), torch.randn(4, generator=expected_generator))
+
+
+def test_a_model_without_parameters_computes_in_float32():
+    seen = []
+
+    class Doubler(torch.nn.Module):
+        def forward(self, sample, timestep):
+            seen.append(sample.dtype)
+            return sample * 2
+
+    out = unet_model_fn(Doubler())(torch.ones(1, 1, 2, 2, dtype=torch.float64), torch.tensor(0))
+    assert seen == [torch.float32] and out.dtype == torch.float64 and out.sum() == 8.0

@@ -16,6 +16,7 @@ from uncond.train import (
     TrainConfig,
     UnconditionalTask,
     diffusion_loss,
+    draw_noise,
     main,
     mse_loss,
     noisy_inputs,
@@ -166,6 +167,38 @@ def test_loss_of_a_zero_model_is_the_mean_squared_noise():
     )
     noise = torch.randn(x_0.shape, generator=torch.Generator().manual_seed(5))  # drawn first, then the timesteps
     assert loss.item() == pytest.approx(noise.pow(2).mean().item(), rel=1e-6)
+
+
+def test_draw_noise_draws_the_noise_then_uniform_timesteps():
+    noise, timesteps = draw_noise((2000, 1, 1, 1), 4, torch.Generator().manual_seed(3))
+    expected = torch.Generator().manual_seed(3)
+    assert torch.equal(noise, torch.randn((2000, 1, 1, 1), generator=expected))
+    assert torch.equal(timesteps, torch.randint(0, 4, (2000,), generator=expected))  # t ~ U{0, ..., T - 1}
+    assert timesteps.min() == 0 and timesteps.max() == 3
+
+
+def test_the_loss_is_float32_for_half_precision_outputs():
+    # bfloat16 holds 0.3 as 0.30078125: the squared error must be taken after the cast to float32
+    output, target = torch.tensor([[0.3, 2.0]], dtype=torch.bfloat16), torch.tensor([[0.0, 2.0]])
+    loss = mse_loss(output, target.bfloat16())
+    assert loss.dtype == torch.float32 and loss.item() == 0.30078125**2 / 2
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_diffusion_loss_is_the_mean_squared_error_to_the_target(prediction_type):
+    scheduler = DDPMScheduler(num_train_timesteps=50, prediction_type=prediction_type)
+    x_0 = TinyDataset().images[:4]
+    seen = []
+
+    def model(x_t, timesteps, scale):
+        seen.append((x_t, timesteps))
+        return scale * x_t
+
+    loss = diffusion_loss(model, scheduler, x_0, torch.Generator().manual_seed(5), prediction_type, scale=0.5)
+    noise, timesteps = draw_noise(x_0.shape, 50, torch.Generator().manual_seed(5))  # t in [0, 50), not [0, 1000)
+    x_t, target = noisy_inputs(scheduler, x_0, noise, timesteps, prediction_type)
+    assert torch.equal(seen[0][0], x_t) and torch.equal(seen[0][1], timesteps)
+    assert loss.item() == pytest.approx((0.5 * x_t - target).pow(2).mean().item(), rel=1e-6)
 
 
 def oracle(scheduler, x_0, prediction_type):
