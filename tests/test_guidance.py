@@ -140,3 +140,23 @@ def test_guidance_scale_zero_and_the_maximum_are_allowed_and_refusals_say_so_exa
     with pytest.raises(ValueError) as error:
         guided_model_fn(Ramp(), masked([3.0], [[True, True]]), None, guidance_scale=0.0)
     assert str(error.value) == "uncond embeddings are needed when guidance_scale != 1"
+
+
+class DeviceProbe(torch.nn.Module):
+    """A stand-in UNet on the meta device (a GPU's stand-in): records the devices of its inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros((), device="meta"))
+        self.seen = []
+
+    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask):
+        self.seen.append(tuple(x.device.type for x in (sample, encoder_hidden_states, encoder_attention_mask)))
+        return sample
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 4.0])
+def test_model_fn_moves_the_text_to_the_unets_device(guidance_scale):
+    unet, prompt = DeviceProbe(), masked([3.0], [[True, False]])  # embeddings on the CPU, as the text encoder gives
+    out = guided_model_fn(unet, prompt, prompt, guidance_scale)(torch.zeros(1, 1, 2, 2, device="meta"), torch.tensor(3))
+    assert unet.seen == [("meta", "meta", "meta")] and out.device.type == "meta"

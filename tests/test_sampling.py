@@ -247,3 +247,18 @@ def test_a_model_without_parameters_computes_in_float32():
 
     out = unet_model_fn(Doubler())(torch.ones(1, 1, 2, 2, dtype=torch.float64), torch.tensor(0))
     assert seen == [torch.float32] and out.dtype == torch.float64 and out.sum() == 8.0
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_the_loop_keeps_x_t_and_t_on_the_samples_device(name):
+    # the meta device stands in for a GPU: a tensor left on the CPU shows, without one
+    seen = []
+
+    def probe(x_t, t):
+        seen.append((x_t.device.type, t.device.type))
+        return x_t
+
+    scheduler = make_scheduler(name, SCHEDULE)
+    scheduler.set_timesteps(3)
+    x_0, _ = sample(probe, scheduler, torch.zeros(1, 1, 2, 2, device="meta"), torch.Generator().manual_seed(0))
+    assert seen == [("meta", "meta")] * 3 and x_0.device.type == "meta"

@@ -199,6 +199,12 @@ def test_diffusion_loss_is_the_mean_squared_error_to_the_target(prediction_type)
     x_t, target = noisy_inputs(scheduler, x_0, noise, timesteps, prediction_type)
     assert torch.equal(seen[0][0], x_t) and torch.equal(seen[0][1], timesteps)
     assert loss.item() == pytest.approx((0.5 * x_t - target).pow(2).mean().item(), rel=1e-6)
+    # on the data's device (meta stands in for a GPU): the CPU draws move there, for the UNet and the formulas
+    devices = []
+    meta_model = lambda x_t, timesteps: devices.append((x_t.device.type, timesteps.device.type)) or x_t  # noqa: E731
+    x_0 = torch.zeros(2, 1, 2, 2, device="meta")
+    loss = diffusion_loss(meta_model, scheduler, x_0, torch.Generator().manual_seed(5), prediction_type)
+    assert devices == [("meta", "meta")] and loss.device.type == "meta"
 
 
 def oracle(scheduler, x_0, prediction_type):
