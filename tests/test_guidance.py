@@ -160,3 +160,11 @@ def test_model_fn_moves_the_text_to_the_unets_device(guidance_scale):
     unet, prompt = DeviceProbe(), masked([3.0], [[True, False]])  # embeddings on the CPU, as the text encoder gives
     out = guided_model_fn(unet, prompt, prompt, guidance_scale)(torch.zeros(1, 1, 2, 2, device="meta"), torch.tensor(3))
     assert unet.seen == [("meta", "meta", "meta")] and out.device.type == "meta"
+
+
+def test_model_fn_splits_an_odd_batch_into_its_halves():
+    # 2B = 6 rows: the first 3 unconditional, the last 3 conditional (chunk(2), whatever B)
+    unet = RowEcho()
+    model_fn = guided_model_fn(unet, text([3.0, 10.0, 0.0]), text([1.0, 4.0, 2.0]), guidance_scale=2.0)
+    out = model_fn(torch.zeros(3, 1, 2, 2), torch.tensor(5))
+    assert unet.calls == [6] and out[:, 0, 0, 0].tolist() == [5.0, 16.0, -2.0]
