@@ -36,6 +36,9 @@ class Prompt:
     prompt: str
     negative_prompt: str  # "" for the plain unconditional pass
     guidance_scale: float
+    thresholding: bool = False  # dynamic thresholding of x_0 (Imagen) in place of clipping
+    dynamic_thresholding_ratio: float = 0.995
+    sample_max_value: float = 1.5
 
 
 class Models:
@@ -80,6 +83,9 @@ class Models:
             eta=sampling.eta,
             guidance_scale=prompt.guidance_scale,
             seed=sampling.seed,
+            thresholding=prompt.thresholding,
+            dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
+            sample_max_value=prompt.sample_max_value,
         )
 
     def suggestions(self, prompt: str, k: int = 6) -> list[str]:
