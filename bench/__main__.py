@@ -30,7 +30,7 @@ from bench.measure import (
     matmul_peak,
     synchronize,
     time_alternately,
-    time_generator,
+    time_request,
     time_steps,
     training_step,
 )
@@ -48,6 +48,7 @@ from bench.models import (
 from txt2img.clip import TextEncoder
 from txt2img.pipeline import TextToImagePipeline
 from txt2img.unet import TextUNetConfig
+from uncond.conv import Conv2d, convolution_paths
 from uncond.pipeline import UnconditionalPipeline, make_scheduler
 from uncond.train import diffusion_loss
 from uncond.unet import UNetConfig
@@ -67,13 +68,14 @@ def load_scheduler_config(name: str) -> dict:
 FULL = dict(
     matmul_sizes=(512, 1024, 2048),
     matmul_repeats=5,
-    forward={1: 15, 8: 7, 64: 3},
+    forward={1: 15, 4: 9, 8: 7, 64: 3},
     flops_batch=8,
     sampling={1: 5, 4: 3},
     steps=50,
     train_batch=64,
     train_repeats=5,
     scheduler_repeats=20,
+    request_steps=50,
 )
 TINY = dict(
     matmul_sizes=(128, 256),
@@ -85,6 +87,7 @@ TINY = dict(
     train_batch=2,
     train_repeats=1,
     scheduler_repeats=2,
+    request_steps=11,
 )
 
 
@@ -178,14 +181,17 @@ def bench_pair(
                 candidates["matmul"] = matmul  # the peak matmul again, alongside: under the same load as the forwards
             with torch.inference_mode():
                 runs = time_alternately(candidates, repeats, device)
+                # which path our convolutions took (uncond/conv.py): oneDNN on packed weights, or nn.Conv2d's
+                paths = convolution_paths(lambda: ours_v(x, t, **kwargs)) if variant == "eager" else None
             seconds = {label: statistics.median(times) for label, times in runs.items()}
-            extra = {}
+            extra = {"ours_convolutions": paths} if paths else {}
             if variant == "eager":
                 # the FLOP counter does not know our packed CPU convolutions: with autograd on they are nn.Conv2d's, which it counts
                 with torch.enable_grad():
                     flops = count_flops(lambda: ours(x, t, **kwargs))
                 peak = matmul_flops / seconds["matmul"]
                 extra = {
+                    **extra,
                     "flops": flops,
                     "ours_flops_per_s": flops / seconds["ours"],
                     "diffusers_flops_per_s": flops / seconds["diffusers"],
@@ -327,39 +333,60 @@ def check_no_syncs(
     return result
 
 
-def bench_app(log) -> dict:
-    """Seconds from `python app.py` to a served page, and from Generate to the first preview and to the final images in both tabs.
+# the app's defaults (app.py: DDIM, 50 steps, 4 images, seed 0; eta 1 unconditional, 0 with text; guidance 4)
+# and the steps at which it shows a preview (webapp/streaming.py): the request timings call the pipelines with them
+APP_UNCOND = dict(num_images=4, num_inference_steps=50, scheduler="ddim", eta=1.0, seed=0)
+APP_TXT2IMG = dict(
+    prompt=PROMPT,
+    negative_prompt="",
+    num_images=4,
+    num_inference_steps=50,
+    scheduler="ddim",
+    eta=0.0,
+    guidance_scale=4.0,
+    seed=0,
+)
+APP_PREVIEW_EVERY = 5
 
-    Wall seconds grow with whatever else shares the cores; the CPU seconds beside them do not.
+
+def bench_requests(uncond_pipe, txt2img_pipe, steps: int, log) -> dict:
+    """Seconds from a pipeline call with the app's default settings to its first preview step and to the final images, both tabs.
+
+    The pipelines are called directly (never through app.py, which loads models and builds the page); wall
+    seconds grow with whatever else shares the cores, the CPU seconds beside them much less.
     """
-    startup, startup_cpu = app_startup_seconds(ROOT)
-    result = {"startup_s": startup, "startup_cpu_s": startup_cpu}
-    log(result)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    import app
-
-    result.update(import_s=time.perf_counter() - started, import_cpu_s=time.process_time() - cpu_started)
-    if app.TXT2IMG is not None:
-        app.TXT2IMG.closest_captions(
-            "warm up"
-        )  # the caption encoding app.py starts in the background, done before timing
-    uncond_args = (app.UNCOND_DEFAULT, "DDIM", 50, 0.0, 4, 0)
-    txt2img_args = (PROMPT, "", GUIDANCE_SCALE, "DDIM", 50, 0.0, 4, 0)
-    for tab, handler, args in [
-        ("uncond", app.generate_unconditional, uncond_args),
-        ("txt2img", app.generate_text_to_image, txt2img_args),
-    ]:
-        first, final, previews, cpu = time_generator(handler, *args)
+    result = {}
+    for tab, pipe, settings in [("uncond", uncond_pipe, APP_UNCOND), ("txt2img", txt2img_pipe, APP_TXT2IMG)]:
+        settings = {**settings, "num_inference_steps": steps}
+        first, final, previews, cpu = time_request(pipe, settings, APP_PREVIEW_EVERY)
         result[tab] = {
             "first_preview_s": first,
             "final_s": final,
             "cpu_s": cpu,
             "previews": previews,
-            "scheduler": "DDIM",
-            "steps": 50,
-            "num_images": 4,
+            **{k: v for k, v in settings.items() if k not in ("prompt", "negative_prompt")},
         }
         log({tab: result[tab]})
+    return result
+
+
+def load_shipped_pipelines(device, dtype, log) -> tuple:
+    """The shipped pipelines as the app loads them (from_pretrained), with the seconds it took."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    uncond_pipe = UnconditionalPipeline.from_pretrained(SHIPPED_UNCOND, device=device, dtype=dtype)
+    txt2img_pipe = TextToImagePipeline.from_pretrained(
+        os.path.dirname(SHIPPED_TXT2IMG_UNET), device=device, dtype=dtype
+    )
+    seconds = {"load_s": time.perf_counter() - started, "load_cpu_s": time.process_time() - cpu_started}
+    log(seconds)
+    return uncond_pipe, txt2img_pipe, seconds
+
+
+def bench_startup(log) -> dict:
+    """Seconds from `python app.py` (a separate process) to a served page, and the CPU seconds it used."""
+    startup, startup_cpu = app_startup_seconds(ROOT)
+    result = {"startup_s": startup, "startup_cpu_s": startup_cpu}
+    log(result)
     return result
 
 
@@ -432,6 +459,13 @@ def format_table(result: dict) -> str:
                 f"({r['ours_fraction_of_peak']:.0%} of the matmul's {r['matmul_flops_per_s'] / 1e9:.1f}), "
                 f"diffusers {r['diffusers_flops_per_s'] / 1e9:.1f} GFLOP/s ({r['diffusers_fraction_of_peak']:.0%})"
             )
+    for r in result["rows"]:
+        if r.get("ours_convolutions"):
+            c = r["ours_convolutions"]
+            lines.append(
+                f"{r['model']} UNet forward, batch {r['batch']}: our convolutions ran {c['packed']} on packed oneDNN weights, "
+                f"{c['plain']} as nn.Conv2d"
+            )
     s = result["scheduler"]
     lines.append(
         f"Scheduler step at batch 1: ours DDIM {s['ours_ddim_step_ms']:.3f} ms ({s['ours_ddim_fraction_of_step']:.2%} of a step), "
@@ -447,13 +481,18 @@ def format_table(result: dict) -> str:
             if app.get("startup_s")
             else "App: did not serve"
         )
-        for tab in ("uncond", "txt2img"):
-            if tab in app:
-                a = app[tab]
-                lines.append(
-                    f"App {tab} (DDIM 50 steps, {a['num_images']} images): first preview {a['first_preview_s']:.2f} s, "
-                    f"images {a['final_s']:.2f} s ({a['cpu_s']:.1f} CPU s)"
-                )
+    requests = result["requests"]
+    if "load_s" in requests:
+        lines.append(
+            f"Loading both shipped pipelines (from_pretrained): {requests['load_s']:.2f} s ({requests['load_cpu_s']:.2f} CPU s)"
+        )
+    for tab in ("uncond", "txt2img"):
+        a = requests[tab]
+        first = "none" if a["first_preview_s"] is None else f"{a['first_preview_s']:.2f} s"
+        lines.append(
+            f"Request {tab} (app defaults: DDIM {a['num_inference_steps']} steps, {a['num_images']} images): "
+            f"first preview {first}, images {a['final_s']:.2f} s ({a['cpu_s']:.1f} CPU s)"
+        )
     lines.append("")
     for check in result["targets"]:
         lines.append(f"[{'holds' if check['holds'] else 'MISSES'}] {check['target']}: {check['value']:.3g}")
@@ -481,7 +520,7 @@ def main(argv=None) -> dict:
         "--app",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="time the app (default: on, except with --tiny)",
+        help="also time `python app.py` to a served page, in its own process (default: on, except with --tiny)",
     )
     parser.add_argument(
         "--out", default=None, help="JSON file to write (default: bench/results_DEVICE.json; none with --tiny)"
@@ -536,6 +575,10 @@ def main(argv=None) -> dict:
             "ratio": count_parameters(o) / count_parameters(t),
         }
         for name, o, t in [("uncond", uncond_ours, uncond_theirs), ("txt2img", txt2img_ours, txt2img_theirs)]
+    }
+    result["convolutions"] = {  # our Conv2d modules: how many each forward runs (see the rows' ours_convolutions)
+        name: sum(isinstance(m, Conv2d) for m in model.modules())
+        for name, model in (("uncond", uncond_ours), ("txt2img", txt2img_ours))
     }
     for model in (uncond_ours, uncond_theirs, txt2img_ours, txt2img_theirs):
         model.to(device)
@@ -633,8 +676,15 @@ def main(argv=None) -> dict:
         bench_training("txt2img", txt2img_ours, txt2img_theirs, txt2img_inputs, txt2img_schedule, plan, device, log)
     )
     result["rows"] = rows
+    if args.tiny:  # the tiny models behind the pipelines, at a few more steps than the loops above (previews every 5)
+        uncond_pipe = UnconditionalPipeline(uncond_ours, uncond_schedule)
+        txt2img_pipe = TextToImagePipeline(txt2img_ours, text_encoder, txt2img_schedule)
+        loading = {}
+    else:
+        uncond_pipe, txt2img_pipe, loading = load_shipped_pipelines(device, dtype, log)
+    result["requests"] = {**loading, **bench_requests(uncond_pipe, txt2img_pipe, plan["request_steps"], log)}
     run_app = args.app if args.app is not None else not args.tiny
-    result["app"] = bench_app(log) if run_app and device.type == "cpu" else None
+    result["app"] = bench_startup(log) if run_app and device.type == "cpu" else None
     result["targets"] = targets(rows, result["scheduler"], result["app"])
 
     print(format_table(result))

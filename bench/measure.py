@@ -203,17 +203,23 @@ def app_startup_seconds(root: str, timeout: float = 120.0) -> tuple[float | None
     return ready, (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
 
 
-def time_generator(handler, *args) -> tuple[float | None, float, int, float]:
-    """(seconds to the first preview, seconds to the final images, previews seen, CPU seconds) of one app handler call.
+def time_request(pipe, settings: dict, preview_every: int) -> tuple[float | None, float, int, float]:
+    """(seconds to the first preview step, seconds to the final images, preview steps seen, CPU seconds) of one `pipe(**settings)`.
 
-    The handler yields page outputs: previews (their status text reads "step k/n ..."), ticks that change nothing,
-    and last the results.
+    A preview step is what the app shows a preview at: every `preview_every` steps, the last step excepted.
     """
+    total = settings["num_inference_steps"]
     started, cpu_started = time.perf_counter(), time.process_time()
     first, previews = None, 0
-    for outputs in handler(*args, progress=lambda *a, **k: None):
-        if isinstance(outputs[1], str) and outputs[1].startswith("step "):
+
+    def callback(step, t, x_t, pred_original_sample):
+        nonlocal first, previews
+        if (step + 1) % preview_every == 0 and step + 1 < total:
+            pred_original_sample.float().cpu()  # what the app hands its page (a copy on a GPU)
             previews += 1
             if first is None:
                 first = time.perf_counter() - started
+        return False
+
+    pipe(**settings, callback=callback)
     return first, time.perf_counter() - started, previews, time.process_time() - cpu_started

@@ -3,6 +3,7 @@
 No speed is asserted here: speeds are ratios the benchmark prints (python -m bench), never timed tests.
 """
 
+import ast
 import json
 import os
 
@@ -20,6 +21,7 @@ from bench.models import (
     uncond_pair,
 )
 from txt2img.unet import TextUNetConfig
+from uncond.conv import PACKED_CONV
 from uncond.unet import UNetConfig
 
 UNCOND_CONFIGS = {
@@ -73,6 +75,18 @@ def test_tiny_benchmark_runs_and_writes_its_json(tmp_path):
     assert {"unet_forward_ms", "ours_ddim_step_ms", "diffusers_ddim_step_ms", "ours_ddim_fraction_of_step"} <= set(
         written["scheduler"]
     )
+    # every convolution of our forwards took the fast path (oneDNN on packed weights where this torch has it)
+    for row in forward:
+        n = written["convolutions"][row["model"]]
+        assert n > 0 and row["ours_convolutions"] == (
+            {"packed": n, "plain": 0} if PACKED_CONV else {"packed": 0, "plain": n}
+        )
+    # the app's default requests, on the pipelines themselves: a preview every 5 steps, then the images
+    for tab in ("uncond", "txt2img"):
+        request = written["requests"][tab]
+        assert request["num_images"] == 4 and request["scheduler"] == "ddim" and request["previews"] == 2
+        assert 0 < request["first_preview_s"] < request["final_s"] and request["cpu_s"] > 0
+    assert written["requests"]["uncond"]["eta"] == 1.0 and written["requests"]["txt2img"]["guidance_scale"] == 4.0
     assert written["parameters"]["uncond"]["ratio"] == 1.0 and written["app"] is None
     assert all({"target", "value", "holds"} <= set(check) for check in written["targets"])
     assert result["rows"] == written["rows"]
@@ -126,3 +140,15 @@ def test_shipped_configs_are_the_shipped_weights_architecture():
         for key, value in shipped.items()
         if key != "_class_name"
     )
+
+
+def test_bench_never_imports_the_app():
+    # app.py loads every model and builds the page: the benchmark times the pipelines themselves
+    folder = os.path.join(ROOT, "bench")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                tree = ast.parse(f.read())
+            imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+            imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+            assert not any(m == "app" or (m or "").startswith(("app.", "webapp")) for m in imported), name
