@@ -143,10 +143,13 @@ def pixel_difference(ours: list, theirs: list) -> tuple[int, float]:
     return int(difference.max()), float(difference.mean())
 
 
-def speed_row(model: str, what: str, batch: int, runs: dict, variant: str, **extra) -> dict:
-    """One row of the table from every run's seconds: medians, their ratio, and the runs themselves (ms)."""
+def speed_row(model: str, what: str, batch: int, runs: dict, variant: str, cpu: dict | None = None, **extra) -> dict:
+    """One row of the table from every run's seconds: medians, their ratio, and the runs themselves (ms).
+
+    With one thread, the same from the runs' CPU seconds (`cpu`, see `time_alternately`): `speedup_cpu`.
+    """
     ours, theirs = statistics.median(runs["ours"]), statistics.median(runs["diffusers"])
-    return {
+    row = {
         "model": model,
         "what": what,
         "batch": batch,
@@ -154,6 +157,12 @@ def speed_row(model: str, what: str, batch: int, runs: dict, variant: str, **ext
         "ours_ms": ours * 1e3,
         "diffusers_ms": theirs * 1e3,
         "speedup": theirs / ours,
+    }
+    if cpu and torch.get_num_threads() == 1:
+        ours_cpu, theirs_cpu = statistics.median(cpu["ours"]), statistics.median(cpu["diffusers"])
+        row.update(ours_cpu_ms=ours_cpu * 1e3, diffusers_cpu_ms=theirs_cpu * 1e3, speedup_cpu=theirs_cpu / ours_cpu)
+    return {
+        **row,
         **extra,
         "ours_runs_ms": [t * 1e3 for t in runs["ours"]],
         "diffusers_runs_ms": [t * 1e3 for t in runs["diffusers"]],
@@ -180,7 +189,7 @@ def bench_pair(
             if variant == "eager":
                 candidates["matmul"] = matmul  # the peak matmul again, alongside: under the same load as the forwards
             with torch.inference_mode():
-                runs = time_alternately(candidates, repeats, device)
+                runs = time_alternately(candidates, repeats, device, cpu=(cpu := {}))
                 # which path our convolutions took (uncond/conv.py): oneDNN on packed weights, or nn.Conv2d's
                 paths = convolution_paths(lambda: ours_v(x, t, **kwargs)) if variant == "eager" else None
             seconds = {label: statistics.median(times) for label, times in runs.items()}
@@ -199,12 +208,12 @@ def bench_pair(
                     "ours_fraction_of_peak": flops / seconds["ours"] / peak,
                     "diffusers_fraction_of_peak": flops / seconds["diffusers"] / peak,
                 }
-            rows.append(speed_row(name, "UNet forward", batch, runs, variant, **extra))
+            rows.append(speed_row(name, "UNet forward", batch, runs, variant, cpu, **extra))
             log(rows[-1])
         for batch, repeats in plan["sampling"].items():
             ours_run, theirs_run = sampling(ours_v, theirs_v, batch)
             largest, mean = pixel_difference(ours_run(), theirs_run())
-            runs = time_alternately({"ours": ours_run, "diffusers": theirs_run}, repeats, device)
+            runs = time_alternately({"ours": ours_run, "diffusers": theirs_run}, repeats, device, cpu=(cpu := {}))
             rows.append(
                 speed_row(
                     name,
@@ -212,6 +221,7 @@ def bench_pair(
                     batch,
                     runs,
                     variant,
+                    cpu,
                     max_pixel_difference=largest,
                     mean_pixel_difference=mean,
                 )
@@ -256,9 +266,10 @@ def bench_training(name: str, ours, theirs, make_inputs, scheduler_config: dict,
         },
         plan["train_repeats"],
         device,
+        cpu=(cpu := {}),
     )
     ours.eval(), theirs.eval()
-    row = speed_row(name, "training step", batch, runs, "eager")
+    row = speed_row(name, "training step", batch, runs, "eager", cpu)
     log(row)
     return row
 
@@ -439,12 +450,14 @@ def targets(rows: list, scheduler: dict, app: dict | None) -> list:
 def format_table(result: dict) -> str:
     """The speed rows as a Markdown table, then the FLOP/s, scheduler, app and target lines."""
     lines = [
-        "| model | measurement | batch | variant | ours (ms) | diffusers (ms) | speedup |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "| model | measurement | batch | variant | ours (ms) | diffusers (ms) | speedup | speedup, CPU seconds |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
+        by_cpu = f"{r['speedup_cpu']:.2f}x" if "speedup_cpu" in r else "-"
         lines.append(
-            f"| {r['model']} | {r['what']} | {r['batch']} | {r['variant']} | {r['ours_ms']:.1f} | {r['diffusers_ms']:.1f} | {r['speedup']:.2f}x |"
+            f"| {r['model']} | {r['what']} | {r['batch']} | {r['variant']} | {r['ours_ms']:.1f} | {r['diffusers_ms']:.1f} "
+            f"| {r['speedup']:.2f}x | {by_cpu} |"
         )
     peak = result["matmul_peak_flops_per_s"]
     lines += [
@@ -463,8 +476,8 @@ def format_table(result: dict) -> str:
         if r.get("ours_convolutions"):
             c = r["ours_convolutions"]
             lines.append(
-                f"{r['model']} UNet forward, batch {r['batch']}: our convolutions ran {c['packed']} on packed oneDNN weights, "
-                f"{c['plain']} as nn.Conv2d"
+                f"{r['model']} UNet forward, batch {r['batch']}: our convolutions ran {c['copy']} on their channels-last "
+                f"inference copy, {c['parameter']} on the parameter itself"
             )
     s = result["scheduler"]
     lines.append(

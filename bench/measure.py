@@ -33,8 +33,12 @@ def compare(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> di
     }
 
 
-def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
-    """Seconds of every run of each zero-argument callable in `candidates`, run alternately `repeats` times after `warmup` runs."""
+def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int = 1, cpu: dict | None = None) -> dict:
+    """Seconds of every run of each zero-argument callable in `candidates`, run alternately `repeats` times after `warmup` runs.
+
+    `cpu`, if given, receives each run's CPU seconds of the calling thread: with one intra-op thread that is all
+    of a run's work, and (unlike the wall seconds) it hardly grows when other programs share the cores.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(candidates)
@@ -43,12 +47,16 @@ def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int =
             candidates[name]()
     synchronize(device)
     seconds = {name: [] for name in names}
+    cpu_seconds = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             candidates[name]()
             synchronize(device)
             seconds[name].append(time.perf_counter() - started)
+            cpu_seconds[name].append(time.thread_time() - cpu_started)
+    if cpu is not None:
+        cpu.update(cpu_seconds)
     return seconds
 
 
