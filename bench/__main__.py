@@ -476,8 +476,8 @@ def format_table(result: dict) -> str:
         if r.get("ours_convolutions"):
             c = r["ours_convolutions"]
             lines.append(
-                f"{r['model']} UNet forward, batch {r['batch']}: our convolutions ran {c['copy']} on their channels-last "
-                f"inference copy, {c['parameter']} on the parameter itself"
+                f"{r['model']} UNet forward, batch {r['batch']}: our convolutions ran {c['packed']} on packed oneDNN weights, "
+                f"{c['plain']} as nn.Conv2d"
             )
     s = result["scheduler"]
     lines.append(

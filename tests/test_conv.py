@@ -1,7 +1,7 @@
-"""The UNets' convolution: its channels-last inference copy computes nn.Conv2d's function, is used exactly where it should be, and is thread-safe.
+"""The UNets' convolution: the packed oneDNN path computes nn.Conv2d's function, runs exactly where it should, and is thread-safe.
 
-Every test asserts which weight each convolution ran on (`convolution_paths`): the inference copy or the
-parameter itself, so no test passes without knowing which path it exercised.
+Every test asserts which path ran (counted with torch.profiler): the packed one where this torch has the
+oneDNN ops, else nn.Conv2d's, so no test passes without knowing which path it exercised.
 """
 
 import copy
@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from txt2img_fixtures import TINY_UNET
 
 from txt2img.unet import TextUNet, TextUNetConfig
-from uncond.conv import Conv2d, convolution_paths
+from uncond.conv import PACKED_CONV, Conv2d, convolution_paths
 from uncond.unet import UNet, UNetConfig
+
+FAST = "packed" if PACKED_CONV else "plain"  # the path a packed conv takes in float32 CPU inference on this build
 
 
 def paths(fn) -> dict[str, int]:
@@ -24,11 +26,12 @@ def paths(fn) -> dict[str, int]:
 
 
 def one(path: str) -> dict[str, int]:
-    return {"copy": int(path == "copy"), "parameter": int(path == "parameter")}
+    return {"packed": int(path == "packed"), "plain": int(path == "plain")}
 
 
-def everywhere(path: str, n: int) -> dict[str, int]:
-    return {"copy": n if path == "copy" else 0, "parameter": n if path == "parameter" else 0}
+def test_the_private_ops_are_there_wherever_onednn_is():
+    # a torch that renames or drops the ops fails here instead of silently losing the fast path
+    assert torch.backends.mkldnn.is_available() == PACKED_CONV
 
 
 @pytest.mark.parametrize(
@@ -42,22 +45,22 @@ def everywhere(path: str, n: int) -> dict[str, int]:
         (16, 32, 64, 1, 1, 0, 4),
     ],
 )
-def test_the_inference_copy_computes_what_nn_conv2d_computes(
-    batch, in_channels, out_channels, kernel, stride, padding, size
-):
+def test_packed_conv_computes_what_nn_conv2d_computes(batch, in_channels, out_channels, kernel, stride, padding, size):
     torch.manual_seed(0)
-    conv = Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding).eval()
-    assert conv.is_packed() and conv._inference_weight.weight.is_contiguous(memory_format=torch.channels_last)
+    conv = Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding)
+    conv.pack((size, size))
+    assert conv.is_packed((size, size)) == PACKED_CONV
     x = torch.randn(batch, in_channels, size, size)
     out = []
-    assert paths(lambda: out.append(conv(x))) == one("copy")
-    torch.testing.assert_close(out[0], F.conv2d(x, conv.weight, conv.bias, stride, padding), atol=1e-5, rtol=1e-5)
+    assert paths(lambda: out.append(conv(x))) == one(FAST)
+    expected = F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=padding)
+    torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-5)
     with torch.inference_mode():
         assert torch.equal(conv(x), out[0])
 
 
 def check(conv: Conv2d, x: torch.Tensor, path: str, grad: bool = False) -> torch.Tensor:
-    """Run `conv(x)`, assert it took `path` and computed F.conv2d of the current weight; return the output."""
+    """Run `conv(x)`, assert it took `path` and computed F.conv2d; return the output."""
     out = []
     with torch.set_grad_enabled(grad):
         assert convolution_paths(lambda: out.append(conv(x))) == one(path)
@@ -66,61 +69,63 @@ def check(conv: Conv2d, x: torch.Tensor, path: str, grad: bool = False) -> torch
     return out[0]
 
 
-def test_the_copy_is_used_only_while_it_holds():
+def test_a_pack_is_taken_only_while_it_holds():
     torch.manual_seed(0)
     conv = Conv2d(4, 4, 3, padding=1)
     x = torch.randn(2, 4, 6, 6)
-    check(conv, x, "parameter")  # train mode: no copy
-    conv.eval()
-    check(conv, x, "copy")
+    check(conv, x, "plain")  # never packed
+    conv.pack((6, 6))
+    check(conv, x, FAST)
+    check(conv, torch.randn(2, 4, 5, 5), "plain")  # laid out for 6x6 maps, not 5x5
     with torch.no_grad():
-        conv.weight.mul_(2.0)  # an in-place update, as an EMA step on an eval-mode model makes
-    assert not conv.is_packed()
-    check(conv, x, "parameter")  # stale: the weight itself, until the next eval()
-    conv.eval()
-    check(conv, x, "copy")
+        conv.weight.mul_(2.0)  # an in-place update, as an optimizer or an EMA makes
+    assert not conv.is_packed((6, 6))
+    check(conv, x, "plain")
+    conv.pack((6, 6))
+    check(conv, x, FAST)
+    conv.load_state_dict({"weight": torch.randn(4, 4, 3, 3), "bias": torch.randn(4)})
+    check(conv, x, "plain")
+    conv.pack((6, 6))
     conv.weight.data = torch.randn(4, 4, 3, 3)  # new data under the same parameter
-    check(conv, x, "parameter")
-    conv.load_state_dict({"weight": torch.randn(4, 4, 3, 3), "bias": torch.randn(4)})  # copies the new weight
-    check(conv, x, "copy")
+    check(conv, x, "plain")
+    conv.pack((6, 6))
+    check(conv, x, FAST)
     conv.unpack()
-    check(conv, x, "parameter")
-    conv.pack()
-    check(conv, x, "copy")
-    conv.train()
-    assert conv._inference_weight is None
-    check(conv, x, "parameter")
+    check(conv, x, "plain")
 
 
-def test_autograd_autocast_and_other_dtypes_take_the_parameter():
+def test_autograd_autocast_and_disabled_onednn_take_nn_conv2d():
     torch.manual_seed(0)
-    conv = Conv2d(4, 8, 3, padding=1).eval()
+    conv = Conv2d(4, 8, 3, padding=1)
+    conv.pack((8, 8))
     x = torch.randn(2, 4, 8, 8)
-    check(conv, x, "parameter", grad=True).sum().backward()  # autograd on: gradients reach the parameter
+    check(conv, x, "plain", grad=True).sum().backward()  # autograd on: nn.Conv2d, gradients flow
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert paths(lambda: conv(x)) == one("parameter")
-        assert conv(x).dtype == torch.bfloat16  # bf16 as autocast asks
-    check(conv, x, "copy")
-    conv.double()  # no copy in float64
-    assert conv._inference_weight is None
-    check(conv, x.double(), "parameter")
-    conv.float()  # back to float32 in eval mode: copied again
-    check(conv, x, "copy")
+        assert paths(lambda: conv(x))["packed"] == 0  # (autocast shows aten::conv2d twice: its wrapper, then the op)
+        assert conv(x).dtype == torch.bfloat16  # bf16 as autocast asks, not the float32 packed path
+    torch.backends.mkldnn.enabled = False
+    try:
+        check(conv, x, "plain")
+    finally:
+        torch.backends.mkldnn.enabled = True
+    check(conv, x, FAST)
 
 
-def test_copies_of_a_conv_make_their_own_inference_copy():
-    conv = Conv2d(4, 4, 3, padding=1).eval()
+def test_copies_and_casts_of_a_conv_start_unpacked():
+    conv = Conv2d(4, 4, 3, padding=1)
+    conv.pack((6, 6))
     x = torch.randn(1, 4, 6, 6)
-    twin = copy.deepcopy(conv)
-    assert twin.is_packed() and twin._inference_weight.weight.data_ptr() != conv._inference_weight.weight.data_ptr()
-    torch.testing.assert_close(check(twin, x, "copy"), check(conv, x, "copy"))
-    trained = copy.deepcopy(conv.train())
-    assert trained._inference_weight is None
+    twin = copy.deepcopy(conv)  # oneDNN's layout cannot be copied
+    assert not twin.is_packed((6, 6))
+    torch.testing.assert_close(check(twin, x, "plain"), check(conv, x, FAST))
+    conv.double()
+    assert not conv.is_packed((6, 6))
+    conv.pack((6, 6))  # float64: no oneDNN pack
+    assert not conv.is_packed((6, 6))
 
 
-# ---- the UNets: every convolution takes the copy in eval mode ----
-
+# ---- the UNets pack their convolutions in eval mode, for the map sizes forward gives them ----
 
 UNETS = {
     "uncond": lambda: UNet(
@@ -169,43 +174,57 @@ def convs(model) -> list[Conv2d]:
 
 
 @pytest.mark.parametrize("name", list(UNETS))
-def test_eval_mode_runs_every_convolution_on_its_copy(name):
+def test_eval_packs_every_conv_for_the_map_size_forward_gives_it(name):
     torch.manual_seed(0)
     model = UNETS[name]()
+    seen = {}
+    hooks = [
+        conv.register_forward_pre_hook(lambda m, a: seen.setdefault(m, tuple(a[0].shape[-2:])) and None)
+        for conv in convs(model)
+    ]
     inputs = unet_inputs(model)
-    n = len(convs(model))
     with torch.no_grad():
-        assert convolution_paths(lambda: model(*inputs)) == everywhere("parameter", n)  # train mode
-        expected = model(*inputs)  # (dropout is 0: the same function)
+        expected = model(*inputs)  # train mode: nn.Conv2d everywhere (dropout is 0)
+    for hook in hooks:
+        hook.remove()
+    assert seen == model.conv_input_sizes() and len(seen) == len(convs(model))
+    assert not any(conv.is_packed(size) for conv, size in seen.items())
     model.eval()
+    assert all(conv.is_packed(size) for conv, size in seen.items()) == PACKED_CONV
     out = []
-    assert paths(lambda: out.append(model(*inputs))) == everywhere("copy", n)
+    counts = paths(lambda: out.append(model(*inputs)))
+    assert counts == ({"packed": len(seen), "plain": 0} if PACKED_CONV else {"packed": 0, "plain": len(seen)})
     torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-5)
-    assert out[0].is_contiguous()  # the UNet hands back NCHW, whatever layout its convolutions chose
-    model.train()
-    assert all(conv._inference_weight is None for conv in convs(model))
+    assert out[0].is_contiguous()
 
 
-def test_the_pipeline_ways_of_getting_a_model_all_copy():
+def test_train_drops_the_packs_and_moves_copies_and_loads_repack():
     torch.manual_seed(0)
     model = UNETS["uncond"]().eval()
     inputs = unet_inputs(model)
     n = len(convs(model))
+    packed_everywhere = {"packed": n, "plain": 0} if PACKED_CONV else {"packed": 0, "plain": n}
     with torch.inference_mode():
         expected = model(*inputs)
-    model.to("cpu")
-    assert paths(lambda: model(*inputs)) == everywhere("copy", n)
+    model.train()
+    assert all(conv._packed is None for conv in convs(model))
+    assert paths(lambda: model(*inputs)) == {"packed": 0, "plain": n}
+    model.eval().double()  # no oneDNN pack in float64: nn.Conv2d
+    assert paths(lambda: model(inputs[0].double(), inputs[1])) == {"packed": 0, "plain": n}
+    model.float()  # back to float32 in eval mode: packed again
+    assert paths(lambda: model(*inputs)) == packed_everywhere
+    twin = copy.deepcopy(model)  # the copy packs its own weights
     out = []
-    twin = copy.deepcopy(model)  # as EMA models are made
-    assert paths(lambda: out.append(twin(*inputs))) == everywhere("copy", n)
+    assert paths(lambda: out.append(twin(*inputs))) == packed_everywhere
     torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-5)
     model.load_state_dict({k: v * 1.01 for k, v in model.state_dict().items()})
-    out = []
-    assert paths(lambda: out.append(model(*inputs))) == everywhere("copy", n)
-    assert (out[0] - expected).abs().max() > 1e-3  # the new weights, not the old copies
+    with torch.inference_mode():
+        changed = model(*inputs)
+    assert paths(lambda: model(*inputs)) == packed_everywhere  # load_state_dict packs the new weights
+    assert (changed - expected).abs().max() > 1e-3
 
 
-# ---- thread safety: forward writes nothing; forwards racing repacks agree with single-threaded ones ----
+# ---- thread safety: forward writes nothing; forwards racing a repack agree with single-threaded ones ----
 
 
 def module_state(model) -> dict:
@@ -235,6 +254,7 @@ def test_concurrent_forwards_racing_repacks_compute_what_one_thread_does():
     inputs = {b: unet_inputs(model, b) for b in batches}
     with torch.inference_mode():
         expected = {b: model(*inputs[b]) for b in batches}
+    sizes = model.conv_input_sizes()
     done, errors, worst = threading.Event(), [], {}
 
     def forwards(batch):
@@ -246,8 +266,8 @@ def test_concurrent_forwards_racing_repacks_compute_what_one_thread_does():
 
     def repacks():  # what eval() does after a weight change, here over and over while the forwards run
         while not done.is_set():
-            for conv in convs(model):
-                conv.pack()
+            for conv, size in sizes.items():
+                conv.pack(size)
 
     workers = [threading.Thread(target=forwards, args=(b,)) for b in batches]
     repacker = threading.Thread(target=repacks)
@@ -260,4 +280,6 @@ def test_concurrent_forwards_racing_repacks_compute_what_one_thread_does():
     repacker.join()
     assert not errors
     assert all(worst[b] <= 1e-5 for b in batches), worst
-    assert paths(lambda: model(*inputs[1])) == everywhere("copy", len(convs(model)))
+    assert paths(lambda: model(*inputs[1])) == (
+        {"packed": len(sizes), "plain": 0} if PACKED_CONV else {"packed": 0, "plain": len(sizes)}
+    )

@@ -1,141 +1,132 @@
-"""The convolution of our UNets: nn.Conv2d, run in CPU inference on a channels-last copy of its weight made at `eval()`.
+"""The convolution of our UNets: nn.Conv2d, plus a oneDNN fast path for CPU float32 inference on a weight packed at `eval()`.
 
-Why: on the shipped 32x32 UNets, nn.Conv2d on contiguous (NCHW) weights makes a forward 10-20% slower than on
-channels-last ones (PyTorch's documented memory format for fast CPU convolutions): oneDNN reorders an NCHW
-weight on every call, and at batch 1 on small maps PyTorch takes a slow NCHW kernel. With the weight
-channels-last the same `F.conv2d` takes the channels-last kernels, and the activations after the first
-convolution stay channels-last through the norms, activations and reshapes. The copy is made outside
-`forward` (in `eval()`), so training, saving and every caller see the parameters as they are.
-
-Measured against the alternatives (README "Performance"): oneDNN's packed-weight ops
-(`torch.ops.mkldnn._convolution_pointwise`, private and unversioned, used here before) ran no faster, and
-torch.compile (with freezing or not) compiles for minutes per input shape on a small CPU, which the app's
-start-up cannot pay.
+Why private ops (`torch.ops.mkldnn._convolution_pointwise`, `_reorder_convolution_weight`): the supported routes
+were measured side by side on the shipped 32x32 UNets (CPU seconds, one thread, ratios against diffusers'
+UNets; README "Performance") and none keeps the speed. nn.Conv2d on NCHW weights is 10-20% slower (oneDNN
+reorders the weight on every call; at batch 1 on small maps PyTorch takes a slow NCHW kernel). Channels-last
+weights (a copy made at eval, plain F.conv2d) come close at batch 1 and 16 but lose 3-12% at batches 2-8, the
+app's batches (below batch 16 PyTorch takes its own channels-last kernel, not oneDNN). torch.compile, with or
+without freezing, compiles for one to two and a half minutes per input shape here, which the app's start-up
+cannot pay. So this module keeps oneDNN's packed convolution, behind a check that the ops exist, packed outside
+`forward` (by the UNet, at `eval()`), and falls back to nn.Conv2d wherever the pack does not hold.
 """
 
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
+
+# oneDNN's convolution on a weight laid out ahead of time: the kernel torch.compile's freezing emits on CPUs, here
+# without the compile (minutes per input shape on a small CPU). Both ops are private and unversioned, so every use
+# sits behind this check and falls back to nn.Conv2d; tests/test_conv.py asserts which path runs.
+PACKED_CONV = (
+    torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
+)
 
 
-class InferenceWeight(NamedTuple):
-    """A conv weight copied for CPU inference, and what it was copied from; replaced whole, never changed."""
+class PackedWeight(NamedTuple):
+    """A conv weight laid out for oneDNN, and what it was laid out from; replaced whole, never changed."""
 
     source: torch.Tensor  # the weight's data then (held: its address cannot pass to another tensor)
     version: int  # the weight's version counter then (every in-place update bumps it)
-    weight: torch.Tensor  # the copy, channels-last
+    input_size: tuple[int, int]  # the (H, W) of the inputs it was laid out for
+    weight: torch.Tensor  # the weight in oneDNN's blocked layout (an mkldnn tensor)
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d that, in CPU float32 inference, convolves with a channels-last copy of its weight made by `pack`.
+    """nn.Conv2d that, in CPU float32 inference, runs oneDNN on a weight laid out once, at `pack`, not on every call.
 
-    `pack` copies the weight: `eval()` does, and so do `.to()`, `load_state_dict` and copies in eval mode;
-    `train()` drops the copy. `forward` only reads it, and takes it while it holds: no autograd or autocast, a
-    float32 CPU input, and a weight unchanged since (same data, same version: an in-place update, such as an
-    EMA step on an eval-mode model, makes it stale until the next `eval()`). Otherwise it is nn.Conv2d on the
-    weight itself: the same function, summed in a different order.
+    nn.Conv2d reorders the weight into oneDNN's blocked layout on every call (or, at batch 1 on small maps,
+    falls back to a slower im2col kernel); for a 32x32 UNet that is a large share of a sampling step. `pack`
+    (the UNet calls it from `eval()`) lays the weight out for one input size; `forward` only reads that pack
+    and takes it when it still holds: no autograd or autocast, a float32 CPU input of that size, and a weight
+    unchanged since (same data, same version). Otherwise, and until the next `pack`, it is nn.Conv2d. The
+    output of the packed path comes back channels-last, which the norms, activations and reshapes after it keep.
 
-    Thread safety: `forward` writes nothing. It reads `_inference_weight` once, an immutable
-    `InferenceWeight` that `pack` and `unpack` replace whole, so a call running while another thread
-    packs uses one consistent copy.
+    Thread safety: `forward` writes nothing. It reads `_packed` once, an immutable `PackedWeight` that `pack`
+    and `unpack` replace whole, so a call running while another thread repacks uses one consistent pack.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._inference_weight: InferenceWeight | None = None
+        self._packed: PackedWeight | None = None
 
-    def pack(self) -> None:
-        """Copy the weight channels-last for CPU float32 inference (on other devices and dtypes: unpack)."""
+    def _conv_args(self) -> tuple:
+        return list(self.padding), list(self.stride), list(self.dilation), self.groups
+
+    def pack(self, input_size: tuple[int, int]) -> None:
+        """Lay the weight out for inputs of spatial size `input_size` (H, W), where oneDNN can run it; else unpack."""
         weight = self.weight
-        if weight.device.type != "cpu" or weight.dtype != torch.float32 or self.padding_mode != "zeros":
-            self._inference_weight = None
+        if not (
+            PACKED_CONV
+            and weight.device.type == "cpu"
+            and weight.dtype == torch.float32
+            and self.padding_mode == "zeros"
+        ):
+            self._packed = None
             return
-        with torch.no_grad():
-            copy = weight.detach().clone(memory_format=torch.channels_last)
-        self._inference_weight = InferenceWeight(weight.detach(), weight._version, copy)
+        with torch.no_grad():  # the batch does not change the layout oneDNN picks; the map size can
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                weight, *self._conv_args(), [1, self.in_channels, *input_size]
+            )
+        self._packed = PackedWeight(weight.detach(), weight._version, tuple(input_size), packed)
 
     def unpack(self) -> None:
-        """Drop the copy: every call is nn.Conv2d's until the next `pack`."""
-        self._inference_weight = None
+        """Drop the packed weight: every call is nn.Conv2d's until the next `pack`."""
+        self._packed = None
 
-    def is_packed(self) -> bool:
-        """Whether the copy holds for the current weight (forward then takes it in float32 CPU inference)."""
-        return self._holds(self._inference_weight)
+    def is_packed(self, input_size: tuple[int, int]) -> bool:
+        """Whether the pack holds for the current weight and inputs of spatial size `input_size` (H, W)."""
+        return self._pack_holds(self._packed, tuple(input_size))
 
-    def _holds(self, packed: InferenceWeight | None) -> bool:
+    def _pack_holds(self, packed: PackedWeight | None, input_size: tuple[int, int]) -> bool:
         weight = self.weight
         return (
-            packed is not None and packed.version == weight._version and packed.source.data_ptr() == weight.data_ptr()
+            packed is not None
+            and packed.input_size == input_size
+            and packed.version == weight._version
+            and packed.source.data_ptr() == weight.data_ptr()
         )
 
-    def _refresh(self) -> None:
-        """Eval mode: copy the weight unless the copy holds; train mode: no copy."""
-        if self.training:
-            self.unpack()
-        elif not self.is_packed():
-            self.pack()
-
-    # everything that sets the mode or the weight, outside forward, refreshes the copy
-
-    def train(self, mode: bool = True) -> "Conv2d":
-        super().train(mode)
-        self._refresh()
-        return self
-
     def _apply(self, fn, *args, **kwargs):
-        self._inference_weight = None  # .to(device / dtype) gives the weight new data
-        result = super()._apply(fn, *args, **kwargs)
-        self._refresh()
-        return result
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._refresh()
+        self._packed = None  # .to(device / dtype) gives the weight new data; the UNet packs again in eval mode
+        return super()._apply(fn, *args, **kwargs)
 
     def __getstate__(self):
-        # copies (deepcopy, pickle) travel without a second copy of the weight, and make their own on arrival
-        return {**self.__dict__, "_inference_weight": None}
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._refresh()
+        # copies (deepcopy, pickle) start unpacked: oneDNN's layout cannot be copied (the UNet packs its copy again)
+        return {**self.__dict__, "_packed": None}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self._inference_weight  # read once: a concurrent `pack` replaces it, never changes it
-        if not (self._inference_call(x) and self._holds(packed)):
+        packed = self._packed  # read once: a concurrent `pack` replaces it, never changes it
+        if not (self._inference_call(x) and self._pack_holds(packed, tuple(x.shape[-2:]))):
             return super().forward(x)
-        return F.conv2d(x, packed.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return torch.ops.mkldnn._convolution_pointwise(x, packed.weight, self.bias, *self._conv_args(), "none", [], "")
 
     @staticmethod
     def _inference_call(x: torch.Tensor) -> bool:
-        """Float32 CPU inference: no autograd, no autocast, not under torch.compile."""
+        """Float32 CPU inference: no autograd, no autocast, not under torch.compile, oneDNN not switched off."""
         return (
-            not torch.is_grad_enabled()
+            torch.backends.mkldnn.enabled
+            and not torch.is_grad_enabled()
             and x.device.type == "cpu"
             and x.dtype == torch.float32
+            and x.dim() == 4
             and not torch.is_autocast_enabled("cpu")  # autocast asks for bf16 convolutions: nn.Conv2d honours it
-            and not torch.compiler.is_compiling()  # (the compiler chooses its own layouts)
+            and not torch.compiler.is_compiling()  # (the compiler emits its own oneDNN kernels)
         )
 
 
-class _CountConvolutions(TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.counts = {"copy": 0, "parameter": 0}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.conv2d:
-            weight = args[1] if len(args) > 1 else kwargs["weight"]
-            self.counts["parameter" if isinstance(weight, nn.Parameter) else "copy"] += 1
-        return func(*args, **kwargs)
+# the operators each path shows in torch.profiler: oneDNN on the packed weight, or nn.Conv2d's
+PACKED_OP, PLAIN_OP = "mkldnn::_convolution_pointwise", "aten::conv2d"
 
 
 def convolution_paths(fn) -> dict[str, int]:
-    """How many convolutions `fn()` ran on a channels-last inference copy ("copy") and on the weight itself ("parameter")."""
-    with _CountConvolutions() as mode:
+    """How many convolutions one call of `fn()` ran on each path, {"packed": n, "plain": m}, read from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
         fn()
-    return mode.counts
+    counts = {event.key: event.count for event in profiler.key_averages()}
+    return {"packed": counts.get(PACKED_OP, 0), "plain": counts.get(PLAIN_OP, 0)}

@@ -390,6 +390,55 @@ class UNet(nn.Module):
             F.silu(self.conv_norm_out(x))
         ).contiguous()  # (B, C, H, W), whatever layout the convs chose
 
+    # ---- CPU inference: eval mode packs the convolutions for oneDNN (uncond/conv.py); forward never does ----
+
+    def train(self, mode: bool = True) -> "UNet":
+        """Set train or eval mode; eval mode also packs every convolution whose pack no longer holds (train mode drops them)."""
+        super().train(mode)
+        self._pack_convolutions()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)  # each Conv2d drops its pack: .to() may give its weight new data
+        self._pack_convolutions()
+        return self
+
+    def __setstate__(self, state):
+        super().__setstate__(state)  # copies (deepcopy, pickle) arrive unpacked
+        self._pack_convolutions()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._pack_convolutions()  # the packs were of the old weights
+        return result
+
+    def _pack_convolutions(self) -> None:
+        for conv, input_size in self.conv_input_sizes().items():
+            if self.training:
+                conv.unpack()
+            elif not conv.is_packed(input_size):
+                conv.pack(input_size)
+
+    def conv_input_sizes(self) -> dict[Conv2d, tuple[int, int]]:
+        """The (H, W) of every convolution's input as `forward` runs it: level l works on sample_size / 2**l maps."""
+        sizes = {}
+
+        def at(module: nn.Module, size: int) -> None:
+            sizes.update((conv, (size, size)) for conv in module.modules() if isinstance(conv, Conv2d))
+
+        top, levels = self.config.sample_size, len(self.down_blocks)
+        at(self, top)  # conv_in and conv_out; the blocks' convs are set below
+        for level, block in enumerate(self.down_blocks):
+            at(block, top // 2**level)
+            if block.downsample is not None and block.downsample.padding == 0:
+                at(block.downsample, top // 2**level + 1)  # padded right and bottom before its conv
+        at(self.mid_block, top // 2 ** (levels - 1))
+        for level, block in zip(reversed(range(levels)), self.up_blocks):
+            at(block, top // 2**level)
+            if block.upsample is not None:
+                at(block.upsample, top // 2 ** (level - 1))  # its conv runs after the 2x upsampling
+        return sizes
+
     # ---- saving and loading: config.json + safetensors, never pickles ----
 
     def save_pretrained(self, save_directory: str, dtype: torch.dtype | None = None) -> None:
