@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from uncond.conv import Conv2d
 from uncond.hub import CONFIG_NAME, resolve_model_dir
 
 WEIGHTS_NAME = "model.safetensors"
@@ -104,73 +105,6 @@ def timestep_embedding(
     if dim % 2 == 1:
         emb = F.pad(emb, (0, 1))
     return emb
-
-
-# oneDNN's convolution on a weight reordered ahead of time (the kernel torch.compile's freezing emits on CPUs)
-PACKED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
-MAX_PACKED_SHAPES = 8  # input shapes whose packed weights a conv keeps (sampling uses one or two batch sizes)
-
-
-class Conv2d(nn.Conv2d):
-    """nn.Conv2d that, in CPU float32 inference, reorders its weight for oneDNN once instead of on every call.
-
-    The plain path reorders the weight into oneDNN's blocked layout on every call (or, at batch 1 on small
-    maps, falls back to a slower im2col kernel); for a 32x32 UNet that is a large share of a sampling step.
-    Here the reordered weight is kept per input shape until the weight changes (an in-place update bumps
-    its version; `.to()` and friends clear the cache), and the output comes back channels-last, which the
-    norms, activations and attention reshapes after it keep. With autograd on, on GPUs and in half
-    precision this is nn.Conv2d.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._packed = {}  # input shape -> weight in oneDNN's layout for it
-        self._packed_from = None  # (the weight's data, its version) the cache was built from
-
-    def _apply(self, fn, *args, **kwargs):
-        self._packed, self._packed_from = {}, None  # .to(device / dtype) gives the weight new data
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        # copies (deepcopy, pickle) start without the cache: oneDNN's layout cannot be copied, and it is rebuilt on use
-        return {**self.__dict__, "_packed": {}, "_packed_from": None}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._can_pack(x):
-            return super().forward(x)
-        args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self._packed_weight(x.shape, args), self.bias, *args, "none", [], ""
-        )
-
-    def _can_pack(self, x: torch.Tensor) -> bool:
-        """Whether this call takes the packed path: float32 inference (no autograd, no autocast) on a CPU with oneDNN, not under torch.compile."""
-        return (
-            PACKED_CONV
-            and torch.backends.mkldnn.enabled
-            and not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and self.padding_mode == "zeros"
-            and not torch.is_autocast_enabled("cpu")  # autocast asks for bf16 convolutions: nn.Conv2d honours it
-            and not torch.compiler.is_compiling()
-        )  # (the compiler emits its own oneDNN kernels)
-
-    def _packed_weight(self, shape: torch.Size, args: tuple) -> torch.Tensor:
-        """The weight in oneDNN's layout for inputs of `shape`; all are rebuilt once the weight has changed."""
-        weight, built_from = self.weight, self._packed_from
-        if (
-            built_from is None
-            or built_from[0].data_ptr() != weight.data_ptr()
-            or built_from[1] != weight._version
-            or len(self._packed) >= MAX_PACKED_SHAPES
-        ):
-            # holding the data the cache was built from keeps its address from going to a new weight
-            self._packed, self._packed_from = {}, (weight.data, weight._version)
-        if shape not in self._packed:
-            self._packed[shape] = torch.ops.mkldnn._reorder_convolution_weight(weight, *args, list(shape))
-        return self._packed[shape]
 
 
 class TimestepEmbedding(nn.Module):
@@ -455,6 +389,55 @@ class UNet(nn.Module):
         return self.conv_out(
             F.silu(self.conv_norm_out(x))
         ).contiguous()  # (B, C, H, W), whatever layout the convs chose
+
+    # ---- CPU inference: eval mode packs the convolutions for oneDNN (uncond/conv.py); forward never does ----
+
+    def train(self, mode: bool = True) -> "UNet":
+        """Set train or eval mode; eval mode also packs every convolution whose pack no longer holds (train mode drops them)."""
+        super().train(mode)
+        self._pack_convolutions()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)  # each Conv2d drops its pack: .to() may give its weight new data
+        self._pack_convolutions()
+        return self
+
+    def __setstate__(self, state):
+        super().__setstate__(state)  # copies (deepcopy, pickle) arrive unpacked
+        self._pack_convolutions()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._pack_convolutions()  # the packs were of the old weights
+        return result
+
+    def _pack_convolutions(self) -> None:
+        for conv, input_size in self.conv_input_sizes().items():
+            if self.training:
+                conv.unpack()
+            elif not conv.is_packed(input_size):
+                conv.pack(input_size)
+
+    def conv_input_sizes(self) -> dict[Conv2d, tuple[int, int]]:
+        """The (H, W) of every convolution's input as `forward` runs it: level l works on sample_size / 2**l maps."""
+        sizes = {}
+
+        def at(module: nn.Module, size: int) -> None:
+            sizes.update((conv, (size, size)) for conv in module.modules() if isinstance(conv, Conv2d))
+
+        top, levels = self.config.sample_size, len(self.down_blocks)
+        at(self, top)  # conv_in and conv_out; the blocks' convs are set below
+        for level, block in enumerate(self.down_blocks):
+            at(block, top // 2**level)
+            if block.downsample is not None and block.downsample.padding == 0:
+                at(block.downsample, top // 2**level + 1)  # padded right and bottom before its conv
+        at(self.mid_block, top // 2 ** (levels - 1))
+        for level, block in zip(reversed(range(levels)), self.up_blocks):
+            at(block, top // 2**level)
+            if block.upsample is not None:
+                at(block.upsample, top // 2 ** (level - 1))  # its conv runs after the 2x upsampling
+        return sizes
 
     # ---- saving and loading: config.json + safetensors, never pickles ----
 
