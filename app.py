@@ -33,8 +33,8 @@ from PIL import Image
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
 from uncond.settings import read_settings
 from webapp.checks import load_picture, page_errors, warn_without_letters
-from webapp.models import Models, Prompt, Sampling
-from webapp.startup import device_note, queue_settings
+from webapp.models import Models, Prompt, Sampling, schedule_table
+from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +45,6 @@ MAX_STEPS = 1000
 MAX_IMAGES = 16
 MAX_GUIDANCE = 20.0
 MAX_PROMPT_CHARS = 1000  # the tokenizer keeps 32 tokens; this only bounds the work a request can ask for
-MAX_UPLOAD = "5mb"  # any uploaded file (the PNG whose settings are restored, the picture of "How it works")
 MAX_PICTURE_SIDE = 2048  # pixels; larger pictures are refused before they are decoded
 Image.MAX_IMAGE_PIXELS = (
     MAX_PICTURE_SIDE**2
@@ -174,22 +173,6 @@ def show_forward_process(picture, timestep, model: str):
         return save_png(noisy, folder, f"x_{timestep}", scale=256 // noisy.width)
     finally:
         RESULTS.release(folder)
-
-
-def schedule_table(model: str):
-    """The noise schedule of a model as a long table for gr.LinePlot."""
-    import pandas as pd
-
-    schedule = MODELS.noise_schedule(model)
-    rows = []
-    for name, label in (
-        ("alpha_bar", "alpha-bar_t (signal kept)"),
-        ("noise_level", "sqrt(1 - alpha-bar_t) (noise std)"),
-        ("beta", "beta_t"),
-        ("alpha_bar_zero_snr", "alpha-bar_t rescaled to zero terminal SNR (Lin et al. 2024)"),
-    ):
-        rows += [{"t": t, "value": v, "curve": label} for t, v in zip(schedule["t"], schedule[name], strict=True)]
-    return pd.DataFrame(rows)
 
 
 # the PNG settings a tab restores, each with the check of its field
@@ -344,7 +327,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             with gr.Column():
                 h_noisy = gr.Image(label="x_t", height=256)
                 h_plot = gr.LinePlot(
-                    schedule_table(MODELS.default_uncond),
+                    schedule_table(MODELS, MODELS.default_uncond),
                     x="t",
                     y="value",
                     color="curve",
@@ -396,19 +379,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     u.restore.change(
         lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private"
     )
-    u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
-
-
-def launch_options(args) -> dict:
-    """How the app is served: loopback unless GRADIO_SERVER_NAME says otherwise, no public link unless --share,
-    uploads size-limited, no extra folders served (no allowed_paths)."""
-    return {
-        "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        "share": bool(args.share),
-        "max_file_size": MAX_UPLOAD,
-        "show_error": False,  # only gr.Error messages reach the page, never a stack trace
-    }
+    u_model.change(lambda model: schedule_table(MODELS, model), u_model, h_plot, api_visibility="private")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_forward_process_tab_noises_the_picture():
     assert (noisy - original).abs().mean() > 0.5  # t = 999 is nearly pure noise
     with pytest.raises(gr.Error, match="Timestep"):
         app.show_forward_process(path, 1000, app.MODELS.default_uncond)
-    table = app.schedule_table(app.MODELS.default_uncond)
+    table = app.schedule_table(app.MODELS, app.MODELS.default_uncond)
     rescaled = "alpha-bar_t rescaled to zero terminal SNR (Lin et al. 2024)"
     assert (
         set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t", rescaled}

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from uncond.unet import UNet, UNetConfig, timestep_embedding
+from uncond.blocks import timestep_embedding
+from uncond.unet import UNet, UNetConfig
 
 
 def tiny_config(**overrides) -> UNetConfig:
