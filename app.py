@@ -63,6 +63,9 @@ A small diffusion model, written from scratch, turns random noise into emoji in 
 **DDPM** removes the noise in up to 1000 small random steps; **DDIM** takes bigger steps, so 50 are enough: deterministic with eta 0, with fresh noise at each step (like DDPM) with eta 1.
 Both are written from scratch here; **DPM-Solver++** and **Euler** are diffusers' samplers driven by the same loop.
 """
+CREDITS = """**Credits.** The shipped models were trained on emoji rendered from Noto Color Emoji (Google, SIL Open Font
+License 1.1). The project's data set builder also renders Twemoji (Twitter, CC BY 4.0), OpenMoji (CC BY-SA 4.0) and
+Microsoft's Fluent Emoji (MIT); the README's Credits section lists every set, its licence and attribution."""
 
 
 def parse_args(argv=None):
@@ -380,6 +383,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
         lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private"
     )
     u_model.change(lambda model: schedule_table(MODELS, model), u_model, h_plot, api_visibility="private")
+    gr.Markdown(CREDITS)
 
 
 if __name__ == "__main__":
