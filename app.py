@@ -30,10 +30,11 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
-from uncond.pipeline import MAX_SEED, forward_diffuse, noise_schedule
-from uncond.sample import read_settings
-from webapp.checks import check_choice, check_float, check_int, check_prompt, load_picture
-from webapp.startup import device_note, load_models, queue_settings
+from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
+from uncond.settings import read_settings
+from webapp.checks import load_picture, page_errors, warn_without_letters
+from webapp.models import Models, Prompt, Sampling
+from webapp.startup import device_note, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,7 +52,7 @@ Image.MAX_IMAGE_PIXELS = (
 )  # Pillow's decompression-bomb guard: a warning above, an error above twice this
 KEEP_RESULTS = 64  # requests whose PNGs stay in the app's own folder
 # picker label -> (scheduler name in the pipelines, default steps); the last two are diffusers' samplers in our loop
-SCHEDULERS = {
+SCHEDULER_CHOICES = {
     "DDPM": ("ddpm", 1000),
     "DDIM": ("ddim", 50),
     "DPM-Solver++ (diffusers)": ("dpm++", 20),
@@ -82,92 +83,92 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-UNCOND_MODELS, TXT2IMG = load_models(WEIGHTS_DIR, ARGS.uncond_model)  # or SystemExit naming the broken folder
-UNCOND_DEFAULT = next(iter(UNCOND_MODELS))
-DEVICE = UNCOND_MODELS[UNCOND_DEFAULT].device
-DTYPE = UNCOND_MODELS[UNCOND_DEFAULT].dtype
-CONCURRENCY, QUEUE_SIZE = queue_settings(DEVICE)
-DEVICE_NOTE = device_note(DEVICE, DTYPE, CONCURRENCY, QUEUE_SIZE)
+MODELS = Models.load(WEIGHTS_DIR, ARGS.uncond_model)  # or SystemExit naming the broken folder
+CONCURRENCY, QUEUE_SIZE = queue_settings(MODELS.device)
+DEVICE_NOTE = device_note(MODELS.device, MODELS.dtype, CONCURRENCY, QUEUE_SIZE)
 RESULTS = ResultFolders(keep=KEEP_RESULTS)
 
 
 # ---- the generation handlers: their inputs arrive as sent (preprocess=False), checked here, each message naming the field ----
 
 
-def check_sampling_fields(scheduler, steps, eta, num_images, seed) -> tuple:
-    """The sampling controls both tabs share, checked; a gr.Error names the first bad field."""
-    check_choice("Scheduler", scheduler, SCHEDULERS)
-    steps = check_int("Steps", steps, 1, MAX_STEPS)
-    eta = check_float("Eta", eta, 0.0, 1.0)
-    num_images = check_int("Number of images", num_images, 1, MAX_IMAGES)
-    seed = check_int("Seed", seed, 0, MAX_SEED)
-    return scheduler, steps, eta, num_images, seed
+def sampling_fields(scheduler, steps, eta, num_images, seed) -> Sampling:
+    """The sampling controls both tabs share, checked; the ValueError names the first bad field."""
+    name, _ = check_choice("Scheduler", scheduler, SCHEDULER_CHOICES)
+    return Sampling(
+        scheduler=name,
+        steps=check_int("Steps", steps, 1, MAX_STEPS, parse_text=True),
+        eta=check_float("Eta", eta, 0.0, 1.0, parse_text=True),
+        num_images=check_int("Number of images", num_images, 1, MAX_IMAGES, parse_text=True),
+        seed=check_int("Seed", seed, 0, MAX_SEED, parse_text=True),
+    )
+
+
+def prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, ratio, max_value) -> Prompt:
+    """The Text to image tab's own controls, checked."""
+    prompt = check_text("Prompt", prompt, MAX_PROMPT_CHARS)
+    warn_without_letters("Prompt", prompt)
+    negative_prompt = "" if negative_prompt is None else negative_prompt
+    return Prompt(
+        prompt=prompt,
+        negative_prompt=check_text("Negative prompt", negative_prompt, MAX_PROMPT_CHARS),
+        guidance_scale=check_float("Guidance scale", guidance_scale, 0.0, MAX_GUIDANCE, parse_text=True),
+        thresholding=check_choice("Dynamic thresholding", thresholding, {True: True, False: False}),
+        dynamic_thresholding_ratio=check_float("Thresholding percentile", ratio, 0.5, 1.0, parse_text=True),
+        sample_max_value=check_float("Thresholding max", max_value, 1.0, 10.0, parse_text=True),
+    )
 
 
 @gpu
+@page_errors
 def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
     """Sample unconditional images, streaming predicted-x_0 previews."""
-    pipe = check_choice("Model", model, UNCOND_MODELS)  # a name from the list, never a path
-    scheduler, steps, eta, num_images, seed = check_sampling_fields(scheduler, steps, eta, num_images, seed)
-
-    def run(callback):
-        return pipe(
-            num_images=num_images,
-            num_inference_steps=steps,
-            scheduler=SCHEDULERS[scheduler][0],
-            eta=eta,
-            seed=seed,
-            callback=callback,
-        )
-
-    yield from stream_to_page(run, steps, seed, num_images, progress, RESULTS)
+    model = check_choice("Model", model, list(MODELS.uncond))  # a name from the list, never a path
+    sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
+    events = MODELS.unconditional(model, sampling)
+    yield from stream_to_page(events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS)
 
 
 @gpu
+@page_errors
 def generate_text_to_image(
-    prompt, negative_prompt, guidance_scale, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()
+    prompt,
+    negative_prompt,
+    guidance_scale,
+    scheduler: str,
+    steps,
+    eta,
+    num_images,
+    seed,
+    thresholding=False,
+    threshold_ratio=0.995,
+    threshold_max=1.5,
+    progress=gr.Progress(),
 ):
     """Sample images for a prompt with classifier-free guidance, streaming predicted-x_0 previews."""
-    prompt = check_prompt("Prompt", prompt, MAX_PROMPT_CHARS)
-    negative_prompt = check_prompt(
-        "Negative prompt", "" if negative_prompt is None else negative_prompt, MAX_PROMPT_CHARS
-    )
-    guidance_scale = check_float("Guidance scale", guidance_scale, 0.0, MAX_GUIDANCE)
-    scheduler, steps, eta, num_images, seed = check_sampling_fields(scheduler, steps, eta, num_images, seed)
-
-    def run(callback):
-        return TXT2IMG(
-            prompt=prompt,
-            negative_prompt=negative_prompt or None,
-            num_images=num_images,
-            num_inference_steps=steps,
-            scheduler=SCHEDULERS[scheduler][0],
-            eta=eta,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            callback=callback,
-        )
-
-    yield from stream_to_page(run, steps, seed, num_images, progress, RESULTS)
+    text = prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max)
+    sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
+    events = MODELS.text_to_image(text, sampling)
+    yield from stream_to_page(events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS)
 
 
 def suggest_captions(prompt: str):
     """The training captions closest to what is typed, so a user learns the model's vocabulary."""
     fits = isinstance(prompt, str) and len(prompt) <= MAX_PROMPT_CHARS
-    return gr.update(choices=TXT2IMG.closest_captions(prompt, k=6) if fits else [], value=None)
+    return gr.update(choices=MODELS.suggestions(prompt, k=6) if fits else [], value=None)
 
 
 # ---- "How it works" and restoring settings: uploaded files ----
 
 
+@page_errors
 def show_forward_process(picture, timestep, model: str):
     """x_t of the picked picture (a file path, or an image) at timestep t, under the chosen model's noise schedule."""
     if picture is None:
         raise gr.Error("Pick or upload a picture first.")
     image = picture if isinstance(picture, Image.Image) else load_picture(picture, MAX_PICTURE_SIDE)
-    timestep = check_int("Timestep t", timestep, 0, MAX_STEPS - 1)
-    pipe = UNCOND_MODELS.get(model) or UNCOND_MODELS[UNCOND_DEFAULT]
-    noisy = forward_diffuse(image, timestep, pipe.scheduler_config, pipe.unet.config.sample_size)
+    timestep = check_int("Timestep t", timestep, 0, MAX_STEPS - 1, parse_text=True)
+    noisy = MODELS.forward_process(image, timestep, model)
     folder = RESULTS.new()
     try:
         return save_png(noisy, folder, f"x_{timestep}", scale=256 // noisy.width)
@@ -179,49 +180,44 @@ def schedule_table(model: str):
     """The noise schedule of a model as a long table for gr.LinePlot."""
     import pandas as pd
 
-    pipe = UNCOND_MODELS.get(model) or UNCOND_MODELS[UNCOND_DEFAULT]
-    schedule = noise_schedule(pipe.scheduler_config)
+    schedule = MODELS.noise_schedule(model)
     rows = []
     for name, label in (
         ("alpha_bar", "alpha-bar_t (signal kept)"),
         ("noise_level", "sqrt(1 - alpha-bar_t) (noise std)"),
         ("beta", "beta_t"),
+        ("alpha_bar_zero_snr", "alpha-bar_t rescaled to zero terminal SNR (Lin et al. 2024)"),
     ):
-        rows += [{"t": t, "value": v, "curve": label} for t, v in zip(schedule["t"], schedule[name])]
+        rows += [{"t": t, "value": v, "curve": label} for t, v in zip(schedule["t"], schedule[name], strict=True)]
     return pd.DataFrame(rows)
+
+
+# the PNG settings a tab restores, each with the check of its field
+RESTORE_CHECKS = {
+    "prompt": lambda v: check_text("Prompt", v, MAX_PROMPT_CHARS),
+    "negative_prompt": lambda v: check_text("Negative prompt", v, MAX_PROMPT_CHARS),
+    "guidance_scale": lambda v: check_float("Guidance scale", v, 0.0, MAX_GUIDANCE, parse_text=True),
+    "scheduler": lambda v: check_choice(
+        "Scheduler", v, {name: label for label, (name, _) in SCHEDULER_CHOICES.items()}
+    ),
+    "steps": lambda v: check_int("Steps", v, 1, MAX_STEPS, parse_text=True),
+    "eta": lambda v: check_float("Eta", v, 0.0, 1.0, parse_text=True),
+    "seed": lambda v: check_int("Seed", v, 0, MAX_SEED, parse_text=True),
+}
+RESTORED_TEXT = ["prompt", "negative_prompt", "guidance_scale"]
+RESTORED_SAMPLING = ["scheduler", "steps", "eta", "seed"]
 
 
 def restore_settings(file, with_prompt: bool) -> list:
     """Control values from a PNG this app made: scheduler, steps, eta, seed (and prompt, negative prompt, guidance), each checked."""
+    names = (RESTORED_TEXT if with_prompt else []) + RESTORED_SAMPLING
     if file is None:
-        return [gr.skip()] * (7 if with_prompt else 4)
+        return [gr.skip()] * len(names)
     try:
         settings = read_settings(file if isinstance(file, str) else file.name)
+        return [RESTORE_CHECKS[name](settings[name]) if name in settings else gr.skip() for name in names]
     except ValueError as error:
-        raise gr.Error(f"Settings file: {error}.") from error
-    labels = {name: label for label, (name, _) in SCHEDULERS.items()}
-    checks = {
-        "scheduler": lambda v: check_choice("Scheduler", v, labels),
-        "steps": lambda v: check_int("Steps", v, 1, MAX_STEPS),
-        "eta": lambda v: check_float("Eta", v, 0.0, 1.0),
-        "seed": lambda v: check_int("Seed", v, 0, MAX_SEED),
-        "prompt": lambda v: check_prompt("Prompt", v, MAX_PROMPT_CHARS),
-        "negative_prompt": lambda v: check_prompt("Negative prompt", v, MAX_PROMPT_CHARS),
-        "guidance_scale": lambda v: check_float("Guidance scale", v, 0.0, MAX_GUIDANCE),
-    }
-    names = (["prompt", "negative_prompt", "guidance_scale"] if with_prompt else []) + [
-        "scheduler",
-        "steps",
-        "eta",
-        "seed",
-    ]
-    values = []
-    for name in names:
-        try:
-            values.append(checks[name](settings[name]) if name in settings else gr.skip())
-        except gr.Error as error:
-            raise gr.Error(f"Settings file: {error.message}") from None
-    return values
+        raise gr.Error(f"Settings file: {str(error).rstrip('.')}.") from None
 
 
 # ---- the page ----
@@ -243,8 +239,8 @@ class SamplingControls:
 
 def sampling_controls(eta_default: float) -> SamplingControls:
     """Scheduler, steps (defaults follow the scheduler), eta (DDIM only), number of images, seed with a random button, Generate and Stop."""
-    scheduler = gr.Radio(list(SCHEDULERS), value="DDIM", label="Scheduler")
-    steps = gr.Slider(1, MAX_STEPS, value=SCHEDULERS["DDIM"][1], step=1, label="Steps")
+    scheduler = gr.Radio(list(SCHEDULER_CHOICES), value="DDIM", label="Scheduler")
+    steps = gr.Slider(1, MAX_STEPS, value=SCHEDULER_CHOICES["DDIM"][1], step=1, label="Steps")
     eta = gr.Slider(0.0, 1.0, value=eta_default, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
     num_images = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
     with gr.Row():
@@ -256,7 +252,7 @@ def sampling_controls(eta_default: float) -> SamplingControls:
     restore = gr.File(label="Drop a PNG made here to restore its settings", file_types=[".png"], height=80)
     # .input, not .change: a restored scheduler must not reset the restored steps
     scheduler.input(
-        lambda s: (gr.update(value=SCHEDULERS[s][1]), gr.update(visible=s == "DDIM")),
+        lambda s: (gr.update(value=SCHEDULER_CHOICES[s][1]), gr.update(visible=s == "DDIM")),
         scheduler,
         [steps, eta],
         api_visibility="private",
@@ -280,7 +276,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     with gr.Tab("Unconditional"), gr.Row():
         with gr.Column(scale=1):
             u_model = gr.Dropdown(
-                list(UNCOND_MODELS), value=UNCOND_DEFAULT, label="Model", visible=len(UNCOND_MODELS) > 1
+                list(MODELS.uncond), value=MODELS.default_uncond, label="Model", visible=len(MODELS.uncond) > 1
             )
             # eta 1: the shipped unconditional model's deterministic DDIM-50 drifts into textured squares
             # (FID_CLIP 0.38 against DDPM-1000's 0.29); re-injecting noise brings it to 0.27 (README, Evaluation)
@@ -294,10 +290,20 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
                 t_suggestions = gr.Radio(
                     choices=[],
                     label="Closest captions the model was trained on (pick one to use it)",
-                    visible=bool(TXT2IMG.captions),
+                    visible=MODELS.has_captions(),
                 )
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2, max_length=MAX_PROMPT_CHARS)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
+                with gr.Accordion("Dynamic thresholding (Imagen): for high guidance scales", open=False):
+                    gr.Markdown(
+                        "Each step's estimate of the picture is clipped at its own percentile s of |x_0| (at least 1, "
+                        "at most the max) and divided by s, instead of being clipped to [-1, 1]. Imagen uses it to keep "
+                        "colours from saturating at high guidance; with these small emoji models plain clipping "
+                        "looks better (README, Guided sampling)."
+                    )
+                    t_thresholding = gr.Checkbox(value=False, label="Dynamic thresholding (not with Euler)")
+                    t_threshold_ratio = gr.Slider(0.5, 1.0, value=0.995, step=0.005, label="Thresholding percentile")
+                    t_threshold_max = gr.Slider(1.0, 10.0, value=1.5, step=0.1, label="Thresholding max")
                 t = sampling_controls(eta_default=0.0)
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
@@ -322,7 +328,9 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "**Forward process.** Training takes a picture x_0, picks a timestep t and mixes in Gaussian noise: "
             "x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise. The network learns to predict that noise. "
-            "Move t to see what it is shown."
+            "Move t to see what it is shown. The plot's last curve is the schedule rescaled to zero terminal SNR "
+            "(Lin et al. 2024): alpha-bar at the last step exactly 0, so training sees the pure noise sampling starts "
+            "from. The shipped cosine schedule already ends at 2.4e-9, so the two alpha-bar curves overlap here."
         )
         with gr.Row():
             with gr.Column():
@@ -336,7 +344,12 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             with gr.Column():
                 h_noisy = gr.Image(label="x_t", height=256)
                 h_plot = gr.LinePlot(
-                    schedule_table(UNCOND_DEFAULT), x="t", y="value", color="curve", title="Noise schedule", height=260
+                    schedule_table(MODELS.default_uncond),
+                    x="t",
+                    y="value",
+                    color="curve",
+                    title="Noise schedule",
+                    height=260,
                 )
         gr.Markdown(
             "**Reverse process.** Sampling starts from pure noise x_T and removes a little of it at each step. "
@@ -360,7 +373,19 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     u.stop.click(None, None, None, cancels=[u_event], api_visibility="private")
     t_event = t.generate.click(
         generate_text_to_image,
-        [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
+        [
+            t_prompt,
+            t_negative,
+            t_guidance,
+            t.scheduler,
+            t.steps,
+            t.eta,
+            t.num_images,
+            t.seed,
+            t_thresholding,
+            t_threshold_ratio,
+            t_threshold_max,
+        ],
         t_outputs + [h_strip],
         api_name="text_to_image",
         concurrency_limit=CONCURRENCY,
@@ -388,5 +413,5 @@ def launch_options(args) -> dict:
 
 if __name__ == "__main__":
     # encode the training captions for the suggestions in the background, not on the first keystroke
-    threading.Thread(target=TXT2IMG.closest_captions, args=("warm up",), daemon=True).start()
+    threading.Thread(target=MODELS.suggestions, args=("warm up",), daemon=True).start()
     demo.queue(max_size=QUEUE_SIZE).launch(**launch_options(ARGS))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from uncond.pipeline import to_pil
+from uncond.images import to_pil
 
 
 def synchronize(device) -> None:

@@ -15,7 +15,7 @@ from bench.measure import (
     training_step,
 )
 from uncond.conv import convolution_paths
-from uncond.pipeline import make_scheduler
+from uncond.sampling import make_scheduler
 from uncond.train import diffusion_loss
 
 PROMPT = "red heart"
@@ -204,9 +204,8 @@ def check_no_syncs(
 ) -> dict:
     """On a GPU: None where our sampling loop never makes the host wait for the device, else the error (sync debug mode)."""
     from txt2img.clip import TextEmbeddings
-    from txt2img.pipeline import sample as txt2img_sample
-    from uncond.pipeline import initial_noise
-    from uncond.pipeline import sample as uncond_sample
+    from txt2img.guidance import guided_model_fn
+    from uncond.sampling import initial_noise, sample, unet_model_fn
 
     config = uncond_unet.config
     shape = (2, config.in_channels, config.sample_size, config.sample_size)
@@ -218,13 +217,19 @@ def check_no_syncs(
         (
             "uncond ddim eta=1",
             make_scheduler("ddim", uncond_schedule),
-            lambda s, x, g: uncond_sample(uncond_unet, s, x, g, eta=1.0),
+            lambda s, x, g: sample(unet_model_fn(uncond_unet), s, x, g, eta=1.0),
         ),
-        ("uncond ddpm", make_scheduler("ddpm", uncond_schedule), lambda s, x, g: uncond_sample(uncond_unet, s, x, g)),
+        (
+            "uncond ddpm",
+            make_scheduler("ddpm", uncond_schedule),
+            lambda s, x, g: sample(unet_model_fn(uncond_unet), s, x, g),
+        ),
         (
             "txt2img ddim guided",
             make_scheduler("ddim", txt2img_schedule),
-            lambda s, x, g: txt2img_sample(txt2img_unet, s, x, g, cond, uncond, GUIDANCE_SCALE),
+            lambda s, x, g: sample(
+                guided_model_fn(txt2img_unet, cond, uncond, GUIDANCE_SCALE), s, x, g, use_clipped_model_output=True
+            ),
         ),
     ]:
         scheduler.set_timesteps(steps)

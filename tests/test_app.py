@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 
 import gradio as gr
@@ -15,7 +14,9 @@ from PIL import Image
 
 import app
 from tests.serving import ROOT, free_port, wait_for_port
-from webapp.streaming import PREVIEW_EVERY, stream_samples
+from uncond.checks import check_int
+from uncond.sampling import Step
+from webapp.streaming import PREVIEW_EVERY, ResultFolders, stream_to_page
 
 
 def run_unconditional(*args):
@@ -29,7 +30,7 @@ def is_tick(output) -> bool:
 
 
 def test_unconditional_streams_previews_then_pngs_with_settings():
-    outputs = run_unconditional(app.UNCOND_DEFAULT, "DDIM", 12, 0.0, 2, 123)
+    outputs = run_unconditional(app.MODELS.default_uncond, "DDIM", 12, 0.0, 2, 123)
     previews, final = [o for o in outputs[:-1] if not is_tick(o)], outputs[-1]
     assert len(previews) == 2  # after steps 5 and 10
     gallery, settings, seed, strip = final
@@ -46,8 +47,8 @@ def test_unconditional_streams_previews_then_pngs_with_settings():
 
 
 def test_same_seed_same_pixels_through_the_handler():
-    first = run_unconditional(app.UNCOND_DEFAULT, "DDPM", 6, 0.0, 1, 9)[-1][0][0][0]
-    again = run_unconditional(app.UNCOND_DEFAULT, "DDPM", 6, 0.0, 1, 9)[-1][0][0][0]
+    first = run_unconditional(app.MODELS.default_uncond, "DDPM", 6, 0.0, 1, 9)[-1][0][0][0]
+    again = run_unconditional(app.MODELS.default_uncond, "DDPM", 6, 0.0, 1, 9)[-1][0][0][0]
     assert Image.open(first).tobytes() == Image.open(again).tobytes()
 
 
@@ -79,38 +80,41 @@ def test_same_seed_same_pixels_through_the_handler():
 )
 def test_bad_input_gives_a_message_naming_the_field_and_range(args, message):
     with pytest.raises(gr.Error, match=message):
-        run_unconditional(app.UNCOND_DEFAULT, *args)
+        run_unconditional(app.MODELS.default_uncond, *args)
 
 
 def test_numbers_as_text_and_seeds_beyond_float_precision_are_taken_exactly():
     seed = 2**62 + 1  # a float would round it to 2**62
-    assert app.check_int("Seed", seed, 0, app.MAX_SEED) == seed
-    assert app.check_int("Seed", str(seed), 0, app.MAX_SEED) == seed
-    assert app.check_int("Seed", app.MAX_SEED, 0, app.MAX_SEED) == app.MAX_SEED
-    assert app.check_int("Steps", 12.0, 1, 1000) == 12 and app.check_int("Steps", " 7 ", 1, 1000) == 7
-    settings = json.loads(run_unconditional(app.UNCOND_DEFAULT, "DDIM", 2, 0.0, 1, seed)[-1][1])
+    assert check_int("Seed", seed, 0, app.MAX_SEED, parse_text=True) == seed
+    assert check_int("Seed", str(seed), 0, app.MAX_SEED, parse_text=True) == seed
+    assert check_int("Seed", app.MAX_SEED, 0, app.MAX_SEED) == app.MAX_SEED
+    assert check_int("Steps", 12.0, 1, 1000) == 12 and check_int("Steps", " 7 ", 1, 1000, parse_text=True) == 7
+    settings = json.loads(run_unconditional(app.MODELS.default_uncond, "DDIM", 2, 0.0, 1, seed)[-1][1])
     assert settings["seed"] == seed
-    with pytest.raises(gr.Error, match="Seed") as error:
-        app.check_int("Seed", "x" * 100_000, 0, app.MAX_SEED)
-    assert len(error.value.message) < 120  # a long value is cut in the message
+    with pytest.raises(ValueError, match="Seed") as error:
+        check_int("Seed", "x" * 100_000, 0, app.MAX_SEED, parse_text=True)
+    assert len(str(error.value)) < 120  # a long value is cut in the message
 
 
 def test_forward_process_tab_noises_the_picture():
-    from uncond.pipeline import from_pil
+    from uncond.images import from_pil
 
     path = os.path.join(app.EXAMPLES_DIR, "red_heart.png")  # the page hands over a file path
-    clean = from_pil(Image.open(app.show_forward_process(path, 0, app.UNCOND_DEFAULT)), 32)
-    noisy = from_pil(Image.open(app.show_forward_process(path, 999, app.UNCOND_DEFAULT)), 32)
+    clean = from_pil(Image.open(app.show_forward_process(path, 0, app.MODELS.default_uncond)), 32)
+    noisy = from_pil(Image.open(app.show_forward_process(path, 999, app.MODELS.default_uncond)), 32)
     original = from_pil(Image.open(path), 32)
     assert (clean - original).abs().mean() < 0.05  # t = 0 keeps the picture
     assert (noisy - original).abs().mean() > 0.5  # t = 999 is nearly pure noise
     with pytest.raises(gr.Error, match="Timestep"):
-        app.show_forward_process(path, 1000, app.UNCOND_DEFAULT)
-    table = app.schedule_table(app.UNCOND_DEFAULT)
+        app.show_forward_process(path, 1000, app.MODELS.default_uncond)
+    table = app.schedule_table(app.MODELS.default_uncond)
+    rescaled = "alpha-bar_t rescaled to zero terminal SNR (Lin et al. 2024)"
     assert (
-        set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t"}
-        and len(table) == 3000
+        set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t", rescaled}
+        and len(table) == 4000
     )
+    zero_snr = table[table["curve"] == rescaled]["value"].tolist()
+    assert zero_snr[-1] == 0.0 and zero_snr[0] > 0.99  # pure noise at the last step, the picture at the first
 
 
 def test_unknown_model_is_refused_and_never_read_as_a_path():
@@ -119,25 +123,22 @@ def test_unknown_model_is_refused_and_never_read_as_a_path():
             run_unconditional(model, "DDIM", 5, 0.0, 1, 0)
 
 
-def test_closing_the_stream_stops_the_worker_within_a_step():
-    steps_run = []
+def test_closing_the_page_stream_closes_the_pipelines_loop_at_once():
+    steps_run, closed = [], []
 
-    def run(callback):
-        for step in range(1000):
-            steps_run.append(step)
-            if callback(step, 999 - step, torch.zeros(1), torch.zeros(1, 3, 4, 4)):
-                return "stopped"
-            time.sleep(0.002)
-        return "finished"
+    def events():
+        try:
+            for step in range(1000):
+                steps_run.append(step)
+                yield Step(step, 999 - step, torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
+        finally:
+            closed.append(len(steps_run))
 
-    stream = stream_samples(run, 1000)
-    kind, _, step = next(stream)  # the first preview
-    assert kind == "preview" and step == PREVIEW_EVERY
-    stream.close()  # what Stop or a vanished client does
-    time.sleep(0.1)
-    count = len(steps_run)
-    time.sleep(0.1)
-    assert len(steps_run) == count < 1000  # the worker has ended
+    page = stream_to_page(events(), 1000, 0, 1, lambda *a, **k: None, ResultFolders(keep=2))
+    outputs = [next(page) for _ in range(PREVIEW_EVERY)]
+    assert is_tick(outputs[0]) and not is_tick(outputs[-1])  # the first preview after PREVIEW_EVERY steps
+    page.close()  # what Stop or a vanished client does
+    assert closed == [PREVIEW_EVERY]  # the loop ended where it stood: no step ran after the close
 
 
 @pytest.mark.slow
@@ -153,7 +154,7 @@ def test_served_app_answers_the_api(tmp_path):
         wait_for_port(server, port)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         gallery, settings, seed, strip = client.predict(
-            app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional"
+            app.MODELS.default_uncond, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional"
         )
         assert seed == 77 and len(gallery) == 2 and '"seed": 77' in settings
         assert Image.open(gallery[0]["image"]).text["seed"] == "77"
@@ -163,14 +164,17 @@ def test_served_app_answers_the_api(tmp_path):
         assert seed == 5 and len(gallery) == 2 and json.loads(settings)["prompt"] == "red heart"
         # out-of-range slider values get our message, naming the field and its range, not Gradio's anonymous one
         for args, message in [
-            ((app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 1, -5), "Seed must be a whole number from 0 to"),
-            ((app.UNCOND_DEFAULT, "DDIM", 5000, 0.0, 1, 0), "Steps must be a whole number from 1 to 1000, got 5000"),
-            ((app.UNCOND_DEFAULT, "DDIM", 5, 2.0, 1, 0), "Eta must be a number from 0 to 1, got 2.0"),
+            ((app.MODELS.default_uncond, "DDIM", 5, 0.0, 1, -5), "Seed must be a whole number from 0 to"),
             (
-                (app.UNCOND_DEFAULT, "DDIM", 5, 0.0, 99, 0),
+                (app.MODELS.default_uncond, "DDIM", 5000, 0.0, 1, 0),
+                "Steps must be a whole number from 1 to 1000, got 5000",
+            ),
+            ((app.MODELS.default_uncond, "DDIM", 5, 2.0, 1, 0), "Eta must be a number from 0 to 1, got 2.0"),
+            (
+                (app.MODELS.default_uncond, "DDIM", 5, 0.0, 99, 0),
                 "Number of images must be a whole number from 1 to 16, got 99",
             ),
-            ((app.UNCOND_DEFAULT, "PLMS", 5, 0.0, 1, 0), "Scheduler must be one of"),
+            ((app.MODELS.default_uncond, "PLMS", 5, 0.0, 1, 0), "Scheduler must be one of"),
             (("../../etc/passwd", "DDIM", 5, 0.0, 1, 0), "Model must be one of"),
         ]:
             with pytest.raises(Exception, match=message):
@@ -187,7 +191,7 @@ def test_served_app_answers_the_api(tmp_path):
             with pytest.raises(Exception, match=message):
                 client.predict(*args, api_name="/text_to_image")
         # still up, and serving no file outside Gradio's own folders
-        assert client.predict(app.UNCOND_DEFAULT, "DDIM", 2, 0.0, 1, 1, api_name="/unconditional")[2] == 1
+        assert client.predict(app.MODELS.default_uncond, "DDIM", 2, 0.0, 1, 1, api_name="/unconditional")[2] == 1
         for path in (
             os.path.join(ROOT, "app.py"),
             os.path.join(ROOT, "weights", "uncond", "config.json"),
@@ -207,7 +211,7 @@ def tiny_txt2img(monkeypatch):
     from txt2img.pipeline import TextToImagePipeline
 
     pipe = TextToImagePipeline(tiny_unet(), tiny_text_encoder(), {"beta_schedule": "squaredcos_cap_v2"}, name="tiny")
-    monkeypatch.setattr(app, "TXT2IMG", pipe)
+    monkeypatch.setattr(app.MODELS, "txt2img", pipe)
     return pipe
 
 
@@ -271,15 +275,15 @@ def test_long_emoji_and_multiline_prompts_still_give_images(tiny_txt2img):
 
 @pytest.mark.parametrize("scheduler", ["DPM-Solver++ (diffusers)", "Euler (diffusers)"])
 def test_diffusers_samplers_from_the_picker(scheduler):
-    gallery, settings, seed, strip = run_unconditional(app.UNCOND_DEFAULT, scheduler, 6, 0.0, 1, 5)[-1]
-    assert len(gallery) == 1 and json.loads(settings)["scheduler"] == app.SCHEDULERS[scheduler][0]
+    gallery, settings, seed, strip = run_unconditional(app.MODELS.default_uncond, scheduler, 6, 0.0, 1, 5)[-1]
+    assert len(gallery) == 1 and json.loads(settings)["scheduler"] == app.SCHEDULER_CHOICES[scheduler][0]
 
 
 def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
     gallery, _, _, _ = run_text_to_image("cat face", "dog", 2.5, "DDIM", 7, 0.3, 1, 4242)[-1]
     prompt, negative, guidance, scheduler, steps, eta, seed = app.restore_settings(gallery[0][0], with_prompt=True)
     assert (prompt, negative, guidance, scheduler, steps, eta, seed) == ("cat face", "dog", 2.5, "DDIM", 7, 0.3, 4242)
-    gallery, _, _, _ = run_unconditional(app.UNCOND_DEFAULT, "Euler (diffusers)", 3, 0.0, 1, 99)[-1]
+    gallery, _, _, _ = run_unconditional(app.MODELS.default_uncond, "Euler (diffusers)", 3, 0.0, 1, 99)[-1]
     assert app.restore_settings(gallery[0][0], with_prompt=False) == ["Euler (diffusers)", 3, 0.0, 99]
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
     with pytest.raises(gr.Error, match="Settings file: not a PNG file"):
@@ -299,7 +303,7 @@ def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
     ],
 )
 def test_restored_settings_out_of_range_name_the_field(tmp_path, settings, message):
-    from uncond.sample import save_with_settings
+    from uncond.settings import save_with_settings
 
     path = str(tmp_path / "crafted.png")
     save_with_settings(Image.new("RGB", (8, 8)), path, {"steps": 5, "seed": 1, **settings})
@@ -315,3 +319,32 @@ def test_suggestions_are_the_closest_training_captions(tiny_txt2img, monkeypatch
     assert tiny_txt2img.closest_captions("   ") == []
     update = app.suggest_captions("blue")
     assert "blue" in update["choices"] and len(update["choices"]) == 4
+
+
+def test_dynamic_thresholding_reaches_the_scheduler_and_euler_refuses_it(monkeypatch):
+    seen = {}
+    original = app.MODELS.txt2img.stream
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(app.MODELS.txt2img, "stream", spy)
+    outputs = list(
+        app.generate_text_to_image(
+            "red heart", "", 7.0, "DDIM", 3, 0.0, 1, 0, True, 0.9, 2.0, progress=lambda *a, **k: None
+        )
+    )
+    assert json.loads(outputs[-1][1])["thresholding"] is True and seen["dynamic_thresholding_ratio"] == 0.9
+    with pytest.raises(gr.Error, match="thresholding is not available with the euler scheduler"):
+        list(
+            app.generate_text_to_image(
+                "red heart", "", 7.0, "Euler (diffusers)", 3, 0.0, 1, 0, True, 0.9, 2.0, progress=lambda *a, **k: None
+            )
+        )
+    with pytest.raises(gr.Error, match="Thresholding percentile must be a number from 0.5 to 1"):
+        list(
+            app.generate_text_to_image(
+                "red", "", 7.0, "DDIM", 3, 0.0, 1, 0, True, 2.0, 2.0, progress=lambda *a, **k: None
+            )
+        )

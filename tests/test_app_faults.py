@@ -6,7 +6,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
@@ -20,6 +19,7 @@ from PIL.PngImagePlugin import PngInfo
 import app
 from tests.serving import ROOT, free_port
 from uncond.pipeline import SampleOutput
+from uncond.sampling import Step
 from webapp import startup
 
 WEIGHTS = os.path.join(ROOT, "weights")
@@ -131,33 +131,30 @@ def test_on_cuda_the_models_load_in_fp16_and_the_page_says_so(monkeypatch):
 
 
 class SlowPipeline:
-    """Calls the callback like the real loop, one step per `step_seconds`; records when each step ended and when it stopped."""
+    """Streams steps like the real pipeline, one per `step_seconds`; records when each step ended and when it was closed."""
 
     def __init__(self, step_seconds: float = STEP_SECONDS, fail: Exception | None = None):
         self.step_seconds = step_seconds
         self.fail = fail
         self.step_ends = []
-        self.stopped_at = None
+        self.stopped_at = None  # when the stream was closed before its end (Stop, a lost client)
 
-    def __call__(self, num_images=1, num_inference_steps=1, scheduler="ddim", eta=0.0, seed=0, callback=None, **kwargs):
+    def stream(self, num_images=1, num_inference_steps=1, scheduler="ddim", eta=0.0, seed=0, **kwargs):
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise error
         x = torch.zeros(num_images, 3, 4, 4)
-        for step in range(num_inference_steps):
-            time.sleep(self.step_seconds)
-            self.step_ends.append(time.monotonic())
-            if callback(step, 999 - step, x, x):
-                self.stopped_at = time.monotonic()
-                break
+        try:
+            for step in range(num_inference_steps):
+                time.sleep(self.step_seconds)
+                self.step_ends.append(time.monotonic())
+                yield Step(step, 999 - step, x, x)
+        except GeneratorExit:
+            self.stopped_at = time.monotonic()
+            raise
         images = [Image.new("RGB", (4, 4))] * num_images
-        return SampleOutput(
-            images, seed, num_inference_steps, len(self.step_ends), 0.0, {"seed": seed, "steps": num_inference_steps}
-        )
-
-
-def workers_alive() -> int:
-    return sum(thread.name == "sampling-worker" and thread.is_alive() for thread in threading.enumerate())
+        settings = {"seed": seed, "steps": num_inference_steps}
+        yield SampleOutput(images, seed, num_inference_steps, len(self.step_ends), 0.0, settings)
 
 
 def run_unconditional(*args):
@@ -169,11 +166,11 @@ def test_out_of_memory_suggests_fewer_images_and_the_next_request_works(monkeypa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     pipe = SlowPipeline(step_seconds=0.0, fail=torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    monkeypatch.setitem(app.UNCOND_MODELS, app.UNCOND_DEFAULT, pipe)
+    monkeypatch.setitem(app.MODELS.uncond, app.MODELS.default_uncond, pipe)
     with pytest.raises(gr.Error, match="Out of memory while generating 16 images at once: try fewer images."):
-        run_unconditional(app.UNCOND_DEFAULT, "DDIM", 3, 0.0, 16, 0)
+        run_unconditional(app.MODELS.default_uncond, "DDIM", 3, 0.0, 16, 0)
     assert emptied == [True]  # the failed batch's memory is handed back
-    gallery, settings, seed, strip = run_unconditional(app.UNCOND_DEFAULT, "DDIM", 3, 0.0, 4, 1)[-1]
+    gallery, settings, seed, strip = run_unconditional(app.MODELS.default_uncond, "DDIM", 3, 0.0, 4, 1)[-1]
     assert len(gallery) == 4 and seed == 1
 
 
@@ -221,30 +218,29 @@ def test_stop_frees_the_worker_within_a_step_and_the_next_request_runs(served, m
     from gradio_client import Client
 
     pipe = SlowPipeline()
-    monkeypatch.setitem(app.UNCOND_MODELS, app.UNCOND_DEFAULT, pipe)
+    monkeypatch.setitem(app.MODELS.uncond, app.MODELS.default_uncond, pipe)
     client = Client(served, verbose=False)
-    job = client.submit(app.UNCOND_DEFAULT, "DDPM", 1000, 0.0, 1, 0, api_name="/unconditional")
+    job = client.submit(app.MODELS.default_uncond, "DDPM", 1000, 0.0, 1, 0, api_name="/unconditional")
     wait_until(lambda: len(pipe.step_ends) >= 3)
     pressed = time.monotonic()
     job.cancel()  # what the page's Stop button sends
     wait_until(lambda: pipe.stopped_at is not None, timeout=5)
-    # the step under way when the stop arrived, at most one more: the stop reaches the loop within TICK_SECONDS
-    # and Gradio's close retry (0.05 s), both shorter than a step here
+    # the step under way when the stop arrived, at most one more: Gradio stops iterating the handler at its next
+    # yield (every step yields) and closes it, which closes the pipeline's stream
     assert steps_after(pipe, pressed) <= 2 and pipe.stopped_at - pressed < 2 * STEP_SECONDS + 0.2
-    wait_until(lambda: workers_alive() == 0, timeout=2)
-    monkeypatch.setitem(app.UNCOND_MODELS, app.UNCOND_DEFAULT, SlowPipeline(step_seconds=0.01))
-    assert client.predict(app.UNCOND_DEFAULT, "DDIM", 3, 0.0, 2, 5, api_name="/unconditional")[2] == 5
+    monkeypatch.setitem(app.MODELS.uncond, app.MODELS.default_uncond, SlowPipeline(step_seconds=0.01))
+    assert client.predict(app.MODELS.default_uncond, "DDIM", 3, 0.0, 2, 5, api_name="/unconditional")[2] == 5
 
 
 @pytest.mark.slow
 def test_a_client_that_disconnects_mid_run_frees_the_worker(served, monkeypatch):
     pipe = SlowPipeline()
-    monkeypatch.setitem(app.UNCOND_MODELS, app.UNCOND_DEFAULT, pipe)
+    monkeypatch.setitem(app.MODELS.uncond, app.MODELS.default_uncond, pipe)
     config = httpx.get(served + "config").json()
     fn_index = next(dep["id"] for dep in config["dependencies"] if dep.get("api_name") == "unconditional")
     session = "lost-client"
     body = {
-        "data": [app.UNCOND_DEFAULT, "DDPM", 1000, 0.0, 1, 0],
+        "data": [app.MODELS.default_uncond, "DDPM", 1000, 0.0, 1, 0],
         "fn_index": fn_index,
         "session_hash": session,
         "event_data": None,
@@ -256,10 +252,9 @@ def test_a_client_that_disconnects_mid_run_frees_the_worker(served, monkeypatch)
             if len(pipe.step_ends) >= 3:
                 break
         gone = time.monotonic()
-    # the connection is closed: Gradio notices at its next message (a tick at most TICK_SECONDS away) and closes the generator
+    # the connection is closed: Gradio notices at its next message (the next step's yield) and closes the generator
     wait_until(lambda: pipe.stopped_at is not None, timeout=5)
     assert steps_after(pipe, gone) <= 2 and pipe.stopped_at - gone < 2 * STEP_SECONDS + 0.2
-    wait_until(lambda: workers_alive() == 0, timeout=2)
 
 
 @pytest.mark.slow
@@ -358,7 +353,7 @@ def test_a_hostile_png_dropped_on_the_settings_reader_gets_a_message(tmp_path, n
 )
 def test_a_hostile_picture_for_the_forward_process_gets_a_message(tmp_path, name, message):
     with pytest.raises(gr.Error, match=message):
-        app.show_forward_process(hostile_files(tmp_path)[name], 10, app.UNCOND_DEFAULT)
+        app.show_forward_process(hostile_files(tmp_path)[name], 10, app.MODELS.default_uncond)
 
 
 def test_pictures_are_checked_before_they_are_decoded(tmp_path):
@@ -366,11 +361,11 @@ def test_pictures_are_checked_before_they_are_decoded(tmp_path):
     wide = tmp_path / "wide.png"
     Image.new("L", (app.MAX_PICTURE_SIDE + 1, 1)).save(wide)
     with pytest.raises(gr.Error, match="Picture must be at most 2048 pixels a side, got 2049x1"):
-        app.show_forward_process(str(wide), 10, app.UNCOND_DEFAULT)
+        app.show_forward_process(str(wide), 10, app.MODELS.default_uncond)
     bitmap = tmp_path / "picture.bmp"
     Image.new("RGB", (8, 8)).save(bitmap)
     with pytest.raises(gr.Error, match="Picture must be a PNG, JPEG, WebP or GIF image, got BMP"):
-        app.show_forward_process(str(bitmap), 10, app.UNCOND_DEFAULT)
+        app.show_forward_process(str(bitmap), 10, app.MODELS.default_uncond)
 
 
 # ---- what is loaded and what is served ----

@@ -9,16 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
+import txt2img.train_clip
 from txt2img.clip import CLIPEmbedder, TextEncoder
+from txt2img.clip_tokenizer import train_tokenizer
 from txt2img.train_clip import (
+    CLIPTask,
     CLIPTrainConfig,
     build_model,
+    caption_matches,
     clip_loss,
-    main,
-    retrieval_accuracy,
+    paired_retrieval_accuracy,
     save_clip,
     train_clip,
-    train_tokenizer,
 )
 
 COLOURS = {
@@ -143,7 +145,7 @@ def test_trained_folder_loads_as_clip(trained):
     image_embeds, text_embeds = embedder.image_features(images), embedder.text_features(list(COLOURS))
     assert image_embeds.shape == (8, TINY["projection_dim"]) == text_embeds.shape
     assert torch.allclose(image_embeds.norm(dim=-1), torch.ones(8), atol=1e-5)
-    found = retrieval_accuracy(image_embeds @ text_embeds.t())
+    found = paired_retrieval_accuracy(image_embeds @ text_embeds.t())
     assert found["image_to_text_top1"] == pytest.approx(metrics["image_to_text_top1"])
     scores = embedder.score(images, list(COLOURS))
     assert torch.allclose(scores, 100 * (image_embeds * text_embeds).sum(-1).clamp(min=0), atol=1e-4)
@@ -209,20 +211,22 @@ def test_text_encoder_round_trip(untrained):
     assert embeddings.truncated == [False, False, True]
 
 
-def test_retrieval_accuracy_known_answers():
-    oracle = retrieval_accuracy(torch.eye(10))
+def test_paired_retrieval_accuracy_known_answers():
+    oracle = paired_retrieval_accuracy(torch.eye(10))
     assert all(oracle[f"{d}_top{k}"] == 1.0 for d in ("image_to_text", "text_to_image") for k in (1, 5))
-    reversed_ = retrieval_accuracy(-torch.eye(10))  # every true partner ranks last
+    reversed_ = paired_retrieval_accuracy(-torch.eye(10))  # every true partner ranks last
     assert all(reversed_[f"{d}_top{k}"] == 0.0 for d in ("image_to_text", "text_to_image") for k in (1, 5))
-    assert retrieval_accuracy(torch.ones(10, 10))["image_to_text_top5"] == 0.0  # ties count against the true partner
+    assert (
+        paired_retrieval_accuracy(torch.ones(10, 10))["image_to_text_top5"] == 0.0
+    )  # ties count against the true partner
     assert oracle["chance_top1"] == 0.1 and oracle["chance_top5"] == 0.5
     # rows are images, columns texts: image 0 ranks its text third; texts 1 and 2 rank their images second
     similarity = torch.tensor([[0.9, 0.95, 0.99], [0.1, 0.8, 0.0], [0.0, 0.0, 0.5]])
-    found = retrieval_accuracy(similarity, ks=(1, 2))
+    found = paired_retrieval_accuracy(similarity, ks=(1, 2))
     assert found["image_to_text_top1"] == found["image_to_text_top2"] == pytest.approx(2 / 3)
     assert found["text_to_image_top1"] == pytest.approx(1 / 3) and found["text_to_image_top2"] == 1.0
     with pytest.raises(ValueError, match="similarity"):
-        retrieval_accuracy(torch.zeros(3, 4))
+        paired_retrieval_accuracy(torch.zeros(3, 4))
 
 
 def test_clip_loss():
@@ -230,15 +234,146 @@ def test_clip_loss():
     assert clip_loss(100 * torch.eye(8)).item() < 1e-6
     logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
     assert clip_loss(logits).item() == pytest.approx(clip_loss(logits.t()).item())  # symmetric in its two directions
+    # on known numbers: (CE over rows + CE over columns) / 2
+    logits = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
+    rows = -(2 - math.log(math.exp(2) + 1)) - (3 - math.log(math.exp(1) + math.exp(3)))
+    columns = -(2 - math.log(math.exp(2) + math.exp(1))) - (3 - math.log(1 + math.exp(3)))
+    assert clip_loss(logits).item() == pytest.approx((rows / 2 + columns / 2) / 2)
 
 
+def test_clip_loss_masks_false_negatives():
+    # text 0 ("car") also describes image 1: that pair is neither a positive nor a negative
+    logits = torch.tensor([[2.0, 5.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
+    matches = caption_matches(["car", "taxi", "sun"], [{"car", "automobile"}, {"taxi", "car"}, {"sun"}])
+    assert matches.tolist() == [[True, True, False], [False, True, False], [False, False, True]]
+    masked = torch.tensor([[2.0, -math.inf, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
+    assert clip_loss(logits, matches).item() == pytest.approx(clip_loss(masked).item())
+    assert clip_loss(logits, matches).item() < clip_loss(logits).item()
+    # a batch of one caption for all: each row and column keeps only its diagonal, nothing to tell apart
+    assert clip_loss(torch.randn(4, 4), torch.ones(4, 4, dtype=torch.bool)).item() == 0.0
+
+
+def test_batch_draws_a_caption_per_image_and_marks_which_describe_which(tmp_path):
+    dataset = ColourPairs()
+    dataset.caption_lists = [[name, "colour"] for name in COLOURS]  # "colour" describes every image
+    tokenizer = train_tokenizer(list(COLOURS) + ["colour"], vocab_size=600, model_max_length=16)
+    task = CLIPTask(dataset, tokenizer, CLIPTrainConfig(**TINY), str(tmp_path), log=lambda *_: None)
+    batch = task.batch(3, slice(0, 8), "cpu")
+    texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    assert {t.strip() for t in texts} <= set(COLOURS) | {"colour"}
+    generic = torch.tensor([t.strip() == "colour" for t in texts])
+    assert 0 < generic.sum() < 8  # with 8 images, both kinds of caption were drawn
+    assert torch.equal(batch["matches"][generic], torch.ones(int(generic.sum()), 8, dtype=torch.bool))
+    assert torch.equal(batch["matches"][~generic], torch.eye(8, dtype=torch.bool)[~generic])
+    again = task.batch(3, slice(0, 8), "cpu")
+    assert torch.equal(again["input_ids"], batch["input_ids"]) and torch.equal(
+        again["pixel_values"], batch["pixel_values"]
+    )
+    with pytest.raises(ValueError, match="one process"):
+        task.batch(3, slice(0, 4), "cpu")
+
+
+def test_optimizer_and_temperature_as_clip(tmp_path):
+    config = CLIPTrainConfig(**TINY)
+    tokenizer = train_tokenizer(list(COLOURS), vocab_size=600, model_max_length=16)
+    task = CLIPTask(ColourPairs(), tokenizer, config, str(tmp_path), log=lambda *_: None)
+    model = task.build_model(config)
+    decayed, plain = task.build_optimizer(model, config).param_groups
+    assert decayed["weight_decay"] == 0.0 and plain["weight_decay"] == 0.0  # TINY has no weight decay
+    decayed, plain = task.build_optimizer(model, CLIPTrainConfig(**(TINY | {"weight_decay": 0.1}))).param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.ndim >= 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and any(p is model.logit_scale for p in plain["params"])
+    assert decayed["betas"] == (0.9, 0.98) and decayed["eps"] == 1e-6
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    task.after_step(model)
+    assert model.logit_scale.exp().item() == pytest.approx(100.0)  # exp(s) capped at 100
+    assert task.log_row(model) == {"logit_scale": pytest.approx(100.0)}
+
+
+MULTILINGUAL = [
+    "赤いハート",
+    "红心",
+    "빨간 하트",
+    "красное сердце",
+    "corazón rojo",
+    "coração vermelho",
+    "علم فيجي",
+    "kırmızı kalp",
+]
+
+
+def test_tokenizer_covers_many_scripts(tmp_path):
+    from transformers import AutoTokenizer
+
+    train_tokenizer(CAPTIONS + MULTILINGUAL * 3, vocab_size=700, model_max_length=32, out_dir=str(tmp_path))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tokenizer) <= 700  # fewer when the captions run out of merges; else the size asked for:
+    assert len(train_tokenizer(CAPTIONS + MULTILINGUAL, vocab_size=600, model_max_length=32)) == 600
+    for text in MULTILINGUAL + ["犬", "собака", "개", "Ελληνικά"]:  # seen, and unseen (byte pieces)
+        ids = tokenizer(text)["input_ids"]
+        inner = ids[1:-1]
+        assert inner and tokenizer.eos_token_id not in inner and tokenizer.bos_token_id not in inner  # no unknowns
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text.lower()
+    # captions seen often get merges: a whole word per token
+    assert len(tokenizer("赤いハート")["input_ids"]) == 3 and len(tokenizer("красное сердце")["input_ids"]) == 4
+    # a combining mark is a word of its own in CLIP's regex: tokenized, no unknown, decoded with a space before it
+    ids = tokenizer("جزیرهٔ")["input_ids"]
+    assert tokenizer.eos_token_id not in ids[1:-1] and tokenizer.decode(ids, skip_special_tokens=True) == "جزیره ٔ"
+
+
+class ColourPairs:
+    """The eight colours in memory: uint8 images (8, 3, 8, 8) and their names as captions."""
+
+    def __init__(self):
+        self.images = torch.tensor(list(COLOURS.values()), dtype=torch.uint8).view(8, 3, 1, 1).expand(8, 3, 8, 8)
+        self.captions = list(COLOURS)
+
+    def __len__(self):
+        return len(self.images)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    config = CLIPTrainConfig(**(TINY | {"max_steps": 6, "checkpoint_every": 2, "eval_every": 3}))
+    train_clip(ColourPairs(), str(tmp_path / "straight"), config, log=lambda *_: None)
+    save_model = CLIPTask.save_model
+
+    def killed_at_4(self, out_dir, model, config):
+        save_model(self, out_dir, model, config)
+        if json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["step"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(txt2img.train_clip.CLIPTask, "save_model", killed_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_clip(ColourPairs(), str(tmp_path / "resumed"), config, log=lambda *_: None)
+    monkeypatch.setattr(txt2img.train_clip.CLIPTask, "save_model", save_model)
+    metrics = train_clip(ColourPairs(), str(tmp_path / "resumed"), config, resume=True, log=lambda *_: None)
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        straight = load_file(tmp_path / "straight" / "checkpoint" / name)
+        resumed = load_file(tmp_path / "resumed" / "checkpoint" / name)
+        assert straight.keys() == resumed.keys()
+        assert all(torch.equal(straight[k], resumed[k]) for k in straight), name
+    assert metrics == json.loads((tmp_path / "straight" / "retrieval.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "step" in row] == [1, 2, 3, 4, 5, 6]
+    assert [row["eval"]["step"] for row in rows if "eval" in row] == [3, 6]
+
+
+@pytest.mark.slow
 def test_cli_bf16(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # a process of its own, as from a shell: accelerate fixes a process's mixed precision when first asked
     data = write_colours(tmp_path / "colours")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k not in ("max_steps", "eval_every")]
-    metrics = main(
-        ["--data", str(data), "--out", str(tmp_path / "clip"), *flags, "--max-steps", "3", "--mixed-precision", "bf16"]
-    )
-    assert metrics["step"] == 3
+    command = ["-m", "txt2img.train_clip", "--data", str(data), "--out", str(tmp_path / "clip"), *flags]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, *command, "--max-steps", "3", "--mixed-precision", "bf16"], cwd=root, check=True)
+    assert json.loads((tmp_path / "clip" / "retrieval.json").read_text())["step"] == 3
     saved = json.loads((tmp_path / "clip" / "train_config.json").read_text())
     assert saved["mixed_precision"] == "bf16" and saved["max_steps"] == 3
     encoder = TextEncoder.from_pretrained(str(tmp_path / "clip"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from uncond.convert import convert_config, convert_state_dict
+from uncond.convert import convert_config, convert_state_dict, load_unet
 from uncond.unet import UNet
 
 CONFIGS = [
@@ -75,7 +75,7 @@ def test_diffusers_checkpoint_computes_the_same_function(tmp_path, index):
     config = CONFIGS[index]
     reference = random_diffusers_unet(config, seed=index)
     reference.save_pretrained(tmp_path)  # config.json + diffusion_pytorch_model.safetensors
-    ours = UNet.from_pretrained(str(tmp_path))
+    ours = load_unet(str(tmp_path))
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
     generator = torch.Generator().manual_seed(index)
     size = config["sample_size"]
@@ -91,7 +91,7 @@ def test_pipeline_folder_uses_its_unet_subfolder(tmp_path):
     reference = random_diffusers_unet(CONFIGS[0], seed=0)
     reference.save_pretrained(tmp_path / "unet")
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
-    ours = UNet.from_pretrained(str(tmp_path))
+    ours = load_unet(str(tmp_path))
     x = torch.randn(1, 1, 16, 16)
     with torch.no_grad():
         assert (reference(x, 5).sample - ours(x, 5)).abs().max() < 1e-4
@@ -141,13 +141,13 @@ def test_pickled_weights_are_refused(tmp_path):
     reference = random_diffusers_unet(CONFIGS[0], seed=0)
     reference.save_pretrained(tmp_path, safe_serialization=False)
     with pytest.raises(ValueError, match="pickle"):
-        UNet.from_pretrained(str(tmp_path))
+        load_unet(str(tmp_path))
 
 
 def test_our_checkpoint_round_trip_is_bit_identical(tmp_path):
     reference = random_diffusers_unet(CONFIGS[1], seed=1)
     reference.save_pretrained(tmp_path / "diffusers")
-    ours = UNet.from_pretrained(str(tmp_path / "diffusers"))
+    ours = load_unet(str(tmp_path / "diffusers"))
     ours.save_pretrained(tmp_path / "ours")
     again = UNet.from_pretrained(str(tmp_path / "ours"))
     x = torch.randn(2, 3, 32, 32)
@@ -180,3 +180,9 @@ def test_sample_cli_runs_a_diffusers_ddpm_pipeline_folder(tmp_path):
     )
     image = Image.open(out / "000.png")
     assert image.size == (32, 32) and image.text["scheduler"] == "ddim"
+
+
+def test_our_unet_class_refuses_a_diffusers_folder_by_name(tmp_path):
+    random_diffusers_unet(CONFIGS[0], seed=0).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds a UNet2DModel, not a UNet .*load_unet"):
+        UNet.from_pretrained(str(tmp_path))

@@ -11,6 +11,7 @@ from uncond import data
 from uncond.data import (
     DEFAULT_FONT,
     SKIN_TONES,
+    STYLES,
     ImageCaptionDataset,
     build_emoji,
     cldr_name,
@@ -19,6 +20,7 @@ from uncond.data import (
     repeat_factors,
     variant_base,
 )
+from uncond.sources import missing_reason
 
 needs_font = pytest.mark.skipif(
     not os.path.isfile(DEFAULT_FONT), reason=f"{DEFAULT_FONT} missing: apt-get install fonts-noto-color-emoji"
@@ -194,13 +196,10 @@ def test_dataset_shapes_range_and_captions(folder):
     assert torch.equal(ds[3]["pixel_values"][:, 0, -1], torch.ones(3))  # transparent → white
 
 
-def test_dataset_resize_channels_and_flip(folder):
+def test_dataset_resize_channels_and_no_flip_of_its_own(folder):
     ds = ImageCaptionDataset(str(folder), image_size=8, channels=1)
     assert ds.images.shape == (4, 1, 8, 8) and ds[1]["pixel_values"].shape == (1, 8, 8)
-    flips = ImageCaptionDataset(str(folder), random_flip=True)
-    torch.manual_seed(0)
-    greens = {flips[0]["pixel_values"][1, 0, 0].item() for _ in range(40)}  # top-left green: red -1, white 1
-    assert greens == {-1.0, 1.0}
+    # the one random flip is training's (seeded by step); items come back as stored
     assert {ImageCaptionDataset(str(folder))[0]["pixel_values"][1, 0, 0].item() for _ in range(10)} == {-1.0}
 
 
@@ -258,3 +257,129 @@ def test_repeat_factors_follow_the_square_root_of_group_sizes():
     # groups: kiss 16, waving hand 2, pizza 1 -> round(sqrt(16 / n)): 1, 3 (2.83), 4
     assert repeat_factors(captions) == [1] * 16 + [3, 3] + [4]
     assert repeat_factors([]) == []
+
+
+# ---- several styles and sizes ----
+
+ALL_INSTALLED = all(missing_reason(style) is None for style in STYLES.values())
+needs_all_sets = pytest.mark.skipif(
+    not ALL_INSTALLED,
+    reason="emoji sets missing: npm ci --prefix uncond/sources, apt-get install fonts-noto-color-emoji",
+)
+THREE = ["automobile", "red heart", "waving hand: medium skin tone"]
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):
+    if not ALL_INSTALLED:
+        pytest.skip("emoji sets missing: npm ci --prefix uncond/sources")
+    out = tmp_path_factory.mktemp("multi")
+    stats = build_emoji(out, sizes=[32, 40], styles="all", only=THREE)
+    rows = {
+        s: [json.loads(line) for line in (out / str(s) / "metadata.jsonl").read_text("utf-8").splitlines()]
+        for s in (32, 40)
+    }
+    return out, stats, rows
+
+
+@needs_all_sets
+def test_multi_build_counts_every_style_and_skips_what_a_set_lacks(multi):
+    out, stats, rows = multi
+    # Fluent high contrast has no skin tones; OpenMoji's line art would repeat the base emoji for them
+    assert stats["counts"] == {name: 3 for name in STYLES} | {"fluent-high-contrast": 2, "openmoji-line": 2}
+    assert stats["skipped_by_style"]["fluent-high-contrast"] == 1 and stats["skipped"] == 2
+    assert stats["rendered"] == 19 and set(stats["seconds_by_size"]) == {32, 40}
+    assert len(rows[32]) == len(rows[40]) == 19
+    assert [r["file_name"] for r in rows[32]] == [r["file_name"] for r in rows[40]]
+    assert (out / "LICENSE").is_file() and (out / "32" / "README.md").is_file()
+
+
+@needs_all_sets
+def test_multi_build_records_style_licence_and_captions(multi):
+    out, _, rows = multi
+    for row in rows[32]:
+        style = STYLES[row["style"]]
+        assert row["file_name"].startswith(row["style"] + "/") and (out / "32" / row["file_name"]).is_file()
+        assert (row["license"], row["attribution"]) == (style.license, style.attribution)
+        assert row["captions"][0] == row["text"] in THREE and row["emoji"]
+        assert style.words[0] in row["captions"] and f"{row['text']}, {style.words[0]}" in row["captions"]
+    car = next(r for r in rows[32] if r["text"] == "automobile" and r["style"] == "openmoji-line")
+    assert {"car", "vehicle", "line art", "a picture of a red car", "coche", "自動車"} <= set(car["captions"])
+    assert "vehicle" in car["keywords"]
+    note = (out / "32" / "LICENSE").read_text("utf-8")
+    for style in STYLES.values():
+        assert style.name in note and style.license in note and style.attribution in note
+    assert "Permission is hereby granted" in note and "ShareAlike" in note and "CLDR" in note
+
+
+@needs_all_sets
+def test_multi_build_frames_every_style_the_same_way(multi):
+    out, _, rows = multi
+    for row in rows[32]:
+        x = pixels(out / "32" / row["file_name"])
+        assert (x[0] > 245).all() and (x[-1] > 245).all() and (x[:, 0] > 245).all() and (x[:, -1] > 245).all()
+        ink = (x.min(-1).values < 200).nonzero().float()
+        centre = (ink.min(0).values + ink.max(0).values) / 2
+        assert (centre - 15.5).abs().max() <= 2.5, row["file_name"]
+        assert Image.open(out / "40" / row["file_name"]).size == (40, 40)
+
+
+@needs_all_sets
+def test_dataset_reads_caption_lists_styles_and_emojis(multi):
+    out, _, rows = multi
+    ds = ImageCaptionDataset(str(out / "32"))
+    assert len(ds) == 19 and ds.images.shape == (19, 3, 32, 32)
+    assert ds.captions == [r["text"] for r in rows[32]] and ds.caption_lists == [r["captions"] for r in rows[32]]
+    assert ds.styles == [r["style"] for r in rows[32]] and ds.emojis == [r["emoji"] for r in rows[32]]
+    assert data.read_caption_lists(out / "32") == ds.caption_lists
+    sub = ds.without(["red heart"])
+    assert len(sub) == 12 and "red heart" not in sub.captions and len(sub.caption_lists) == len(sub.styles) == 12
+
+
+@needs_font
+def test_workers_give_the_same_files(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    build_emoji(one, sizes=[16], limit=6)
+    build_emoji(two, sizes=[16], limit=6, workers=2)
+    assert (one / "16" / "metadata.jsonl").read_bytes() == (two / "16" / "metadata.jsonl").read_bytes()
+    for png in (one / "16").glob("*.png"):
+        assert png.read_bytes() == (two / "16" / png.name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"styles": "wingdings"}, "styles"),
+        ({"styles": "all,noto"}, "styles"),
+        ({"sizes": [32, 4]}, "sizes"),
+        ({"sizes": []}, "sizes"),
+        ({"workers": 0}, "workers"),
+    ],
+)
+def test_multi_build_bad_arguments(tmp_path, kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        build_emoji(tmp_path / "out", **kwargs)
+
+
+def test_old_single_caption_folder_gets_one_caption_list_each(folder):
+    ds = ImageCaptionDataset(str(folder))
+    assert ds.caption_lists == [[f"caption {i}"] for i in range(4)] and ds.emojis == [""] * 4
+
+
+@needs_font
+def test_recaption_rewrites_captions_without_rendering(tmp_path, capsys):
+    out = tmp_path / "emoji"
+    build_emoji(out, sizes=[16], only=["automobile", "red heart"])
+    meta = out / "16" / "metadata.jsonl"
+    png = out / "16" / "emoji_u1f697.png"
+    before, stamp = meta.read_text("utf-8"), png.stat().st_mtime_ns
+    rows = [json.loads(line) for line in before.splitlines()]
+    for row in rows:
+        row["captions"], row["keywords"] = [row["text"]], []
+    meta.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    main(["recaption", str(out)])
+    assert "rewrote the captions of 2 images" in capsys.readouterr().out
+    assert meta.read_text("utf-8") == before and png.stat().st_mtime_ns == stamp
+    (out / "16" / "metadata.jsonl").write_text('{"file_name": "x.png", "text": "x"}\n')
+    with pytest.raises(ValueError, match="folder"):
+        data.recaption(out)

@@ -37,13 +37,13 @@ DEADLINE_SECONDS = 300  # the whole load phase; a hung server fails the test ins
 PEAK_MEMORY_LIMIT_MB = 2500  # the server's peak resident memory (VmHWM)
 MODEL = "emoji (shipped)"
 PROMPTS = ["red heart", "cat face", "pizza", "flag: Japan", "rocket", "sun", "grinning face", "blue heart"]
-SCHEDULERS = ["DDIM", "DDPM", "Euler (diffusers)", "DPM-Solver++ (diffusers)"]
+SCHEDULER_LABELS = ["DDIM", "DDPM", "Euler (diffusers)", "DPM-Solver++ (diffusers)"]
 
 
 def request_for(client: int, i: int) -> tuple[str, tuple]:
     """The i-th request of a client: endpoints, schedulers and prompts mixed; each with its own seed (and prompt)."""
     seed = 1000 * client + i
-    scheduler = SCHEDULERS[(client + i) % len(SCHEDULERS)]
+    scheduler = SCHEDULER_LABELS[(client + i) % len(SCHEDULER_LABELS)]
     if (client + i) % 2 == 0:
         return "/unconditional", (MODEL, scheduler, STEPS, 0.0, 1, seed)
     prompt = f"{PROMPTS[(client * REQUESTS_PER_CLIENT + i) % len(PROMPTS)]} {client}.{i}"

@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from txt2img.metrics import clip_score, retrieval_accuracy
 from uncond.metrics import (
-    clip_score,
     frechet_distance,
     memorisation_rate,
     nearest_training_image,
     pixel_distance,
     precision_recall,
-    retrieval_accuracy,
 )
 
 
@@ -116,9 +115,14 @@ def test_memorisation_of_copies_is_all_and_of_noise_none():
     copies = (
         training[torch.randperm(50, generator=torch.Generator().manual_seed(1))[:20]] + 0.01 * torch.randn(20, 3, 8, 8)
     ).clamp(0, 1)
-    assert memorisation_rate(copies, training, threshold=0.05) == 1.0
-    assert memorisation_rate(images(20, seed=2), training, threshold=0.05) == 0.0
-    assert memorisation_rate(torch.cat([copies[:10], images(10, seed=3)]), training, threshold=0.05) == 0.5
+    assert memorisation_rate(nearest_training_image(copies, training)[0], threshold=0.05) == 1.0
+    assert memorisation_rate(nearest_training_image(images(20, seed=2), training)[0], threshold=0.05) == 0.0
+    assert (
+        memorisation_rate(
+            nearest_training_image(torch.cat([copies[:10], images(10, seed=3)]), training)[0], threshold=0.05
+        )
+        == 0.5
+    )
 
 
 def test_nearest_training_image_finds_the_copied_one():
@@ -130,11 +134,11 @@ def test_nearest_training_image_finds_the_copied_one():
 
 def test_memorisation_rejects_uint8_and_bad_threshold():
     with pytest.raises(ValueError, match="uint8"):
-        memorisation_rate(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, 3, 4, 4), 0.05)
+        nearest_training_image(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match="threshold"):
-        memorisation_rate(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), 0.0)
+        memorisation_rate(torch.zeros(2), 0.0)
     with pytest.raises(ValueError, match="same feature shape"):
-        memorisation_rate(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 8, 8), 0.05)
+        nearest_training_image(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 8, 8))
 
 
 # ---- retrieval and CLIP score ----

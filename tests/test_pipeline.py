@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from uncond.pipeline import UnconditionalPipeline, make_scheduler, sample_images
+from uncond.pipeline import UnconditionalPipeline, sample_images
 from uncond.sample import main as sample_main
+from uncond.sampling import make_scheduler
 from uncond.scheduler import DDPMScheduler
 from uncond.unet import UNet, UNetConfig
 
@@ -158,7 +159,7 @@ def test_unknown_scheduler_lists_the_choices(pipe):
 
 
 def test_settings_round_trip_through_png_text_chunks(tmp_path):
-    from uncond.sample import read_settings, save_with_settings
+    from uncond.settings import read_settings, save_with_settings
 
     path = str(tmp_path / "x.png")
     save_with_settings(
@@ -172,7 +173,7 @@ def test_settings_round_trip_through_png_text_chunks(tmp_path):
 def test_settings_reader_refuses_bad_files(tmp_path):
     from PIL.PngImagePlugin import PngInfo
 
-    from uncond.sample import read_settings, save_with_settings
+    from uncond.settings import read_settings, save_with_settings
 
     good = tmp_path / "good.png"
     save_with_settings(Image.new("RGB", (8, 8)), str(good), {"seed": 1, "steps": 5})
@@ -229,3 +230,32 @@ def test_half_precision_unet_keeps_x_t_and_the_scheduler_in_float32(model_dir):
         - np.stack([np.asarray(i, dtype=np.int16) for i in reference.images])
     )
     assert difference.mean() < 3
+
+
+def test_a_model_folder_without_its_noise_schedule_is_refused(model_dir, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare)
+    (bare / "scheduler_config.json").unlink()
+    with pytest.raises(ValueError, match="has no scheduler_config.json"):
+        UnconditionalPipeline.from_pretrained(str(bare), device="cpu")
+
+
+def test_a_folder_of_another_model_class_is_refused_by_name(tmp_path):
+    from txt2img_fixtures import tiny_unet
+
+    tiny_unet().save_pretrained(str(tmp_path))
+    (tmp_path / "scheduler_config.json").write_text(json.dumps({"beta_schedule": "squaredcos_cap_v2"}))
+    with pytest.raises(ValueError, match="holds a TextUNet, not a UNet"):
+        UnconditionalPipeline.from_pretrained(str(tmp_path), device="cpu")
+
+
+def test_stream_yields_each_step_then_the_output(pipe):
+    from uncond.sampling import Step
+
+    events = list(pipe.stream(num_images=1, num_inference_steps=3, scheduler="ddim", seed=2))
+    assert [e.index for e in events[:-1]] == [0, 1, 2] and all(isinstance(e, Step) for e in events[:-1])
+    assert events[-1].steps_done == 3 and events[-1].settings["seed"] == 2
+    again = pipe(num_images=1, num_inference_steps=3, scheduler="ddim", seed=2)
+    assert np.array_equal(np.asarray(events[-1].images[0]), np.asarray(again.images[0]))

@@ -1,4 +1,8 @@
-"""uncond/scheduler.py against diffusers' DDPMScheduler / DDIMScheduler: same timesteps, same numbers."""
+"""uncond/scheduler.py against diffusers' DDPMScheduler / DDIMScheduler: the same timesteps, the same numbers.
+
+Full sampling loops with a stand-in model for every option and their combinations, diffusers' own pinned numbers
+reproduced, and a few of ours pinned. The interface (config, outputs, errors) is in test_scheduler_api.py.
+"""
 
 import math
 
@@ -20,32 +24,42 @@ def fake_model(sample, t):
     return 0.8 * torch.tanh(sample) + 0.1 * math.cos(int(t) / 50)
 
 
-def run_loop(scheduler, num_inference_steps, shape=(2, 3, 4, 4), dtype=torch.float32, **step_kwargs):
-    """The diffusers sampling loop; returns the timesteps and the stacked prev_sample / pred_original_sample."""
-    scheduler.set_timesteps(num_inference_steps)
+def fake_model_with_variance(sample, t):
+    """As fake_model, plus C channels of predicted variance in (0.1, 0.9) (valid for "learned" and "learned_range")."""
+    return torch.cat([fake_model(sample, t), 0.5 + 0.4 * torch.tanh(sample + int(t) / 1000)], dim=1)
+
+
+def run_loop(scheduler, num_inference_steps=None, shape=(2, 3, 4, 4), dtype=torch.float32, model=fake_model, **kw):
+    """The diffusers sampling loop; returns the timesteps and the stacked prev_sample / pred_original_sample.
+
+    num_inference_steps=None skips set_timesteps (DDPM then walks all training timesteps); a list is a custom one."""
+    if isinstance(num_inference_steps, list):
+        scheduler.set_timesteps(timesteps=num_inference_steps)
+    elif num_inference_steps is not None:
+        scheduler.set_timesteps(num_inference_steps)
     generator = torch.Generator().manual_seed(1)  # drives the step noise (DDPM, DDIM eta > 0)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
     prev, x0 = [], []
     for t in scheduler.timesteps:
-        out = scheduler.step(fake_model(x, t), t, x, generator=generator, **step_kwargs)
+        out = scheduler.step(model(x, t), t, x, generator=generator, **kw)
         x = out.prev_sample
         prev.append(out.prev_sample)
         x0.append(out.pred_original_sample)
     return scheduler.timesteps, torch.stack(prev), torch.stack(x0)
 
 
-def assert_same_loop(name, config, num_inference_steps, **kwargs):
+def assert_same_loop(name, config, num_inference_steps, atol=1e-5, **kwargs):
     mine, theirs = CLASSES[name]
     ts_mine, prev_mine, x0_mine = run_loop(mine(**config), num_inference_steps, **kwargs)
     ts_theirs, prev_theirs, x0_theirs = run_loop(theirs(**config), num_inference_steps, **kwargs)
     assert ts_mine.dtype == torch.int64 and ts_mine.device.type == "cpu"
     assert torch.equal(ts_mine, ts_theirs)
-    torch.testing.assert_close(x0_mine, x0_theirs, atol=1e-5, rtol=0)
-    torch.testing.assert_close(prev_mine, prev_theirs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(x0_mine, x0_theirs, atol=atol, rtol=0, equal_nan=True)
+    torch.testing.assert_close(prev_mine, prev_theirs, atol=atol, rtol=0, equal_nan=True)
 
 
 def small_shape(num_inference_steps):
-    return (1, 1, 2, 2) if num_inference_steps == 1000 else (2, 3, 4, 4)  # long loops get a tiny sample
+    return (1, 1, 2, 2) if num_inference_steps in (1000, None) else (2, 3, 4, 4)  # long loops get a tiny sample
 
 
 # --- full sampling loops: every schedule x prediction x spacing x step count ---
@@ -85,6 +99,14 @@ OPTIONS = [
     dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2"),
 ]
 
+NEW_OPTIONS = [  # dynamic thresholding (replaces clip_sample), zero terminal SNR, trained betas, and together
+    dict(thresholding=True, sample_max_value=1.5),
+    dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=3.0, clip_sample=False),
+    dict(rescale_betas_zero_snr=True, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+    dict(rescale_betas_zero_snr=True, thresholding=True, sample_max_value=2.0, beta_schedule="squaredcos_cap_v2"),
+    dict(trained_betas=torch.linspace(0.001, 0.03, 1000).tolist(), steps_offset=1),
+]
+
 
 @pytest.mark.parametrize("num_inference_steps", [10, 37])
 @pytest.mark.parametrize("spacing", SPACINGS)
@@ -109,6 +131,80 @@ def test_ddim_options_match_diffusers(
     assert_same_loop("ddim", config, num_inference_steps, eta=eta, use_clipped_model_output=use_clipped_model_output)
 
 
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("options", NEW_OPTIONS)
+def test_ddpm_new_options_match_diffusers(options, prediction, spacing):
+    assert_same_loop("ddpm", dict(options, prediction_type=prediction, timestep_spacing=spacing), 12)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("options", NEW_OPTIONS)
+@pytest.mark.parametrize(("eta", "use_clipped_model_output"), [(0.0, False), (0.5, True)])
+def test_ddim_new_options_match_diffusers(eta, use_clipped_model_output, options, prediction, spacing):
+    config = dict(options, prediction_type=prediction, timestep_spacing=spacing)
+    assert_same_loop("ddim", config, 12, eta=eta, use_clipped_model_output=use_clipped_model_output)
+
+
+def test_ddim_eta_1_from_zero_snr_is_finite():
+    """At SNR 0, σ_t(η=1)² = 1 - ᾱ_prev, so the direction coefficient √(1 - ᾱ_prev - σ_t²) is 0. diffusers 0.42
+    takes the square root of the rounding error there, which can be negative (NaN); ours clamps it at 0."""
+    scheduler = ours.DDIMScheduler(
+        rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing"
+    )
+    scheduler.set_timesteps(37)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    out = scheduler.step(fake_model(x, 999), 999, x, eta=1.0, variance_noise=noise)
+    alpha_prev = scheduler.alphas_cumprod[999 - 1000 // 37]
+    expected = alpha_prev**0.5 * out.pred_original_sample + (1 - alpha_prev) ** 0.5 * noise
+    assert out.prev_sample.isfinite().all()
+    torch.testing.assert_close(out.prev_sample, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("num_inference_steps", [None, 10, [700, 420, 99, 3]])
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"])
+def test_ddpm_variance_types_match_diffusers(variance_type, prediction, num_inference_steps):
+    model = fake_model_with_variance if variance_type.startswith("learned") else fake_model
+    config = dict(variance_type=variance_type, prediction_type=prediction, beta_schedule="squaredcos_cap_v2")
+    assert_same_loop("ddpm", config, num_inference_steps, shape=small_shape(num_inference_steps), model=model)
+
+
+def test_ddpm_fixed_large_log_is_fixed_large_where_diffusers_gives_nan():
+    """diffusers 0.42 steps with √(log β_t), which is NaN; ours with σ_t = exp(½ log β_t) = √β_t, as meant."""
+    _, log_prev, _ = run_loop(ours.DDPMScheduler(variance_type="fixed_large_log"), 10)
+    _, prev, _ = run_loop(ours.DDPMScheduler(variance_type="fixed_large"), 10)
+    _, theirs, _ = run_loop(diffusers.DDPMScheduler(variance_type="fixed_large_log"), 10)
+    torch.testing.assert_close(log_prev, prev, atol=1e-6, rtol=0)
+    assert theirs[:-1].isnan().all() or torch.allclose(theirs, prev)  # NaN at every step but the last (no noise)
+
+
+@pytest.mark.parametrize("options", [{}, dict(prediction_type="v_prediction"), dict(thresholding=True)])
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_ddpm_without_set_timesteps_walks_every_training_step_like_diffusers(variance_type, options):
+    config = dict(options, variance_type=variance_type, beta_schedule="squaredcos_cap_v2")
+    assert_same_loop("ddpm", config, None, shape=(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("timesteps", [[999, 800, 500, 100, 0], [100, 87, 50, 1, 0], [600, 250], [0]])
+@pytest.mark.parametrize("options", [{}, dict(prediction_type="v_prediction", thresholding=True)])
+def test_ddpm_custom_timesteps_match_diffusers(options, timesteps):
+    assert_same_loop("ddpm", dict(options, beta_schedule="squaredcos_cap_v2"), timesteps)
+
+
+def test_trained_betas_as_numpy_list_or_tensor_match_diffusers():
+    betas = diffusers.DDPMScheduler(beta_schedule="scaled_linear").betas
+    for trained_betas in (betas.numpy(), betas.tolist(), betas):
+        assert_same_loop("ddpm", dict(trained_betas=trained_betas), 20)
+        assert_same_loop("ddim", dict(trained_betas=trained_betas), 20, eta=1.0)
+
+
+def test_sigmoid_schedule_matches_diffusers_ddpm():  # diffusers' DDIM has no sigmoid; ours takes it in both
+    assert_same_loop("ddpm", dict(beta_schedule="sigmoid", prediction_type="v_prediction"), 25)
+
+
 @pytest.mark.parametrize("name", ["ddpm", "ddim"])
 def test_float64_loop_matches_diffusers(name):
     kwargs = {"eta": 1.0} if name == "ddim" else {}
@@ -123,7 +219,7 @@ def test_half_precision_step_is_close_to_diffusers(name, dtype):
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)).to(dtype)
     outputs = []
     for cls in CLASSES[name]:
-        scheduler = cls(prediction_type="v_prediction")
+        scheduler = cls(prediction_type="v_prediction", thresholding=True, sample_max_value=1.5)
         scheduler.set_timesteps(10)
         t = scheduler.timesteps[2]
         out = scheduler.step(fake_model(x, t), t, x, generator=torch.Generator().manual_seed(1))
@@ -145,46 +241,6 @@ def test_ddim_variance_noise_matches_diffusers():
     torch.testing.assert_close(a.prev_sample, b.prev_sample, atol=1e-6, rtol=0)
 
 
-# --- timesteps ---
-
-
-@pytest.mark.parametrize(
-    ("spacing", "steps_offset"), [("leading", 0), ("leading", 1), ("trailing", 0), ("linspace", 0)]
-)
-def test_timesteps_match_diffusers_for_every_step_count(spacing, steps_offset):
-    for n in range(1, 1000 + (steps_offset == 0)):  # leading + offset 1 + n = 1000 would reach t = 1000
-        theirs = diffusers.DDIMScheduler(timestep_spacing=spacing, steps_offset=steps_offset)
-        theirs.set_timesteps(n)
-        expected = theirs.timesteps.tolist()
-        if len(expected) == n + 1 and expected[-1] == -1:
-            expected = expected[:-1]  # numpy.arange's float step adds a spurious t = -1 for some n (e.g. 61)
-        assert ours.spaced_timesteps(spacing, n, 1000, steps_offset) == expected, n
-
-
-def test_timesteps_device_and_default():
-    scheduler = ours.DDIMScheduler()
-    assert torch.equal(scheduler.timesteps, diffusers.DDIMScheduler().timesteps)  # before set_timesteps
-    scheduler.set_timesteps(10, device="meta")
-    assert scheduler.timesteps.device.type == "meta" and scheduler.timesteps.dtype == torch.int64
-    scheduler.set_timesteps(10)
-    assert scheduler.timesteps.device.type == "cpu"
-
-
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
-def test_timestep_as_int_cpu_tensor_or_device_tensor(name):
-    """step() reads t from a python int or CPU tensor, and never reads a device tensor (meta stands in for one)."""
-    results = []
-    for as_type in (int, lambda t: t, lambda t: t.to("meta")):
-        scheduler = CLASSES[name][0](beta_schedule="squaredcos_cap_v2")
-        scheduler.set_timesteps(8)
-        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-        generator = torch.Generator().manual_seed(1)
-        for t in scheduler.timesteps:
-            x = scheduler.step(fake_model(x, t), as_type(t), x, generator=generator).prev_sample
-        results.append(x)
-    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
-
-
 def test_ddim_accepts_timesteps_off_the_schedule_like_diffusers():
     mine, theirs = ours.DDIMScheduler(), diffusers.DDIMScheduler()
     for scheduler in (mine, theirs):
@@ -194,105 +250,85 @@ def test_ddim_accepts_timesteps_off_the_schedule_like_diffusers():
     torch.testing.assert_close(a.prev_sample, b.prev_sample, atol=1e-6, rtol=0)
 
 
-# --- forward process ---
+# --- pinned numbers ---
 
 
-@pytest.mark.parametrize("shape", [(5, 7), (5, 3, 4, 4), (5, 2, 3, 4, 4)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("schedule", SCHEDULES)
-def test_add_noise_and_velocity_match_diffusers(schedule, dtype, shape):
-    generator = torch.Generator().manual_seed(0)
-    x0 = torch.randn(shape, generator=generator).to(dtype)
-    noise = torch.randn(shape, generator=generator).to(dtype)
-    t = torch.tensor([0, 1, 500, 998, 999])
-    mine, theirs = ours.DDPMScheduler(beta_schedule=schedule), diffusers.DDPMScheduler(beta_schedule=schedule)
-    for method in ("add_noise", "get_velocity"):
-        got, expected = getattr(mine, method)(x0, noise, t), getattr(theirs, method)(x0, noise, t)
-        assert got.dtype == dtype and got.shape == x0.shape
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+def deterministic(reverse=False):
+    """diffusers' test input: 0, 1, ..., 767 (reversed for its "noise") / 768, laid out as (4, 3, 8, 8)."""
+    values = torch.arange(768).flip(-1) if reverse else torch.arange(768)
+    return (values.reshape(3, 8, 8, 4) / 768).permute(3, 0, 1, 2)
 
 
-def test_betas_and_alphas_match_diffusers():
-    for schedule in SCHEDULES:
-        mine, theirs = ours.DDIMScheduler(beta_schedule=schedule), diffusers.DDIMScheduler(beta_schedule=schedule)
-        for name in ("betas", "alphas", "alphas_cumprod"):
-            assert torch.equal(getattr(mine, name), getattr(theirs, name)), (schedule, name)
-        assert torch.equal(mine.final_alpha_cumprod, theirs.final_alpha_cumprod)
+def shrinking_model(sample, t):
+    """diffusers' test model: x_t t / (t + 1)."""
+    return sample * int(t) / (int(t) + 1)
 
 
-# --- interface and config ---
+def sum_and_mean(x):
+    return x.abs().sum().item(), x.abs().mean().item()
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
-def test_defaults_and_interface_match_diffusers(name):
-    mine, theirs = (cls() for cls in CLASSES[name])
-    for key, value in mine.config.items():
-        assert theirs.config[key] == value, key
-        assert getattr(mine.config, key) == value
-    assert mine.init_noise_sigma == theirs.init_noise_sigma == 1.0
-    assert len(mine) == len(theirs) == 1000 and mine.order == 1
-    x = torch.randn(2, 3, 4, 4)
-    assert mine.scale_model_input(x, 10) is x
-
-
-def test_from_config_round_trips_and_crosses_classes():
-    ddpm = ours.DDPMScheduler(
-        beta_schedule="scaled_linear", prediction_type="v_prediction", variance_type="fixed_large"
-    )
-    assert ours.DDPMScheduler.from_config(ddpm.config).config == ddpm.config
-    ddim = ours.DDIMScheduler.from_config(ddpm.config, timestep_spacing="trailing")
-    assert ddim.config.prediction_type == "v_prediction" and ddim.config.timestep_spacing == "trailing"
-    from_diffusers = ours.DDIMScheduler.from_config(diffusers.DDIMScheduler(steps_offset=1).config)
-    assert from_diffusers.config.steps_offset == 1
-    assert diffusers.DDIMScheduler.from_config(ddim.config).config.timestep_spacing == "trailing"
-    with pytest.raises(ValueError, match="thresholding"):
-        ours.DDIMScheduler.from_config(diffusers.DDIMScheduler(thresholding=True).config)
-
-
-# --- errors ---
-
-BAD_ARGUMENTS = [
-    ("beta_schedule", dict(beta_schedule="cosine")),
-    ("prediction_type", dict(prediction_type="x0")),
-    ("timestep_spacing", dict(timestep_spacing="uniform")),
-    ("num_train_timesteps", dict(num_train_timesteps=0)),
+# (config, steps (None: all training steps, without set_timesteps), sum, mean), as diffusers' tests pin them
+DIFFUSERS_PINNED = [
+    ("ddpm", dict(), None, 258.9606, 0.3372),
+    ("ddpm", dict(prediction_type="v_prediction"), None, 202.0296, 0.2631),
+    ("ddim", dict(), 10, 172.0067, 0.223967),
+    ("ddim", dict(prediction_type="v_prediction"), 10, 52.5302, 0.0684),
+    ("ddim", dict(set_alpha_to_one=True, beta_start=0.01), 10, 149.8295, 0.1951),
+    ("ddim", dict(set_alpha_to_one=False, beta_start=0.01), 10, 149.0784, 0.1941),
 ]
 
 
-@pytest.mark.parametrize(("argument", "kwargs"), BAD_ARGUMENTS)
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
-def test_bad_constructor_arguments_raise(name, argument, kwargs):
-    with pytest.raises(ValueError, match=argument):
-        CLASSES[name][0](**kwargs)
+@pytest.mark.parametrize(("name", "config", "steps", "expected_sum", "expected_mean"), DIFFUSERS_PINNED)
+def test_diffusers_pinned_full_loops(name, config, steps, expected_sum, expected_mean):
+    scheduler = CLASSES[name][0](**config)
+    if steps is not None:
+        scheduler.set_timesteps(steps)
+    generator, sample = torch.Generator().manual_seed(0), deterministic()
+    for t in scheduler.timesteps:
+        sample = scheduler.step(shrinking_model(sample, t), t, sample, generator=generator).prev_sample
+    total, mean = sum_and_mean(sample)
+    assert abs(total - expected_sum) < 1e-2 and abs(mean - expected_mean) < 1e-3
 
 
-def test_bad_variance_type_raises():
-    with pytest.raises(ValueError, match="variance_type.*fixed_small"):
-        ours.DDPMScheduler(variance_type="learned")
+@pytest.mark.parametrize(("name", "steps", "start", "expected_sum", "expected_mean"), [
+    ("ddpm", None, 998, 387.9466, 0.5051),
+    ("ddim", 10, 8, 354.5418, 0.4616),
+])  # fmt: skip
+def test_diffusers_pinned_loops_from_a_noised_sample(name, steps, start, expected_sum, expected_mean):
+    scheduler = CLASSES[name][0]()
+    if steps is not None:
+        scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps[start:]
+    sample = scheduler.add_noise(deterministic(), deterministic(reverse=True), timesteps[:1])
+    generator = torch.Generator().manual_seed(0)
+    for t in timesteps:
+        sample = scheduler.step(shrinking_model(sample, t), t, sample, generator=generator).prev_sample
+    total, mean = sum_and_mean(sample)
+    assert abs(total - expected_sum) < 1e-2 and abs(mean - expected_mean) < 1e-3
 
 
-@pytest.mark.parametrize("num_inference_steps", [0, -3, 1001, 2.5, "10", True, None])
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
-def test_bad_num_inference_steps_raise(name, num_inference_steps):
-    with pytest.raises(ValueError, match="num_inference_steps"):
-        CLASSES[name][0]().set_timesteps(num_inference_steps)
+GUIDED = dict(eta=0.0, use_clipped_model_output=True)  # as the text-to-image pipeline steps when guided
+OURS_PINNED = [  # the shipped text-to-image schedule, with the two new options
+    ("ddim", dict(thresholding=True, sample_max_value=1.5), GUIDED, 700.9235, 0.912661),
+    ("ddim", dict(rescale_betas_zero_snr=True), dict(eta=0.5), 139.3886, 0.181496),
+    ("ddpm", dict(rescale_betas_zero_snr=True, thresholding=True, sample_max_value=2.0), {}, 265.2013, 0.345314),
+]
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
-def test_step_before_set_timesteps_raises(name):
-    x = torch.zeros(1, 3, 4, 4)
-    with pytest.raises(ValueError, match="set_timesteps"):
-        CLASSES[name][0]().step(x, 999, x)
-
-
-def test_steps_offset_past_last_timestep_raises():
-    with pytest.raises(ValueError, match="steps_offset"):
-        ours.DDIMScheduler(steps_offset=1).set_timesteps(1000)
-
-
-def test_ddpm_timestep_off_the_schedule_raises():
-    scheduler = ours.DDPMScheduler()
-    scheduler.set_timesteps(10)
-    x = torch.zeros(1, 3, 4, 4)
-    with pytest.raises(ValueError, match="timestep"):
-        scheduler.step(x, 555, x)
+@pytest.mark.parametrize(("name", "options", "step_kwargs", "expected_sum", "expected_mean"), OURS_PINNED)
+def test_pinned_loops_with_thresholding_and_zero_snr(name, options, step_kwargs, expected_sum, expected_mean):
+    config = dict(
+        beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", timestep_spacing="trailing", **options
+    )
+    totals = []
+    for cls in CLASSES[name]:
+        scheduler = cls(**config)
+        scheduler.set_timesteps(20)
+        generator, sample = torch.Generator().manual_seed(0), 2 * deterministic() - 1
+        for t in scheduler.timesteps:
+            model_output = 3 * torch.sin(4 * sample + int(t) / 100)  # overshoots, so thresholding acts
+            sample = scheduler.step(model_output, t, sample, generator=generator, **step_kwargs).prev_sample
+        totals.append(sum_and_mean(sample))
+    assert totals[0] == pytest.approx(totals[1], abs=1e-3)
+    assert abs(totals[0][0] - expected_sum) < 1e-2 and abs(totals[0][1] - expected_mean) < 1e-4

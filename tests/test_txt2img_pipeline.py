@@ -1,4 +1,4 @@
-"""Text-to-image sampling: guidance arithmetic, one batched UNet call per step, prompts, the pipeline folder, the CLI."""
+"""Text-to-image sampling: one batched UNet call per step, prompts, the pipeline folder, the CLI."""
 
 import json
 
@@ -9,9 +9,10 @@ from PIL import Image
 from txt2img_fixtures import MAX_LENGTH, save_tiny_clip, tiny_text_encoder, tiny_unet
 
 from txt2img.clip import TextEmbeddings
-from txt2img.pipeline import TextToImagePipeline, classifier_free_guidance, sample
+from txt2img.guidance import classifier_free_guidance, guided_model_fn
+from txt2img.pipeline import TextToImagePipeline
 from txt2img.sample import main as sample_main
-from uncond.pipeline import make_scheduler
+from uncond.sampling import make_scheduler, sample
 
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
 
@@ -48,18 +49,6 @@ def embeddings(encoder, prompts) -> TextEmbeddings:
     return encoder.encode(prompts)
 
 
-def test_guidance_arithmetic():
-    cond, uncond = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    torch.testing.assert_close(classifier_free_guidance(cond, uncond, 1.0), cond)
-    torch.testing.assert_close(classifier_free_guidance(cond, uncond, 0.0), uncond)
-    torch.testing.assert_close(classifier_free_guidance(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
-    # full rescale: each sample's std becomes the conditional one's (Lin et al. 2023 eq. 15)
-    rescaled = classifier_free_guidance(cond, uncond, 7.0, guidance_rescale=1.0)
-    torch.testing.assert_close(rescaled.std(dim=(1, 2, 3)), cond.std(dim=(1, 2, 3)))
-    half = classifier_free_guidance(cond, uncond, 7.0, guidance_rescale=0.5)
-    torch.testing.assert_close(half, 0.5 * rescaled + 0.5 * classifier_free_guidance(cond, uncond, 7.0))
-
-
 def reference_loop(unet, scheduler, x_t, cond, uncond, guidance_scale):
     """The guided loop with two separate UNet calls per step (what the batched loop must equal)."""
     with torch.no_grad():
@@ -79,7 +68,8 @@ def test_batched_guidance_equals_two_separate_calls(pipe):
     recorder = Recorder(unet)
     scheduler = make_scheduler("ddim", SCHEDULER_CONFIG)
     scheduler.set_timesteps(4)
-    x_0, steps = sample(recorder, scheduler, x_t, torch.Generator(), cond, uncond, guidance_scale=3.0)
+    model_fn = guided_model_fn(recorder, cond, uncond, guidance_scale=3.0)
+    x_0, steps = sample(model_fn, scheduler, x_t, torch.Generator(), use_clipped_model_output=True)
     assert recorder.batches == [4, 4, 4, 4] and steps == 4  # one UNet call of 2B per step
     torch.testing.assert_close(x_0, reference_loop(unet, scheduler, x_t, cond, uncond, 3.0))
 
@@ -91,7 +81,7 @@ def test_guidance_scale_one_runs_only_the_conditional_pass(pipe):
     recorder = Recorder(unet)
     scheduler = make_scheduler("ddim", SCHEDULER_CONFIG)
     scheduler.set_timesteps(3)
-    x_0, _ = sample(recorder, scheduler, x_t, torch.Generator(), cond, uncond, guidance_scale=1.0)
+    x_0, _ = sample(guided_model_fn(recorder, cond, uncond, guidance_scale=1.0), scheduler, x_t, torch.Generator())
     assert recorder.batches == [2, 2, 2]
     assert torch.equal(x_0, reference_loop(unet, scheduler, x_t, cond, None, 1.0))
     # and through the pipeline: a negative prompt changes nothing at scale 1 (and is reported as unused)
@@ -267,3 +257,19 @@ def test_half_precision_unet_keeps_x_t_and_guidance_in_float32():
     assert loop_dtypes == [(torch.float32, torch.float32)] * 4
     reference = full("red", num_images=2, num_inference_steps=4, guidance_scale=3.0, seed=0)
     assert np.abs(pixels(result.images).astype(np.int16) - pixels(reference.images).astype(np.int16)).mean() < 3
+
+
+def test_dynamic_thresholding_changes_guided_samples_and_is_recorded(pipe):
+    kwargs = dict(prompt="red", num_images=2, num_inference_steps=4, guidance_scale=12.0, seed=3)
+    plain = pipe(**kwargs)
+    thresholded = pipe(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=3.0, **kwargs)
+    assert not np.array_equal(pixels(plain.images), pixels(thresholded.images))
+    assert thresholded.settings["thresholding"] is True and thresholded.settings["sample_max_value"] == 3.0
+    assert plain.settings["thresholding"] is False and "sample_max_value" not in plain.settings
+    # with sample_max_value 1 the threshold s is 1: exactly clipping to [-1, 1], as the plain DDIM's clip_sample
+    clip_only = pipe(thresholding=True, sample_max_value=1.0, **kwargs)
+    assert np.array_equal(pixels(clip_only.images), pixels(plain.images))
+    with pytest.raises(ValueError, match="dynamic_thresholding_ratio"):
+        pipe(thresholding=True, dynamic_thresholding_ratio=1.5, **kwargs)
+    with pytest.raises(ValueError, match="thresholding must be True or False"):
+        pipe(thresholding="yes", **kwargs)

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from txt2img_fixtures import TINY_UNET, save_tiny_clip, tiny_text_encoder
 
 from txt2img.pipeline import TextToImagePipeline
-from txt2img.train import TextToImageTask, TextToImageTrainConfig, encode_captions, main, train_text_to_image
+from txt2img.train import TextToImageTask, TextToImageTrainConfig, encode_batch, main, train_text_to_image
 from uncond.train import train
+from uncond.train_loop import caption_lists, draw_captions, step_generator
 
 UNET = {k: v for k, v in TINY_UNET.items() if k not in ("sample_size", "cross_attention_dim")}
 
@@ -58,50 +59,94 @@ def encoder():
     return tiny_text_encoder()
 
 
-def test_caption_cache_holds_each_captions_embeddings(encoder):
-    task = TextToImageTask(CaptionedColours(), encoder, tiny_config(), log=lambda *_: None)
-    full = encoder.encode(CaptionedColours.captions)  # (N, 16, D) padded to the tokenizer's length
-    length = task.hidden_states.shape[1]
-    assert length == int(full.attention_mask.sum(1).max()) < full.hidden_states.shape[1]
-    rows = task.caption_rows
-    assert rows[0] == rows[3] and len(set(rows.tolist())) == 5 and 0 not in rows.tolist()  # row 0: the empty prompt
-    torch.testing.assert_close(task.hidden_states[rows], full.hidden_states[:, :length])
-    assert torch.equal(task.attention_mask[rows], full.attention_mask[:, :length])
-    empty = encoder.encode([""])
-    torch.testing.assert_close(task.hidden_states[0], empty.hidden_states[0, :length])
-    # batching the encoder calls changes nothing
-    one_by_one = encode_captions(encoder, CaptionedColours.captions, batch_size=1)
-    torch.testing.assert_close(one_by_one.hidden_states, task.hidden_states[rows])
+def test_caption_lists_fall_back_to_the_one_caption_of_each_image():
+    assert caption_lists(CaptionedColours()) == [[c] for c in CaptionedColours.captions]
+    dataset = CaptionedColours()
+    dataset.caption_lists = [["red", "scarlet"], ["blue"], ["green"], ["red"], ["dark blue", "navy"], ["teal"]]
+    assert caption_lists(dataset) == dataset.caption_lists
+    dataset.caption_lists[2] = []
+    with pytest.raises(ValueError, match="caption_lists"):
+        caption_lists(dataset)
 
 
-def test_long_captions_are_truncated_and_logged(encoder):
+def test_one_caption_is_drawn_per_image_uniformly_and_reproducibly():
+    lists = [["a", "b", "c", "d"], ["e"]]
+    indices = torch.tensor([0] * 4000 + [1])
+    drawn = draw_captions(lists, indices, torch.Generator().manual_seed(0))
+    assert drawn[-1] == "e" and {d: drawn[:-1].count(d) for d in "abcd"} == pytest.approx(
+        dict.fromkeys("abcd", 1000), abs=100
+    )
+    assert drawn == draw_captions(lists, indices, torch.Generator().manual_seed(0))
+    assert drawn != draw_captions(lists, indices, torch.Generator().manual_seed(1))
+
+
+def multi_caption_colours():
+    dataset = CaptionedColours()
+    dataset.caption_lists = [
+        ["red", "scarlet", "rot"],
+        ["blue"],
+        ["green", "grün"],
+        ["red"],
+        ["dark blue"],
+        ["teal", "青"],
+    ]
+    return dataset
+
+
+def test_each_step_encodes_the_drawn_captions_of_its_batch(encoder):
+    task = TextToImageTask(multi_caption_colours(), encoder, tiny_config(p_uncond=0.0), log=lambda *_: None)
+    indices = torch.arange(6).repeat(4)  # 24 items
+    kwargs = task.model_kwargs(7, indices, torch.Generator().manual_seed(0), slice(0, 24), "cpu")
+    captions = task.batch_captions(indices, torch.Generator().manual_seed(0), 7)
+    assert all(c in task.caption_lists[i] for c, i in zip(captions, indices.tolist()))
+    assert {"scarlet", "rot", "red"} <= {c for c, i in zip(captions, indices.tolist()) if i == 0}
+    full = encoder.encode(captions)  # (24, 16, D) padded to the tokenizer's length
+    length = kwargs["encoder_hidden_states"].shape[1]
+    assert length == int(full.attention_mask.sum(1).max()) < full.hidden_states.shape[1]  # cut after the longest
+    torch.testing.assert_close(kwargs["encoder_hidden_states"], full.hidden_states[:, :length])
+    assert torch.equal(kwargs["encoder_attention_mask"], full.attention_mask[:, :length])
+    assert not kwargs["encoder_hidden_states"].is_inference()  # autograd may save it for the backward pass
+    # the caption draws depend on (seed, step) only; a process's part is a slice of the global batch's
+    again = task.model_kwargs(7, indices, torch.Generator().manual_seed(0), slice(12, 24), "cpu")
+    expected = encode_batch(encoder, captions[12:]).hidden_states
+    torch.testing.assert_close(again["encoder_hidden_states"], expected)
+    assert task.batch_captions(indices, torch.Generator().manual_seed(0), 8) != captions
+
+
+def test_long_captions_are_truncated_and_logged_once(encoder):
     dataset = CaptionedColours()
     dataset.captions = dataset.captions[:5] + ["a colour with a rather long name"]
     messages = []
-    task = TextToImageTask(dataset, encoder, tiny_config(), log=messages.append)
-    assert task.hidden_states.shape[1] == encoder.max_length and messages == [
-        "1 captions are longer than 16 tokens and were truncated"
-    ]
+    task = TextToImageTask(dataset, encoder, tiny_config(p_uncond=0.0), log=messages.append)
+    for step in range(2):
+        kwargs = task.model_kwargs(step, torch.arange(6), torch.Generator().manual_seed(0), slice(0, 6), "cpu")
+    assert kwargs["encoder_hidden_states"].shape[1] == encoder.max_length
+    assert messages == ["caption longer than 16 tokens, truncated: 'a colour with a rather long name'"]
 
 
 def test_model_kwargs_drop_captions_with_probability_p_uncond(encoder):
     dataset = CaptionedColours()
     indices = torch.arange(6).repeat(50)  # 300 items
+    empty = encoder.encode([""])
 
     def kwargs(p, seed=0):
         task = TextToImageTask(dataset, encoder, tiny_config(p_uncond=p), log=lambda *_: None)
-        return task, task.model_kwargs(indices, torch.Generator().manual_seed(seed), "cpu")
+        return task.model_kwargs(0, indices, torch.Generator().manual_seed(seed), slice(0, 300), "cpu")
 
-    task, kept = kwargs(0.0)
-    assert torch.equal(kept["encoder_hidden_states"], task.hidden_states[task.caption_rows[indices]])
-    _, dropped = kwargs(1.0)
-    assert torch.equal(dropped["encoder_hidden_states"], task.hidden_states[0].expand(300, -1, -1))
-    assert torch.equal(dropped["encoder_attention_mask"], task.attention_mask[0].expand(300, -1))
-    _, half = kwargs(0.5)
-    _, half_again = kwargs(0.5)
+    kept = kwargs(0.0)
+    torch.testing.assert_close(
+        kept["encoder_hidden_states"], encode_batch(encoder, [dataset.captions[i] for i in indices]).hidden_states
+    )
+    dropped = kwargs(1.0)
+    torch.testing.assert_close(dropped["encoder_hidden_states"], empty.hidden_states[:, :2].expand(300, -1, -1))
+    assert dropped["encoder_attention_mask"].all() and dropped["encoder_attention_mask"].shape == (300, 2)  # start, end
+    half, half_again = kwargs(0.5), kwargs(0.5)
     assert torch.equal(half["encoder_hidden_states"], half_again["encoder_hidden_states"])  # same generator, same drops
-    is_empty = (half["encoder_hidden_states"] == task.hidden_states[0]).all(dim=(1, 2))
+    is_empty = half["encoder_attention_mask"].sum(1) == 2
     assert 100 < is_empty.sum() < 200
+    # the drops come from the step's noise stream, as when each caption had one cached embedding
+    drop = torch.rand(300, generator=torch.Generator().manual_seed(0)) < 0.5
+    assert torch.equal(is_empty, drop)
 
 
 class Killed(Exception):
@@ -109,18 +154,18 @@ class Killed(Exception):
 
 
 class KilledAt(TextToImageTask):
-    """Dies right after the checkpoint of step `kill_step` is written, as a killed process would."""
+    """Dies right after the checkpoint of step `kill_step` is written, as a killed process would; no sample grids."""
 
     def __init__(self, encoder, config, kill_step):
-        super().__init__(CaptionedColours(), encoder, config, log=lambda *_: None)
+        super().__init__(multi_caption_colours(), encoder, config, log=lambda *_: None)
         self.kill_step = kill_step
 
-    def save_model(self, out_dir, ema_model, scheduler, config):
-        super().save_model(out_dir, ema_model, scheduler, config)
+    def save_model(self, out_dir, model, config):
+        super().save_model(out_dir, model, config)
         if json.load(open(os.path.join(out_dir, "checkpoint", "state.json")))["step"] == self.kill_step:
             raise Killed()
 
-    def save_samples(self, *args):
+    def evaluate(self, *args):
         pass  # sampling is tested elsewhere; keep this test fast
 
 
@@ -138,6 +183,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(encoder, tmp_path):
     # a hub id is referenced in pipeline.json, not copied
     assert json.load(open(tmp_path / "resumed" / "pipeline.json"))["text_encoder"] == "tiny"
     assert not (tmp_path / "resumed" / "text_encoder").exists()
+    assert "grün" in json.load(open(tmp_path / "resumed" / "captions.json"))  # every caption of every list
     saved = json.load(open(tmp_path / "resumed" / "train_config.json"))
     assert saved["p_uncond"] == 0.5 and saved["validation_prompts"] == ["red", "blue"] and saved["clip"] == "tiny"
 
@@ -206,3 +252,13 @@ def test_tiny_model_learns_which_caption_is_which_colour(tmp_path):
         assert (red[:, 0] > red[:, 2] + 100).all(), (guidance_scale, red)
         assert (blue[:, 2] > blue[:, 0] + 100).all(), (guidance_scale, blue)
         assert (red[:, 1] < 80).all() and (blue[:, 1] < 80).all(), (guidance_scale, red, blue)
+
+
+def test_caption_draws_are_independent_of_caption_dropout(encoder):
+    dataset = CaptionedColours()
+    dataset.caption_lists = [["red", "blue"]] * 6
+    task = TextToImageTask(dataset, encoder, tiny_config(p_uncond=0.5), log=lambda *_: None)
+    # the loop hands the task the step's generator (stream 0); caption draws take a stream of their own
+    captions = task.batch_captions(torch.arange(6).repeat(50), step_generator(task.config.seed, 0), 0)
+    kept = [c for c in captions if c]
+    assert 100 < len(kept) < 200 and 0.3 < kept.count("red") / len(kept) < 0.7

@@ -1,62 +1,52 @@
-"""Train the text-conditional UNet: uncond's training loop with a task that feeds it CLIP embeddings.
+"""Train the text-conditional UNet: uncond's DDPM task, with CLIP embeddings of a caption per image.
 
     python -m txt2img.train --data data/emoji --clip weights/clip --out runs/txt2img [--config FILE] [--resume]
     accelerate launch -m txt2img.train ...   (mixed precision, several GPUs; same flags)
 
-Everything of `uncond.train.train` carries over (EMA, warm-up + cosine, atomic checkpoints, exact
-resume); `TextToImageTask` adds the text. The CLIP text encoder is frozen, so each caption is encoded
-once, before training, and its hidden states kept in memory. Each step takes the cached embeddings
-of the batch's captions and swaps each for the empty prompt's with probability `p_uncond`, which
-trains the unconditional model classifier-free guidance needs (Ho & Salimans 2022, Algorithm 1).
+Everything of `uncond.train` carries over (the shared loop: EMA, warm-up + cosine, atomic checkpoints,
+exact resume); `TextToImageTask` adds the text. Each step draws one caption per image from the image's
+list (`caption_lists`: names, keywords, styles, other languages), swaps each for the empty prompt with
+probability `p_uncond`, which trains the unconditional model classifier-free guidance needs (Ho &
+Salimans 2022, Algorithm 1), and encodes the batch's captions with the frozen CLIP text encoder.
+
+The batch is encoded every step rather than cached: with many captions per image a cache of all of them
+would not fit, and a cache filled as training goes would make a caption's hidden states depend on the
+batch that first encoded it (float sums differ with the batch), so a resumed run would not repeat an
+uninterrupted one. The text tower is small next to the UNet (a few % of a step).
 
 `OUT/` always holds the latest EMA model as a `TextToImagePipeline` folder: `unet/`, `text_encoder/`
 (a copy of a local CLIP folder's tokenizer and text tower) or a reference to a hub id in
-`pipeline.json`, `scheduler_config.json`, `train_config.json`.
+`pipeline.json`, `scheduler_config.json`, `train_config.json`, `captions.json`.
 """
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
-from txt2img.pipeline import (
-    CAPTIONS_NAME,
-    TEXT_ENCODER_FOLDER,
-    UNET_FOLDER,
-    sample_images,
-    save_text_encoder,
-    write_pipeline_config,
-)
+from txt2img.folder import CAPTIONS_NAME, TEXT_ENCODER_FOLDER, UNET_FOLDER, save_text_encoder, write_pipeline_config
+from txt2img.pipeline import sample_images
 from txt2img.unet import TextUNet, TextUNetConfig
-from uncond.pipeline import save_grid
-from uncond.train import (
-    SCHEDULER_CONFIG_NAME,
-    TRAIN_CONFIG_NAME,
-    TrainConfig,
-    UnconditionalTask,
-    config_from_args,
-    find_checkpoint,
-    train,
-    training_parser,
-)
+from uncond import train_loop
+from uncond.images import save_grid
+from uncond.train import TrainConfig, UnconditionalTask, samples_path, scheduler_config, write_configs
+from uncond.train_config import config_from_args, training_parser
+from uncond.train_loop import CAPTION_STREAM, caption_lists, draw_captions, step_generator
 
 VALIDATION_PROMPTS = ("red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun")
-ENCODE_BATCH = 256  # captions per text-encoder call while filling the cache
 
 
 @dataclass
 class TextToImageTrainConfig(TrainConfig):
     """`TrainConfig` plus the text: the CLIP to condition on, caption dropout, the prompts of the sample grids."""
 
-    clip: str = ""  # CLIP folder or hub id (tokenizer + text model); a folder is copied into OUT/text_encoder, a hub id referenced
+    clip: str = ""  # CLIP folder or hub id (tokenizer + text model); a folder is copied into OUT/text_encoder
     p_uncond: float = 0.1  # probability of training a caption as the empty prompt (classifier-free guidance)
     validation_prompts: list = field(default_factory=lambda: list(VALIDATION_PROMPTS))
     validation_guidance_scale: float = 4.0  # guidance of the sample grids
-    hold_out: bool = (
-        True  # leave out the (emoji, skin tone) pairs of txt2img.evaluate.held_out_captions (compositional test)
-    )
+    hold_out: bool = True  # leave out uncond.splits.held_out (emoji-tone and emoji-style pairs, keywords, a template)
 
     def __post_init__(self):
         super().__post_init__()
@@ -67,19 +57,16 @@ class TextToImageTrainConfig(TrainConfig):
         self.validation_prompts = list(self.validation_prompts)
 
 
-def encode_captions(text_encoder: TextEncoder, captions: list, batch_size: int = ENCODE_BATCH) -> TextEmbeddings:
-    """Hidden states (N, L, D) and masks (N, L) of all `captions`, cut after the longest one's last token.
+def encode_batch(text_encoder: TextEncoder, captions: list) -> TextEmbeddings:
+    """Hidden states (B, L, D) and masks (B, L) of `captions`, cut after the longest one's last token.
 
     CLIP's causal attention means a token's hidden state never depends on the padding after it, and the
-    UNet masks the padding out, so the cut changes nothing but the memory the cache takes."""
-    _, mask, truncated = text_encoder.tokenize(captions)
-    length = int(mask.sum(dim=1).max())
-    hidden_states = []
-    for start in range(0, len(captions), batch_size):
-        hidden_states.append(
-            text_encoder.encode(captions[start : start + batch_size]).hidden_states[:, :length].float().cpu()
-        )
-    return TextEmbeddings(torch.cat(hidden_states), mask[:, :length].bool(), truncated)
+    UNet masks the padding out, so the cut changes nothing but the work."""
+    encoded = text_encoder.encode(captions)
+    length = int(encoded.attention_mask.sum(dim=1).max())
+    # a clone: `encode` runs in inference mode, and autograd may not save inference tensors for backward
+    hidden_states = encoded.hidden_states[:, :length].float().clone()
+    return TextEmbeddings(hidden_states, encoded.attention_mask[:, :length].clone(), encoded.truncated)
 
 
 def is_local(clip: str) -> bool:
@@ -88,33 +75,15 @@ def is_local(clip: str) -> bool:
 
 
 class TextToImageTask(UnconditionalTask):
-    """The training loop's view of text-to-image: a TextUNet, cached caption embeddings, caption dropout."""
+    """The training loop's view of text-to-image: a TextUNet, a caption drawn per image, caption dropout."""
 
     def __init__(self, dataset, text_encoder: TextEncoder, config: TextToImageTrainConfig, log=print):
-        super().__init__(dataset)
+        super().__init__(dataset, config, log)
         self.text_encoder = text_encoder
-        self.clip = config.clip
-        self.p_uncond = config.p_uncond
-        # row 0 is the empty prompt; row 1 + i the i-th distinct caption
-        captions = sorted(set(dataset.captions))
-        cache = encode_captions(text_encoder, [""] + captions)
-        self.hidden_states, self.attention_mask = cache.hidden_states, cache.attention_mask  # (1 + U, L, D), (1 + U, L)
-        row = {caption: 1 + i for i, caption in enumerate(captions)}
-        self.caption_rows = torch.tensor([row[c] for c in dataset.captions])  # (N,) data index -> cache row
-        if any(cache.truncated):
-            log(f"{sum(cache.truncated)} captions are longer than {text_encoder.max_length} tokens and were truncated")
-        # the sample grids' prompts and the empty prompt, full length
-        self.validation_prompts = list(config.validation_prompts)
-        prompts = text_encoder.encode(self.validation_prompts + [""])
-        n = len(self.validation_prompts)
-        self.validation_cond = TextEmbeddings(
-            prompts.hidden_states[:n].cpu(), prompts.attention_mask[:n].cpu(), prompts.truncated[:n]
-        )
-        self.validation_uncond = TextEmbeddings(
-            prompts.hidden_states[n:].expand(n, -1, -1).cpu(),
-            prompts.attention_mask[n:].expand(n, -1).cpu(),
-            [False] * n,
-        )
+        text_encoder.text_model.eval().requires_grad_(False)  # frozen
+        self.caption_lists = caption_lists(dataset)
+        self.log = log
+        self.truncated = set()  # captions already reported as truncated
 
     def build_model(self, config: TextToImageTrainConfig) -> TextUNet:
         """A freshly initialised TextUNet whose cross-attention reads the text encoder's width."""
@@ -127,88 +96,91 @@ class TextToImageTask(UnconditionalTask):
             TextUNetConfig(**{**config.unet, "sample_size": config.image_size, "cross_attention_dim": width})
         )
 
-    def model_kwargs(self, indices: torch.Tensor, generator: torch.Generator, device) -> dict:
-        """The cached text of the batch's captions, each replaced by the empty prompt's with probability p_uncond."""
-        rows = self.caption_rows[indices]  # (B,)
-        drop = (
-            torch.rand(len(indices), generator=generator) < self.p_uncond
-        )  # drawn every step: the generator's stream never depends on p_uncond
-        rows = torch.where(drop, torch.zeros_like(rows), rows)
+    def batch_captions(self, indices: torch.Tensor, generator: torch.Generator, step: int) -> list:
+        """The global batch's captions: one drawn per image, each replaced by "" with probability p_uncond."""
+        captions = draw_captions(self.caption_lists, indices, step_generator(self.config.seed, step, CAPTION_STREAM))
+        # the drops come from the step's own stream, drawn whatever p_uncond, where the trainer of one cached
+        # embedding per caption drew them: with one caption per image, the same drops and noise as it
+        drop = torch.rand(len(indices), generator=generator) < self.config.p_uncond
+        return ["" if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
+
+    def model_kwargs(self, step: int, indices: torch.Tensor, generator: torch.Generator, part: slice, device) -> dict:
+        """The CLIP hidden states and mask of this process's part of the batch's captions."""
+        captions = self.batch_captions(indices, generator, step)[part]
+        self.text_encoder.text_model.to(device)
+        with torch.autocast(torch.device(device).type, enabled=False):  # the encoder runs as at sampling time
+            text = encode_batch(self.text_encoder, captions)
+        self._report_truncated(captions, text.truncated)
         return {
-            "encoder_hidden_states": self.hidden_states[rows].to(device, non_blocking=True),  # (B, L, D)
-            "encoder_attention_mask": self.attention_mask[rows].to(device, non_blocking=True),  # (B, L)
+            "encoder_hidden_states": text.hidden_states.to(device),  # (B, L, D)
+            "encoder_attention_mask": text.attention_mask.to(device),  # (B, L)
         }
 
-    def save_samples(self, ema_model, scheduler, config: TextToImageTrainConfig, path: str) -> None:
-        """A grid of DDIM-50 guided samples, one column per validation prompt, fixed seed."""
-        n = len(self.validation_prompts)
-        per_prompt = max(1, config.num_sample_images // n)
-        order = [i for _ in range(per_prompt) for i in range(n)]  # image-major: row r holds sample r of every prompt
-        cond = TextEmbeddings(self.validation_cond.hidden_states[order], self.validation_cond.attention_mask[order], [])
-        uncond = TextEmbeddings(
-            self.validation_uncond.hidden_states[order], self.validation_uncond.attention_mask[order], []
-        )
-        images = sample_images(
-            ema_model, dict(scheduler.config), cond, uncond, config.validation_guidance_scale, 50, "ddim", seed=0
-        )
-        save_grid(images, path, columns=n)
+    def _report_truncated(self, captions: list, truncated: list) -> None:
+        for caption, cut in zip(captions, truncated):
+            if cut and caption not in self.truncated:
+                self.truncated.add(caption)
+                self.log(f"caption longer than {self.text_encoder.max_length} tokens, truncated: {caption!r}")
 
-    def save_model(self, out_dir: str, ema_model, scheduler, config: TextToImageTrainConfig) -> None:
+    def evaluate(self, model, config: TextToImageTrainConfig, out_dir: str, step: int) -> None:
+        """A grid of DDIM-50 guided samples, one column per validation prompt, fixed seed."""
+        prompts = list(config.validation_prompts)
+        per_prompt = max(1, config.num_sample_images // len(prompts))
+        order = prompts * per_prompt  # image-major: row r holds sample r of every prompt
+        self.text_encoder.text_model.to(next(model.parameters()).device)
+        cond, uncond = self.text_encoder.encode(order), self.text_encoder.encode([""] * len(order))
+        images = sample_images(
+            model, scheduler_config(config), cond, uncond, config.validation_guidance_scale, 50, "ddim", seed=0
+        )
+        save_grid(images, samples_path(out_dir, step), columns=len(prompts))
+
+    def save_model(self, out_dir: str, model, config: TextToImageTrainConfig) -> None:
         """The EMA UNet as a pipeline folder; the text encoder is copied once (a local CLIP) or referenced (a hub id)."""
-        ema_model.save_pretrained(os.path.join(out_dir, UNET_FOLDER))
-        with open(os.path.join(out_dir, SCHEDULER_CONFIG_NAME), "w") as f:
-            json.dump(dict(scheduler.config), f, indent=2)
-        with open(os.path.join(out_dir, TRAIN_CONFIG_NAME), "w") as f:
-            json.dump(asdict(config), f, indent=2)
+        model.save_pretrained(os.path.join(out_dir, UNET_FOLDER))
+        write_configs(out_dir, config)
         with open(os.path.join(out_dir, CAPTIONS_NAME), "w") as f:  # the vocabulary the app suggests from
-            json.dump(sorted(set(self.dataset.captions)), f, ensure_ascii=False, indent=0)
-        if is_local(self.clip):
-            if not os.path.isfile(
-                os.path.join(out_dir, TEXT_ENCODER_FOLDER, "config.json")
-            ):  # frozen: one copy is enough
+            json.dump(sorted({c for captions in self.caption_lists for c in captions}), f, ensure_ascii=False, indent=0)
+        if is_local(config.clip):
+            if not os.path.isfile(os.path.join(out_dir, TEXT_ENCODER_FOLDER, "config.json")):  # frozen: one copy
                 save_text_encoder(self.text_encoder, os.path.join(out_dir, TEXT_ENCODER_FOLDER))
             write_pipeline_config(out_dir)
         else:
-            write_pipeline_config(out_dir, self.clip)
+            write_pipeline_config(out_dir, config.clip)
 
 
-def resumed_config(out_dir: str, config: TextToImageTrainConfig, resume: bool) -> TextToImageTrainConfig:
-    """The checkpoint's config when resuming (length may be extended), as `uncond.train.train` rebuilds it."""
-    checkpoint = find_checkpoint(out_dir) if resume else None
-    if checkpoint is None:
-        return config
-    with open(os.path.join(checkpoint, "state.json")) as f:
-        saved = json.load(f)["train_config"]
-    return type(config)(**{**saved, "max_steps": config.max_steps})
+def make_text_to_image_task(data: str, dataset=None, log=print):
+    """The `make_task` of the shared loop: CLIP, data set (held-out captions left out) and task for a config."""
+
+    def make_task(config: TextToImageTrainConfig) -> TextToImageTask:
+        from uncond.data import ImageCaptionDataset
+
+        if not config.clip:
+            raise ValueError("clip must name a CLIP folder or hub id")
+        text_encoder = TextEncoder.from_pretrained(config.clip)
+        data_set = dataset if dataset is not None else ImageCaptionDataset(data, image_size=config.image_size)
+        if config.hold_out:
+            from uncond.splits import training_subset
+
+            kept = training_subset(data_set)
+            log(f"holding out {len(data_set.captions) - len(kept.captions)} images (uncond.splits) for the evaluation")
+            data_set = kept
+        return TextToImageTask(data_set, text_encoder, config, log=log)
+
+    return make_task
 
 
 def train_text_to_image(
     data: str, out_dir: str, config: TextToImageTrainConfig, resume: bool = False, dataset=None, log=print
 ) -> str:
     """Run (or continue) a text-to-image training run; returns `out_dir`, which then holds the pipeline."""
-    from uncond.data import ImageCaptionDataset
-
-    config = resumed_config(out_dir, config, resume)  # the task must see the config the run continues with
-    if not config.clip:
-        raise ValueError("clip must name a CLIP folder or hub id")
-    text_encoder = TextEncoder.from_pretrained(config.clip)
-    if dataset is None:
-        dataset = ImageCaptionDataset(data, image_size=config.image_size)
-    if config.hold_out:
-        from txt2img.evaluate import held_out_captions
-
-        held_out = held_out_captions(dataset.captions)
-        dataset = dataset.without(held_out)
-        log(f"holding out {len(held_out)} (emoji, skin tone) captions for the compositional test")
-    task = TextToImageTask(dataset, text_encoder, config, log=log)
-    return train(data, out_dir, config, resume=resume, task=task, log=log)
+    return train_loop.train(out_dir, config, make_text_to_image_task(data, dataset, log), resume=resume, log=log)
 
 
 def main(argv=None):
     parser = training_parser(
         "Train the text-conditional DDPM UNet on image-caption pairs.",
+        TextToImageTrainConfig,
         "JSON file with TrainConfig fields, clip, p_uncond, validation_prompts (and 'unet': TextUNetConfig fields)",
-        extra_overrides=(("p_uncond", float), ("clip", str)),
     )
     args = parser.parse_args(argv)
     train_text_to_image(args.data, args.out, config_from_args(args, TextToImageTrainConfig), resume=args.resume)

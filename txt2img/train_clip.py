@@ -1,45 +1,49 @@
 """Train the project's own small CLIP (Radford et al. 2021) from scratch on image-caption pairs.
 
-    python -m txt2img.train_clip --data data/emoji --out runs/clip [--config FILE] [--mixed-precision bf16]
+    python -m txt2img.train_clip --data data/emoji --out runs/clip [--config FILE] [--resume]
+    accelerate launch -m txt2img.train_clip ...   (a GPU, mixed precision; one process)
 
-1. A byte-level BPE is trained on the captions with `tokenizers` and saved in CLIP's format
-   (vocab.json + merges.txt; lower-cased, word ends marked "</w>", `<|startoftext|> ... <|endoftext|>`,
-   padded with `<|endoftext|>`), so `AutoTokenizer.from_pretrained(OUT)` gives a `CLIPTokenizer`.
-2. A small `transformers.CLIPModel` learns with CLIP's symmetric contrastive loss. Notation: for a
-   batch of B pairs with unit-norm embeddings t_i (text) and v_j (image), logits_ij = exp(s) <t_i, v_j>
-   and loss = (CE(logits, diag) + CE(logits^T, diag)) / 2, where the temperature s is learned and
-   exp(s) is capped at 100 as in CLIP.
-3. Retrieval accuracy over the whole data set (image -> text, text -> image; top-1, top-5) is
-   printed and written to OUT/retrieval.json.
+1. A byte-level BPE is trained on all the captions (`txt2img.clip_tokenizer`) and saved in CLIP's format.
+2. A small `transformers.CLIPModel` learns with CLIP's symmetric contrastive loss in the shared training
+   loop (`uncond.train_loop`: accelerate, checkpoints that resume exactly, progress bar, OUT/log.jsonl).
+   Notation: for a batch of B pairs with unit-norm embeddings t_i (text) and v_j (image),
+   logits_ij = exp(s) <t_i, v_j> and loss = (CE(logits, diag) + CE(logits^T, diag)) / 2, where the
+   temperature s is learned and exp(s) is capped at 100 as in CLIP. Each step draws one caption per
+   image from its list (`caption_lists`); a caption that also describes another image of the batch
+   ("car" for a taxi and a police car) is masked out of that pair's logits (`clip_loss`).
+3. Retrieval accuracy over the whole data set with each image's primary caption (image -> text,
+   text -> image; top-1, top-5) is logged every `eval_every` steps and written to OUT/retrieval.json.
 
 OUT is a `from_pretrained` folder: config.json + model.safetensors, the tokenizer files,
 preprocessor_config.json (pixels in [-1, 1]) and train_config.json. `txt2img.clip.TextEncoder`
 and `CLIPTextModel.from_pretrained(OUT)` read its text tower; `txt2img.clip.CLIPEmbedder` both.
+
+One process only: the contrastive loss of a batch needs every embedding of it, so processes would have
+to gather them (open_clip's `gather_with_grad`); for the same reason there is no gradient accumulation.
 """
 
-import argparse
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from txt2img.clip import image_features, text_features
-from uncond.train import batch_indices, learning_rate_factor
+from txt2img.clip_tokenizer import MIN_VOCAB_SIZE, train_tokenizer
+from txt2img.metrics import retrieval_accuracy
+from uncond import train_loop
+from uncond.train_config import LoopConfig, config_from_args, training_parser
+from uncond.train_loop import CAPTION_STREAM, TrainingTask, batch_indices, caption_lists, draw_captions, step_generator
 
-BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
-END_OF_WORD = "</w>"
-MIN_VOCAB_SIZE = 2 * 256 + 2  # every byte, alone and word-final, and the two special tokens
 TRAIN_CONFIG_NAME = "train_config.json"
 METRICS_NAME = "retrieval.json"
-LOG_NAME = "log.jsonl"
+MAX_LOGIT_SCALE = math.log(100.0)
 
 
 @dataclass
-class CLIPTrainConfig:
+class CLIPTrainConfig(LoopConfig):
     """Architecture and optimisation settings of a CLIP run; saved as train_config.json beside the weights."""
 
     # The defaults (1.9M parameters) train on the 3789 emoji in about 9 minutes on one CPU core, to
@@ -56,18 +60,19 @@ class CLIPTrainConfig:
     vision_heads: int = 4
     mlp_ratio: int = 4
     projection_dim: int = 128
+    mask_false_negatives: bool = True  # mask a batch's other images that the caption also describes
+    hold_out: bool = True  # leave out uncond.splits.held_out, so the evaluation's judge has not seen it either
+    eval_every: int = 100
+    # the loop's settings, with CLIP's defaults
     batch_size: int = 256
     max_steps: int = 500
     learning_rate: float = 1e-3
-    weight_decay: float = 0.1
+    weight_decay: float = 0.1  # on weight matrices only
     warmup_steps: int = 50
-    grad_clip: float = 1.0
-    mixed_precision: str = "no"  # "no" or "bf16" (autocast)
-    eval_every: int = 100
-    log_every: int = 25
-    seed: int = 0
+    checkpoint_every: int = 100
 
     def __post_init__(self):
+        super().__post_init__()
         positive = (
             "image_size",
             "patch_size",
@@ -79,10 +84,7 @@ class CLIPTrainConfig:
             "vision_heads",
             "mlp_ratio",
             "projection_dim",
-            "batch_size",
-            "max_steps",
             "eval_every",
-            "log_every",
         )
         for name in positive:
             value = getattr(self, name)
@@ -102,65 +104,13 @@ class CLIPTrainConfig:
             raise ValueError(f"max_text_length must be >= 3 (start, one token, end), got {self.max_text_length}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+        if self.gradient_accumulation_steps != 1:
+            raise ValueError("gradient_accumulation_steps must be 1: the contrastive loss needs the whole batch")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError(
-                "learning_rate must be > 0 and weight_decay, warmup_steps, grad_clip >= 0, got "
-                f"{self.learning_rate}, {self.weight_decay}, {self.warmup_steps}, {self.grad_clip}"
+                "learning_rate must be > 0 and weight_decay, grad_clip >= 0, got "
+                f"{self.learning_rate}, {self.weight_decay}, {self.grad_clip}"
             )
-
-
-# ---- tokenizer: a byte-level BPE in CLIP's format ----
-
-
-def train_tokenizer(captions: list, vocab_size: int = 2048, model_max_length: int = 32, out_dir: str | None = None):
-    """Train CLIP's kind of BPE on `captions`; returns a `CLIPTokenizer` (saved to `out_dir` if given).
-
-    The vocabulary is laid out as openai's: the 256 byte symbols, the same with "</w>", one token
-    per merge in merge order, then `<|startoftext|>` and `<|endoftext|>`. Every byte being there,
-    any text tokenizes without an unknown token.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
-
-    if isinstance(captions, str) or not captions or not all(isinstance(c, str) for c in captions):
-        raise ValueError("captions must be a non-empty list of strings")
-    if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size must be an int >= {MIN_VOCAB_SIZE}, got {vocab_size!r}")
-    if not isinstance(model_max_length, int) or model_max_length < 3:
-        raise ValueError(f"model_max_length must be an int >= 3, got {model_max_length!r}")
-    # Train with the very normaliser (NFC, one space, lower case) and pre-tokeniser (CLIP's word
-    # regex, then bytes to symbols) that CLIPTokenizer applies when it loads the files.
-    reference = CLIPTokenizer().backend_tokenizer
-    bpe = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix=END_OF_WORD))
-    bpe.normalizer, bpe.pre_tokenizer = reference.normalizer, reference.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix=END_OF_WORD,
-        show_progress=False,
-    )
-    bpe.train_from_iterator(captions, trainer)
-    merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]][: vocab_size - MIN_VOCAB_SIZE]
-
-    # Sorted by code point, the byte symbols come in openai's order: printable bytes, then the others.
-    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {}
-    for token in symbols + [s + END_OF_WORD for s in symbols] + [a + b for a, b in merges] + [BOS_TOKEN, EOS_TOKEN]:
-        vocab.setdefault(token, len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
-    if out_dir is not None:
-        save_tokenizer(tokenizer, vocab, merges, out_dir)
-    return tokenizer
-
-
-def save_tokenizer(tokenizer, vocab: dict, merges: list, out_dir: str) -> None:
-    """tokenizer_config.json and tokenizer.json from transformers, and CLIP's own vocab.json + merges.txt."""
-    os.makedirs(out_dir, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
-    with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump(vocab, f, ensure_ascii=False)
-    with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
 
 
 # ---- model, loss, metric ----
@@ -198,32 +148,40 @@ def build_model(config: CLIPTrainConfig, tokenizer):
     return CLIPModel(clip_config)
 
 
-def clip_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy over a (B, B) logit matrix whose diagonal holds the true pairs."""
-    labels = torch.arange(len(logits_per_text), device=logits_per_text.device)
+def clip_loss(logits_per_text: torch.Tensor, matches: torch.Tensor | None = None) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over (B texts, B images) logits whose diagonal holds the true pairs.
+
+    `matches` (B, B) bool: text i also describes image j (a shared keyword, two styles of one emoji).
+    Such off-diagonal pairs are false negatives; they are masked out of both softmaxes (neither
+    pulled together nor pushed apart), so each row and column keeps one positive, its diagonal."""
     logits = logits_per_text.float()
+    labels = torch.arange(len(logits), device=logits.device)
+    if matches is not None:
+        false_negatives = matches.to(logits.device) & (labels[:, None] != labels[None, :])
+        logits = logits.masked_fill(false_negatives, float("-inf"))
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
-def retrieval_accuracy(similarity: torch.Tensor, ks: tuple = (1, 5)) -> dict:
+def caption_matches(captions: list, image_captions: list) -> torch.Tensor:
+    """(B, B) bool: captions[i] is among image j's captions (`image_captions[j]`, a set)."""
+    return torch.tensor([[caption in allowed for allowed in image_captions] for caption in captions])
+
+
+def paired_retrieval_accuracy(similarity: torch.Tensor, ks: tuple = (1, 5)) -> dict:
     """Top-k retrieval accuracy both ways from an (N images, N texts) similarity whose diagonal pairs up.
 
-    A true partner ranks below every item scoring at least as high (ties count against it), so a
-    constant matrix scores 0, not 100%.
+    `txt2img.metrics.retrieval_accuracy` over the rows (image to text) and over the columns (text to image); ties
+    count against the true partner, so a constant matrix scores 0, not 100%.
     """
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
         raise ValueError(f"similarity must be square (N images, N texts), got shape {tuple(similarity.shape)}")
-    if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive ints, got {ks!r}")
-    similarity = similarity.float()
-    true = similarity.diagonal()
-    # rank of the true partner: how many others score >= it (0 = retrieved first)
-    image_to_text = (similarity >= true[:, None]).sum(1) - 1  # (N,) over each image's row of texts
-    text_to_image = (similarity >= true[None, :]).sum(0) - 1  # (N,) over each text's column of images
+    pairs = torch.arange(len(similarity))
+    image_to_text = retrieval_accuracy(similarity, pairs, ks)
+    text_to_image = retrieval_accuracy(similarity.t(), pairs, ks)
     metrics = {}
     for k in ks:
-        metrics[f"image_to_text_top{k}"] = (image_to_text < k).float().mean().item()
-        metrics[f"text_to_image_top{k}"] = (text_to_image < k).float().mean().item()
+        metrics[f"image_to_text_top{k}"] = image_to_text[f"top{k}"]
+        metrics[f"text_to_image_top{k}"] = text_to_image[f"top{k}"]
         metrics[f"chance_top{k}"] = min(1.0, k / len(similarity))
     return metrics
 
@@ -253,7 +211,7 @@ def evaluate_retrieval(model, tokenizer, images: torch.Tensor, captions: list, b
         [text_features(model, tokenizer, captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)]
     )  # (N, P)
     model.train(was_training)
-    return retrieval_accuracy(image_embeds @ text_embeds.t())
+    return paired_retrieval_accuracy(image_embeds @ text_embeds.t())
 
 
 def count_parameters(model) -> dict:
@@ -295,130 +253,143 @@ def save_clip(out_dir: str, model, config: CLIPTrainConfig, metrics: dict | None
 # ---- training ----
 
 
-def train_clip(data, out_dir: str, config: CLIPTrainConfig, log=print) -> dict:
+class CLIPTask(TrainingTask):
+    """The training loop's view of CLIP: a caption drawn per image, the contrastive loss, retrieval."""
+
+    def __init__(self, dataset, tokenizer, config: CLIPTrainConfig, out_dir: str, log=print):
+        self.dataset, self.tokenizer, self.config, self.log = dataset, tokenizer, config, log
+        self.eval_every = config.eval_every
+        self.images = dataset.images  # (N, C, H, W) uint8
+        self.captions = list(dataset.captions)  # the primary caption of each image: retrieval's texts
+        self.caption_lists = caption_lists(dataset)
+        self.caption_sets = [set(captions) for captions in self.caption_lists]
+        distinct = sorted({c for captions in self.caption_lists for c in captions})
+        longer = tokenizer(distinct, truncation=True, max_length=config.max_text_length + 1)["input_ids"]
+        truncated = sum(len(ids) > config.max_text_length for ids in longer)
+        if truncated:
+            log(f"{truncated} of {len(distinct)} captions are longer than {config.max_text_length} tokens: truncated")
+        ids = tokenizer(distinct, truncation=True, max_length=config.max_text_length)["input_ids"]
+        self.token_ids = dict(zip(distinct, ids))  # caption -> token ids, start and end included
+        self.metrics = read_metrics(out_dir)
+
+    def build_model(self, config: CLIPTrainConfig):
+        return build_model(config, self.tokenizer)
+
+    def build_optimizer(self, model, config: CLIPTrainConfig) -> torch.optim.Optimizer:
+        """AdamW as CLIP: betas (0.9, 0.98), eps 1e-6, weight decay on weight matrices only (not gains, biases, temperature)."""
+        matrices = [p for p in model.parameters() if p.ndim >= 2]
+        others = [p for p in model.parameters() if p.ndim < 2]
+        return torch.optim.AdamW(
+            [{"params": matrices, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}],
+            lr=config.learning_rate,
+            betas=(0.9, 0.98),
+            eps=1e-6,
+        )
+
+    def batch(self, step: int, part: slice, device) -> dict:
+        """Pixels, a drawn caption's tokens per image, and which captions describe which images."""
+        c = self.config
+        if (part.start, part.stop) != (0, c.batch_size):
+            raise ValueError("the CLIP trainer runs on one process (its loss needs every embedding of the batch)")
+        indices = batch_indices(step, len(self.images), c.batch_size, c.seed)
+        captions = draw_captions(self.caption_lists, indices, step_generator(c.seed, step, CAPTION_STREAM))
+        text = self.tokenizer.pad({"input_ids": [self.token_ids[t] for t in captions]}, return_tensors="pt")
+        matches = caption_matches(captions, [self.caption_sets[i] for i in indices.tolist()])
+        return {
+            "pixel_values": to_pixels(self.images[indices], c.image_size).to(device),  # (B, 3, S, S)
+            "input_ids": text["input_ids"].to(device),  # (B, L) padded to the longest
+            "attention_mask": text["attention_mask"].to(device),
+            "matches": matches.to(device) if c.mask_false_negatives else None,  # (B texts, B images)
+        }
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        output = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]
+        )
+        return clip_loss(output.logits_per_text, batch["matches"])
+
+    def after_step(self, model) -> None:
+        """exp(s) capped at 100, as in CLIP."""
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    def log_row(self, model) -> dict:
+        return {"logit_scale": model.logit_scale.exp().item()}
+
+    def save_model(self, out_dir: str, model, config: CLIPTrainConfig) -> None:
+        save_clip(out_dir, model, config, self.metrics or None)
+
+    def evaluate(self, model, config: CLIPTrainConfig, out_dir: str, step: int) -> dict:
+        """Retrieval over the whole data set (primary captions), written to OUT/retrieval.json."""
+        self.metrics = {
+            "step": step,
+            "num_pairs": len(self.captions),
+            **evaluate_retrieval(model, self.tokenizer, self.images, self.captions),
+            "logit_scale": model.logit_scale.exp().item(),
+            "parameters": count_parameters(model),
+        }
+        self.log(
+            f"retrieval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items() if "top" in k)
+        )
+        with open(os.path.join(out_dir, METRICS_NAME), "w") as f:
+            json.dump(self.metrics, f, indent=2)
+        return self.metrics
+
+
+def read_metrics(out_dir: str) -> dict:
+    """OUT/retrieval.json, or {} before the first evaluation."""
+    path = os.path.join(out_dir, METRICS_NAME)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_tokenizer_or_train(out_dir: str, dataset, config: CLIPTrainConfig, resume: bool):
+    """The run's tokenizer: the one saved in OUT when resuming, else trained on every caption and saved there."""
+    from transformers import CLIPTokenizer
+
+    if resume and os.path.isfile(os.path.join(out_dir, "vocab.json")):
+        return CLIPTokenizer.from_pretrained(out_dir)
+    captions = [c for captions in caption_lists(dataset) for c in captions]
+    return train_tokenizer(captions, config.vocab_size, config.max_text_length, out_dir=out_dir)
+
+
+def train_clip(data, out_dir: str, config: CLIPTrainConfig, resume: bool = False, log=print) -> dict:
     """Train tokenizer and CLIP on `data` (a data set folder or name, or an object with uint8 `.images`
-    (N, C, H, W) and `.captions`), save them to `out_dir`; returns the final retrieval metrics."""
+    (N, C, H, W) and `.captions`), save them to `out_dir`; returns the last retrieval metrics."""
     from uncond.data import ImageCaptionDataset
 
-    in_memory = hasattr(data, "images") and hasattr(data, "captions")
-    dataset = data if in_memory else ImageCaptionDataset(data, image_size=config.image_size)
-    images, captions = dataset.images, list(dataset.captions)
-    if config.batch_size > len(captions):
-        raise ValueError(
-            f"batch_size {config.batch_size} exceeds the {len(captions)} pairs: a batch may not repeat a pair"
-        )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    os.makedirs(out_dir, exist_ok=True)
-    started = time.time()
+    tasks = []
 
-    tokenizer = train_tokenizer(captions, config.vocab_size, config.max_text_length, out_dir=out_dir)
-    token_ids = tokenizer(captions, truncation=True, max_length=config.max_text_length)["input_ids"]
-    torch.manual_seed(config.seed)
-    model = build_model(config, tokenizer).to(device).train()
-    counts = count_parameters(model)
-    log(
-        f"CLIP {counts['total'] / 1e6:.2f}M parameters (text {counts['text'] / 1e6:.2f}M, vision {counts['vision'] / 1e6:.2f}M), "
-        f"vocab {len(tokenizer.get_vocab())}, {len(captions)} pairs, {config.max_steps} steps of {config.batch_size}, "
-        f"device {device}, mixed precision {config.mixed_precision}"
-    )
+    def make_task(config: CLIPTrainConfig) -> CLIPTask:
+        in_memory = hasattr(data, "images") and hasattr(data, "captions")
+        dataset = data if in_memory else ImageCaptionDataset(data, image_size=config.image_size)
+        if config.hold_out and not in_memory:
+            from uncond.splits import training_subset
 
-    # CLIP decays weight matrices only, not gains, biases or the temperature
-    matrices = [p for p in model.parameters() if p.ndim >= 2]
-    others = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": matrices, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}],
-        lr=config.learning_rate,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, config.max_steps)
-    )
-    max_logit_scale = math.log(100.0)
+            dataset = training_subset(dataset)  # the evaluation's held-out images, keywords and template stay unseen
+        if config.batch_size > len(dataset.captions):
+            raise ValueError(
+                f"batch_size {config.batch_size} exceeds the {len(dataset.captions)} pairs: a batch may not repeat a pair"
+            )
+        os.makedirs(out_dir, exist_ok=True)
+        tokenizer = load_tokenizer_or_train(out_dir, dataset, config, resume)
+        tasks.append(CLIPTask(dataset, tokenizer, config, out_dir, log))
+        return tasks[-1]
 
-    metrics = {}
-    with open(os.path.join(out_dir, LOG_NAME), "w") as log_file:
-        for step in range(config.max_steps):
-            indices = batch_indices(step, len(captions), config.batch_size, config.seed)
-            pixel_values = to_pixels(images[indices], config.image_size).to(device)  # (B, 3, S, S)
-            text = tokenizer.pad({"input_ids": [token_ids[i] for i in indices]}, return_tensors="pt")  # (B, L) longest
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
-                output = model(
-                    input_ids=text["input_ids"].to(device),
-                    attention_mask=text["attention_mask"].to(device),
-                    pixel_values=pixel_values,
-                )
-            loss = clip_loss(output.logits_per_text)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            lr_schedule.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, max_logit_scale)
-
-            done = step + 1
-            if done % config.log_every == 0 or done == config.max_steps:
-                row = {
-                    "step": done,
-                    "loss": loss.item(),
-                    "logit_scale": model.logit_scale.exp().item(),
-                    "lr": lr_schedule.get_last_lr()[0],
-                    "seconds": time.time() - started,
-                }
-                log(
-                    f"step {done}/{config.max_steps} loss {row['loss']:.4f} scale {row['logit_scale']:.1f} "
-                    f"lr {row['lr']:.2e} {done * config.batch_size / row['seconds']:.0f} pairs/s"
-                )
-                log_file.write(json.dumps(row) + "\n")
-                log_file.flush()
-            if done % config.eval_every == 0 or done == config.max_steps:
-                metrics = {
-                    "step": done,
-                    "num_pairs": len(captions),
-                    "loss": loss.item(),
-                    **evaluate_retrieval(model, tokenizer, images, captions),
-                    "logit_scale": model.logit_scale.exp().item(),
-                    "seconds": time.time() - started,
-                    "parameters": counts,
-                }
-                log(f"retrieval at step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "top" in k))
-                log_file.write(json.dumps({"eval": metrics}) + "\n")
-                log_file.flush()
-                save_clip(out_dir, model, config, metrics)
-    return metrics
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train a small CLIP (tokenizer, text and vision towers) from scratch.")
-    parser.add_argument(
-        "--data", required=True, help="image-caption folder (imagefolder layout) or a Hugging Face dataset name"
-    )
-    parser.add_argument(
-        "--out", required=True, help="output folder: the CLIP in from_pretrained form, tokenizer, metrics"
-    )
-    parser.add_argument("--config", help="JSON file with CLIPTrainConfig fields")
-    for name, field in CLIPTrainConfig.__dataclass_fields__.items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=field.type if field.type in (int, float) else str, dest=name
-        )
-    return parser.parse_args(argv)
+    train_loop.train(out_dir, config, make_task, resume=resume, log=log)
+    return tasks[-1].metrics
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    values = {}
-    if args.config:
-        with open(args.config) as f:
-            values = json.load(f)
-        unknown = set(values) - set(CLIPTrainConfig.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"config: unknown fields {sorted(unknown)}")
-    for name in CLIPTrainConfig.__dataclass_fields__:
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    metrics = train_clip(args.data, args.out, CLIPTrainConfig(**values))
+    parser = training_parser(
+        "Train a small CLIP (tokenizer, text and vision towers) from scratch.",
+        CLIPTrainConfig,
+        "JSON file with CLIPTrainConfig fields",
+    )
+    args = parser.parse_args(argv)
+    metrics = train_clip(args.data, args.out, config_from_args(args, CLIPTrainConfig), resume=args.resume)
     print(json.dumps({k: v for k, v in metrics.items() if k != "parameters"}, indent=2))
     return metrics
 

@@ -185,21 +185,3 @@ class TextUNet(UNet):
             encoder_attention_mask = encoder_attention_mask.to(device=sample.device, dtype=torch.bool)[:, None, None, :]
         attn_kwargs = {"encoder_hidden_states": encoder_hidden_states, "encoder_attention_mask": encoder_attention_mask}
         return self._forward(sample, timestep, attn_kwargs)
-
-    @classmethod
-    def from_pretrained(
-        cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None
-    ) -> "TextUNet":
-        """Load a folder written by `save_pretrained` (or a pipeline folder: its `unet/`); refuses unconditional UNets."""
-        import json
-        import os
-
-        from uncond.convert import resolve_model_dir
-        from uncond.unet import CONFIG_NAME
-
-        directory = resolve_model_dir(path_or_hub_id, subfolder)
-        with open(os.path.join(directory, CONFIG_NAME)) as f:
-            class_name = json.load(f).get("_class_name")
-        if class_name != cls.__name__:
-            raise ValueError(f"path_or_hub_id {path_or_hub_id!r} holds a {class_name}, not a {cls.__name__}")
-        return super().from_pretrained(directory, dtype=dtype)

@@ -17,6 +17,9 @@ import re
 
 from safetensors.torch import load_file
 
+from uncond.hub import resolve_model_dir
+from uncond.unet import UNet
+
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 PICKLED_WEIGHTS = ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin", "pytorch_model.bin")
 SUPPORTED_DOWN = {"DownBlock2D": False, "AttnDownBlock2D": True}  # block type -> has attention
@@ -44,37 +47,6 @@ KEY_RENAMES = [
     (re.compile(r"(attentions\.\d+)\.value\."), r"\1.to_v."),
     (re.compile(r"(attentions\.\d+)\.proj_attn\."), r"\1.to_out."),
 ]
-
-
-def resolve_model_dir(path_or_hub_id: str, subfolder: str | None = None) -> str:
-    """A local folder holding config.json: the folder itself, its `subfolder`, or a pipeline's `unet/`; hub ids are downloaded."""
-    if os.path.isdir(path_or_hub_id):
-        directory = path_or_hub_id
-    else:
-        directory = _download(path_or_hub_id)
-    if subfolder:
-        directory = os.path.join(directory, subfolder)
-    if not os.path.isfile(os.path.join(directory, "config.json")) and os.path.isfile(
-        os.path.join(directory, "unet", "config.json")
-    ):
-        directory = os.path.join(directory, "unet")  # a diffusers pipeline folder (model_index.json + unet/)
-    if not os.path.isfile(os.path.join(directory, "config.json")):
-        raise ValueError(
-            f"no config.json in {directory!r}: expected a folder written by save_pretrained or a diffusers UNet folder"
-        )
-    return directory
-
-
-def _download(hub_id: str) -> str:
-    """Fetch a hub repository's configs and safetensors (only where a network is there)."""
-    if hub_id.count("/") != 1:
-        raise ValueError(f"{hub_id!r} is neither a local folder nor a hub id of the form 'owner/name'")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.md"])
-    except Exception as error:  # offline, unknown repository, ...: say what was asked for
-        raise ValueError(f"could not fetch {hub_id!r} from the hub ({type(error).__name__}: {error})") from error
 
 
 def is_diffusers_unet(directory: str) -> bool:
@@ -145,10 +117,14 @@ def convert_state_dict(state: dict) -> dict:
     return converted
 
 
-def load_diffusers_unet(directory: str, cls=None):
+def load_unet(path_or_hub_id: str, subfolder: str | None = None) -> UNet:
+    """Our UNet from a folder or hub id in either format: ours (`UNet.from_pretrained`) or diffusers' UNet2DModel."""
+    directory = resolve_model_dir(path_or_hub_id, subfolder)
+    return load_diffusers_unet(directory) if is_diffusers_unet(directory) else UNet.from_pretrained(directory)
+
+
+def load_diffusers_unet(directory: str, cls=UNet) -> UNet:
     """Build our UNet (or `cls`) from a diffusers UNet2DModel folder: config.json + safetensors weights."""
-    if cls is None:
-        from uncond.unet import UNet as cls
     with open(os.path.join(directory, "config.json")) as f:
         config = cls.config_class.from_dict(convert_config(json.load(f)))
     weights = next(

@@ -1,206 +1,165 @@
-"""Image-caption data: the emoji data set builder and the in-memory training data set.
+"""The emoji data set builder (and, re-exported here, the data set it feeds: `uncond.dataset`).
 
-    python -m uncond.data build-emoji --size 64 --out data/emoji
+    python -m uncond.data build-emoji --size 64 --out data/emoji                       # Noto only, as before
+    python -m uncond.data build-emoji --sizes 32 64 128 --styles all --out data/emoji-multi
 
-renders every fully-qualified emoji of the `emoji` package with a colour emoji font
-(default: Debian's fonts-noto-color-emoji, SIL OFL 1.1), centred on white, captioned with
-its Unicode (CLDR) short name ("red heart", "waving hand: medium skin tone", "flag: Japan").
-The output is the Hugging Face `imagefolder` layout: PNG files plus `metadata.jsonl` with
-`file_name` and `text`, so `datasets.load_dataset("imagefolder", data_dir=...)` reads it too.
-
-`ImageCaptionDataset` reads such a folder (or a hub dataset name, when `datasets` and a
-network are there) into one uint8 tensor (N, C, H, W) and serves pixels in [-1, 1].
+renders every fully-qualified emoji of the `emoji` package in each style (`uncond.sources.STYLES`: Noto, Twemoji,
+OpenMoji colour and line art, Fluent flat, high contrast and 3D), centred on white, and captions each image
+(`uncond.captions`). With `--sizes` each size gets its own folder (data/emoji-multi/32, /64, /128), each style a
+subfolder; every picture is drawn once, large, and downsampled to each size. The layout is Hugging Face's
+`imagefolder`: PNG files plus `metadata.jsonl` with `file_name`, `text` (the CLDR name), `captions`, `keywords`
+(CLDR tags), `short_names`, `emoji`, `style`, `license` and `attribution`, so `datasets.load_dataset("imagefolder", data_dir=...)` reads it too.
+An emoji a set has no picture of is skipped and counted (so are skin-tone variants in a set that draws no skin
+tones: OpenMoji's line art).
 """
 
 import argparse
-import collections
-import copy
 import json
-import math
 import os
-import re
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
-from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageOps, features
+from PIL import features
 
-DEFAULT_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
-# CBDT bitmap fonts such as Noto Color Emoji only load at the size of their bitmap strike (109 px);
-# outline (COLR) fonts load at any size, so 109 serves both.
-RENDER_SIZES = (109, 136, 128, 160, 72)
-MARGIN = 0.06  # empty border on each side, as a fraction of the image side
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
-
-# Licences of fonts we know by family name, for the attribution note written beside the images.
-FONT_LICENSES = {
-    "Noto Color Emoji": (
-        "SIL Open Font License 1.1 (OFL-1.1), Copyright Google Inc.",
-        "https://github.com/googlefonts/noto-emoji",
-    ),
-    "OpenMoji": ("Creative Commons Attribution-ShareAlike 4.0 (CC BY-SA 4.0)", "https://openmoji.org"),
-    "Twemoji Mozilla": ("Creative Commons Attribution 4.0 (CC BY 4.0)", "https://github.com/mozilla/twemoji-colr"),
-}
-
-# Parts of CLDR names that go after the colon: "man: light skin tone, red hair".
-SKIN_TONES = (
-    "light skin tone",
-    "medium-light skin tone",
-    "medium skin tone",
-    "medium-dark skin tone",
-    "dark skin tone",
+from uncond.captions import SKIN_TONES, caption_list, cldr_name, emoji_table, emoji_words, load_emojibase
+from uncond.credits import credits_text
+from uncond.dataset import (
+    IMAGE_EXTENSIONS,
+    ImageCaptionDataset,
+    read_caption_lists,
+    read_metadata,
+    repeat_factors,
+    variant_base,
 )
-HAIR = ("red hair", "curly hair", "white hair", "blond hair", "bald", "beard")
-HAIR_BASES = {"man", "woman", "person"}
-GROUPS = ("kiss", "couple with heart", "family")  # "kiss: woman, man", "family: man, woman, boy"
-GROUP_MEMBERS = {"man", "woman", "person", "boy", "girl", "adult", "child", "baby"}
+from uncond.sources import (
+    DEFAULT_FONT,
+    MARGIN,
+    STYLES,
+    glyph_problem,
+    has_skin_tone,
+    load_emoji_font,
+    open_source,
+    parse_styles,
+    render_glyph,
+    square_on_white,
+)
+
+__all__ = [
+    "DEFAULT_FONT",
+    "IMAGE_EXTENSIONS",
+    "MARGIN",
+    "SKIN_TONES",
+    "STYLES",
+    "ImageCaptionDataset",
+    "build_emoji",
+    "cldr_name",
+    "emoji_table",
+    "glyph_problem",
+    "load_emoji_font",
+    "main",
+    "read_caption_lists",
+    "read_metadata",
+    "recaption",
+    "render_glyph",
+    "repeat_factors",
+    "square_on_white",
+    "variant_base",
+]
+CHUNK = 256  # emoji per job when rendering with several workers
+
+_SOURCES = {}  # (style, font_path) -> open source, one per process
 
 
-VARIANT_WORDS = set(SKIN_TONES) | set(HAIR) | GROUP_MEMBERS  # qualifiers that make a variant of the same emoji
+def file_stem(emoji_str: str) -> str:
+    """The file name of an emoji's image, as Noto's own files are named: "emoji_u1f44b_1f3fd"."""
+    return "emoji_u" + "_".join(f"{ord(c):04x}" for c in emoji_str)
 
 
-def variant_base(caption: str) -> str:
-    """The emoji a caption is a variant of: "waving hand: medium skin tone" -> "waving hand"; "flag: Japan" stays."""
-    base, _, qualifiers = caption.partition(": ")
-    if qualifiers and all(word in VARIANT_WORDS for word in qualifiers.split(", ")):
-        return base
-    return caption
+def metadata_row(file_name: str, words, style) -> dict:
+    """One image's line of metadata.jsonl."""
+    return {
+        "file_name": file_name,
+        "text": words.name,
+        "captions": caption_list(words, style),
+        "keywords": list(words.keywords),
+        "short_names": [*words.short_names, *words.shortcodes],
+        "emoji": words.emoji,
+        "style": style.name,
+        "license": style.license,
+        "attribution": style.attribution,
+    }
 
 
-def repeat_factors(captions: list[str]) -> list[int]:
-    """Repeat factor sampling (Gupta et al. 2019, LVIS, section 4): each item is repeated round(sqrt(n_max / n)) times
-    per epoch, n being the size of its variant group (`variant_base`) and n_max the largest group's.
-
-    The emoji set is long-tailed the other way round from what people type: 104 "kiss" and "couple with heart"
-    variants, but one "pizza". Square-root repeats give the single emoji about 1.6x the share of training they
-    have in a plain epoch while the skin-tone variants keep most of theirs.
-    """
-    bases = [variant_base(caption) for caption in captions]
-    sizes = collections.Counter(bases)
-    n_max = max(sizes.values(), default=1)
-    return [max(1, round(math.sqrt(n_max / sizes[base]))) for base in bases]
-
-
-def _strip_suffixes(text: str, suffixes: tuple[str, ...], most: int = 99) -> tuple[str, list[str]]:
-    """Peel known words off the end of `text`; returns the rest and the peeled words in order."""
-    found = []
-    while len(found) < most:
-        # The leading space keeps "medium-dark skin tone" from matching "dark skin tone".
-        hit = next((s for s in suffixes if text.endswith(" " + s)), None)
-        if hit is None:
-            break
-        text, found = text[: -len(hit) - 1], [hit] + found
-    return text, found
+def recaption(folder) -> int:
+    """Rewrite `captions`, `keywords` and `short_names` in every metadata.jsonl under `folder` by today's caption rules, without
+    rendering again; returns the number of rows rewritten."""
+    emojibase, n = load_emojibase(), 0
+    for meta in sorted(Path(folder).rglob("metadata.jsonl")):
+        rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not all(row.get("emoji") and row.get("style") in STYLES for row in rows):
+            raise ValueError(f"folder {str(folder)!r}: {meta} was not written by build-emoji (no emoji or style)")
+        words = {}
+        with open(meta, "w", encoding="utf-8") as f:
+            for row in rows:
+                key = (row["emoji"], row["text"])
+                if key not in words:
+                    words[key] = emoji_words(*key, emojibase)
+                f.write(
+                    json.dumps(metadata_row(row["file_name"], words[key], STYLES[row["style"]]), ensure_ascii=False)
+                    + "\n"
+                )
+        n += len(rows)
+    return n
 
 
-def cldr_name(emoji_str: str, en_name: str) -> str:
-    """Rebuild the Unicode short name ("flag: Japan") from the emoji package's ':Japan:' form."""
-    name = en_name.strip(":").replace("_", " ")
-    codes = [ord(c) for c in emoji_str]
-    # The package drops "flag: " and every colon and comma; put them back where CLDR has them.
-    if all(0x1F1E6 <= c <= 0x1F1FF for c in codes) or (
-        codes[0] == 0x1F3F4 and len(codes) > 1 and all(0xE0020 <= c <= 0xE007F for c in codes[1:])
-    ):
-        return "flag: " + name
-    if name.startswith("keycap "):
-        return "keycap: " + name[len("keycap ") :]
-    match = re.fullmatch(r"Japanese (.+) button", name)
-    if match and (0x1F200 <= codes[0] <= 0x1F2FF or codes[0] in (0x3297, 0x3299)):
-        return f"Japanese \u201c{match.group(1)}\u201d button"  # CLDR quotes the meaning
-    base, hair = _strip_suffixes(name, HAIR, most=1)
-    base, tones = _strip_suffixes(base, SKIN_TONES)
-    if hair and base not in HAIR_BASES:  # not a hair style after all: undo
-        base, tones = _strip_suffixes(name, SKIN_TONES)
-        hair = []
-    members = []
-    for group in GROUPS:
-        rest = base[len(group) + 1 :].split(" ")
-        if base.startswith(group + " ") and all(word in GROUP_MEMBERS for word in rest):
-            base, members = group, rest
-            break
-    qualifiers = members + tones + hair
-    return f"{base}: {', '.join(qualifiers)}" if qualifiers else base
+def _render_job(job) -> tuple[list, dict]:
+    """Render one style's share of emoji into every root; returns [(index, drawn)] and seconds per size."""
+    style, font_path, items, roots, prefix = job
+    key = (style, font_path)
+    if key not in _SOURCES:
+        _SOURCES[key] = open_source(STYLES[style], font_path)
+    source, done = _SOURCES[key], []
+    tones = STYLES[style].skin_tones
+    seconds = {size: 0.0 for size in roots}
+    for index, emoji_str, name in items:
+        glyph = source.glyph(emoji_str, name) if tones or not has_skin_tone(emoji_str) else None
+        if glyph is not None:
+            for size, root in roots.items():
+                start = time.perf_counter()
+                square_on_white(glyph, size).save(Path(root) / prefix / (file_stem(emoji_str) + ".png"), optimize=False)
+                seconds[size] += time.perf_counter() - start
+        done.append((index, glyph is not None))
+    return done, seconds
 
 
-def emoji_table() -> list[tuple[str, str]]:
-    """All fully-qualified emoji of the `emoji` package as (emoji, caption) pairs."""
-    import emoji  # only the builder needs it
-
-    full = emoji.STATUS["fully_qualified"]
-    return [(e, cldr_name(e, d["en"])) for e, d in emoji.EMOJI_DATA.items() if d["status"] == full]
-
-
-def load_emoji_font(font_path: str) -> ImageFont.FreeTypeFont:
-    """Open a colour font at the first pixel size it accepts (bitmap fonts accept only their strike)."""
-    engine = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.Layout.BASIC
-    for px in RENDER_SIZES:
-        try:
-            return ImageFont.truetype(font_path, px, layout_engine=engine)
-        except OSError as err:
-            last = err
-    raise ValueError(f"font_path {font_path!r}: cannot load at sizes {RENDER_SIZES}: {last}")
+def _prepare(root: Path) -> None:
+    """Make `root` ready for a build: drop an earlier build's images, refuse a foreign non-empty folder."""
+    meta_path = root / "metadata.jsonl"
+    if root.is_dir() and any(root.iterdir()) and not meta_path.is_file():
+        raise ValueError(f"out_dir {str(root)!r} is not empty and holds no earlier build; pick a new folder")
+    if meta_path.is_file():  # a rebuild: drop the earlier images so no stale file outlives its caption
+        for line in meta_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                (root / json.loads(line)["file_name"]).unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
 
 
-def render_glyph(font: ImageFont.FreeTypeFont, text: str) -> Image.Image:
-    """Draw `text` in colour on a transparent canvas, cropped to what was drawn (may be 0x0)."""
-    left, top, right, bottom = font.getbbox(text)
-    pad = font.size // 4  # colour bitmaps may overhang the outline bbox a little
-    canvas = Image.new("RGBA", (right - left + 2 * pad, max(bottom - top, font.size) + 2 * pad), (0, 0, 0, 0))
-    # Black ink shows monochrome fallback glyphs, which colour glyphs (embedded_color) ignore.
-    ImageDraw.Draw(canvas).text((pad - left, pad - top), text, font=font, fill=(0, 0, 0, 255), embedded_color=True)
-    box = canvas.getchannel("A").getbbox()
-    return canvas.crop(box) if box else canvas.crop((0, 0, 0, 0))
-
-
-def glyph_problem(
-    glyph: Image.Image, advance: float, one_glyph: float, notdef: Image.Image | None = None
-) -> str | None:
-    """Why a rendered glyph is unusable ("blank", "notdef", "split") or None when it is fine."""
-    # Blank: nothing drawn with more than faint opacity.
-    if not (glyph.width and glyph.height) or glyph.getchannel("A").point(lambda a: 255 * (a >= 32)).getbbox() is None:
-        return "blank"
-    # A sequence the font has no ligature for falls apart into several glyphs side by side;
-    # `one_glyph` is the widest advance of its code points drawn alone (notdef boxes included).
-    if advance > 1.5 * one_glyph:
-        return "split"
-    if notdef is not None and notdef.size == glyph.size and ImageChops.difference(notdef, glyph).getbbox() is None:
-        return "notdef"
-    return None
-
-
-def square_on_white(glyph: Image.Image, size: int) -> Image.Image:
-    """Centre a cropped RGBA glyph in a square with a small margin, on white, resized to `size`."""
-    side = math.ceil(max(glyph.size) / (1 - 2 * MARGIN))
-    square = Image.new("RGB", (side, side), (255, 255, 255))
-    # Composite at full resolution, then shrink the opaque RGB image: no premultiplied-alpha fringes.
-    square.paste(glyph, ((side - glyph.width) // 2, (side - glyph.height) // 2), mask=glyph)
-    return square.resize((size, size), Image.Resampling.LANCZOS)
-
-
-def _license_note(font_path: str, family: str) -> str:
-    """Attribution text naming the font and its licence."""
-    licence, url = FONT_LICENSES.get(family, ("unknown: check the font's own licence before sharing", ""))
-    return (
-        f'Images rendered from the font "{family}" ({os.path.basename(font_path)}){" " + url if url else ""}.\n'
-        f"Font licence: {licence}.\n"
-        "Captions: Unicode CLDR emoji short names (Unicode License v3), via the Python `emoji` package.\n"
-    )
-
-
-def build_emoji(out_dir, size=64, font_path=None, limit=None, only=None) -> dict:
-    """Render emoji into an imagefolder data set at `out_dir`; returns counts and seconds."""
-    start = time.perf_counter()
-    if not isinstance(size, int) or not 8 <= size <= 512:
-        raise ValueError(f"size must be an int in 8..512, got {size!r}")
-    font_path = str(font_path or DEFAULT_FONT)
-    if not os.path.isfile(font_path):
-        raise ValueError(
-            f"font_path {font_path!r} does not exist (apt-get install fonts-noto-color-emoji, "
-            "or pass --font PATH to a colour emoji font)"
-        )
+def _check_arguments(size, sizes, limit, workers) -> list:
+    """The sizes to build; ValueErrors name the argument that is wrong."""
+    wanted = [size] if sizes is None else list(sizes)
+    if not wanted or any(isinstance(s, bool) or not isinstance(s, int) or not 8 <= s <= 512 for s in wanted):
+        name = "size" if sizes is None else "sizes"
+        raise ValueError(f"{name} must be ints in 8..512, got {size if sizes is None else sizes!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    table = emoji_table()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    return list(dict.fromkeys(wanted))
+
+
+def _select(table: list, only, limit) -> list:
+    """The emoji of `table` named in `only` (captions or emoji), then the first `limit` of them."""
     if only is not None:
         wanted = [w.strip() for w in (only.split(",") if isinstance(only, str) else only) if w.strip()]
         known = {key for pair in table for key in pair}
@@ -210,176 +169,120 @@ def build_emoji(out_dir, size=64, font_path=None, limit=None, only=None) -> dict
                 f"only: unknown emoji names {unknown or only!r} (use captions like 'red heart' or the emoji itself)"
             )
         table = [(e, c) for e, c in table if e in wanted or c in wanted]
-    table = table[:limit]
+    return table[:limit]
 
-    font = load_emoji_font(font_path)
-    family = font.getname()[0] or Path(font_path).stem
-    notdef = render_glyph(font, "\U0010fffd")  # a private-use code point no font maps: glyph 0
-    notdef = notdef if notdef.width else None
-    if glyph_problem(render_glyph(font, "\U0001f600"), 1, 1, notdef):
-        raise ValueError(f"font_path {font_path!r} cannot draw U+1F600; is it a colour emoji font?")
+
+def build_emoji(
+    out_dir, size=64, font_path=None, limit=None, only=None, styles=("noto",), sizes=None, workers=1
+) -> dict:
+    """Render emoji in each of `styles` into imagefolder data sets (one per size); returns counts and seconds."""
+    start = time.perf_counter()
+    nested = sizes is not None  # --sizes: one folder per size
+    sizes = _check_arguments(size, sizes, limit, workers)
+    styles = parse_styles(styles)
+    if "noto" in styles and not os.path.isfile(str(font_path or DEFAULT_FONT)):
+        raise ValueError(
+            f"font_path {str(font_path or DEFAULT_FONT)!r} does not exist (apt-get install fonts-noto-color-emoji, "
+            "or pass --font PATH to a colour emoji font)"
+        )
+    table = _select(emoji_table(), only, limit)
+    emojibase = load_emojibase()
+    words = [emoji_words(e, name, emojibase) for e, name in table]
 
     out = Path(out_dir)
-    meta_path = out / "metadata.jsonl"
-    if out.is_dir() and any(out.iterdir()) and not meta_path.is_file():
-        raise ValueError(f"out_dir {str(out)!r} is not empty and holds no earlier build; pick a new folder")
-    if meta_path.is_file():  # a rebuild: drop the earlier images so no stale file outlives its caption
-        for line in meta_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                (out / json.loads(line)["file_name"]).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    roots = {s: (out / str(s) if nested else out) for s in sizes}
+    sources = {name: open_source(STYLES[name], font_path) for name in styles}  # fail early on a missing set
+    family = getattr(sources.get("noto"), "family", None)
+    for root in roots.values():
+        _prepare(root)
+        for name in styles:
+            (root / (name if len(styles) > 1 else "")).mkdir(exist_ok=True)
+    del sources
 
-    rendered, skipped = [], []
-    with open(meta_path, "w", encoding="utf-8") as meta:
-        for emoji_str, caption in table:
-            glyph = render_glyph(font, emoji_str)
-            widest = max(font.getlength(c) for c in emoji_str)
-            if glyph_problem(glyph, font.getlength(emoji_str), widest, notdef):
-                skipped.append(caption)
-                continue
-            file_name = "emoji_u" + "_".join(f"{ord(c):04x}" for c in emoji_str) + ".png"
-            square_on_white(glyph, size).save(out / file_name, optimize=False)
-            meta.write(
-                json.dumps({"file_name": file_name, "text": caption, "emoji": emoji_str}, ensure_ascii=False) + "\n"
+    rows = {s: [] for s in sizes}
+    counts, skipped, seconds_by_style = {}, {}, {}
+    seconds_by_size = {s: 0.0 for s in sizes}
+    items = [(i, e, name) for i, (e, name) in enumerate(table)]
+    for name in styles:
+        style_start = time.perf_counter()
+        prefix = name if len(styles) > 1 else ""
+        jobs = [
+            (name, font_path, items[i : i + CHUNK], {s: str(r) for s, r in roots.items()}, prefix)
+            for i in range(0, len(items), CHUNK)
+        ]
+        if workers == 1:
+            results = [_render_job(job) for job in jobs]
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(pool.map(_render_job, jobs))
+        drawn = [index for done, _ in results for index, ok in done if ok]
+        for _, seconds in results:
+            for s, t in seconds.items():
+                seconds_by_size[s] += t
+        style = STYLES[name]
+        for index in drawn:
+            row = metadata_row(
+                (f"{prefix}/" if prefix else "") + file_stem(words[index].emoji) + ".png", words[index], style
             )
-            rendered.append(caption)
+            for s in sizes:
+                rows[s].append(row)
+        counts[name] = len(drawn)
+        drawn_set = set(drawn)
+        skipped[name] = [words[i].name for i, _, _ in items if i not in drawn_set]
+        seconds_by_style[name] = time.perf_counter() - style_start
 
-    note = _license_note(font_path, family)
-    (out / "LICENSE").write_text(note, encoding="utf-8")
-    (out / "README.md").write_text(
-        f"# Emoji {size}x{size}\n\n{len(rendered)} fully-qualified emoji, centred on white, one PNG each; "
-        "`metadata.jsonl` holds `file_name` and `text` (the caption), the Hugging Face `imagefolder` layout.\n"
-        f"Built with `python -m uncond.data build-emoji --size {size}`; {len(skipped)} emoji the font "
-        f"cannot draw were skipped.\n\n## Attribution\n\n{note}",
-        encoding="utf-8",
-    )
+    credits = credits_text(counts, family)
+    for s, root in roots.items():
+        with open(root / "metadata.jsonl", "w", encoding="utf-8") as meta:
+            for row in rows[s]:
+                meta.write(json.dumps(row, ensure_ascii=False) + "\n")
+        _write_notes(root, s, counts, skipped, credits)
+    if nested:
+        (out / "LICENSE").write_text(credits, encoding="utf-8")
+    skipped_names = [n for name in styles for n in skipped[name]]
     return {
-        "rendered": len(rendered),
-        "skipped": len(skipped),
-        "skipped_names": skipped,
+        "rendered": sum(counts.values()),
+        "skipped": len(skipped_names),
+        "skipped_names": skipped_names,
+        "counts": counts,
+        "skipped_by_style": {name: len(names) for name, names in skipped.items()},
         "seconds": time.perf_counter() - start,
+        "seconds_by_style": seconds_by_style,
+        "seconds_by_size": seconds_by_size,
         "out_dir": str(out),
+        "roots": {s: str(r) for s, r in roots.items()},
         "font": family,
+        "keywords": bool(emojibase),
         "raqm": features.check("raqm"),
     }
 
 
-def _to_uint8(image: Image.Image, image_size: int | None, mode: str) -> torch.Tensor:
-    """PIL image → uint8 (C, H, W): transparency onto white, centre-cropped and resized if asked."""
-    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
-        image = image.convert("RGBA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image)
-    image = image.convert(mode)
-    if image_size is not None and image.size != (image_size, image_size):
-        image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.LANCZOS)
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return pixels.view(image.height, image.width, len(mode)).permute(2, 0, 1)  # (C, H, W)
-
-
-def _read_folder(folder: Path) -> tuple[list[Path], list[str]]:
-    """Image paths and captions from every metadata.jsonl under `folder`, or all images with ""."""
-    metas = sorted(folder.rglob("metadata.jsonl"))
-    if not metas:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        return files, [""] * len(files)
-    files, captions = [], []
-    for meta in metas:
-        for line in meta.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            # Caption: "text", else the first other string column, as imagefolder users name it freely.
-            text = row.get("text", next((v for k, v in row.items() if k != "file_name" and isinstance(v, str)), ""))
-            files.append(meta.parent / row["file_name"])
-            captions.append(text)
-    return files, captions
-
-
-class ImageCaptionDataset(torch.utils.data.Dataset):
-    """Images and captions held in memory as uint8 (N, C, H, W); items are pixels in [-1, 1]."""
-
-    def __init__(self, path_or_name: str, image_size: int | None = None, random_flip: bool = False, channels: int = 3):
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
-        mode = "RGB" if channels == 3 else "L"
-        self.random_flip = random_flip
-        if os.path.isdir(path_or_name):
-            files, self.captions = _read_folder(Path(path_or_name))
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise ValueError(f"path_or_name {path_or_name!r}: metadata names missing files, e.g. {missing[:3]}")
-            images = []
-            for f in files:
-                with Image.open(f) as image:
-                    images.append(_to_uint8(image, image_size, mode))
-        else:
-            pil_images, self.captions = _load_hub(path_or_name)
-            images = [_to_uint8(image, image_size, mode) for image in pil_images]
-        if not images:
-            raise ValueError(f"path_or_name {path_or_name!r} holds no images")
-        sizes = {tuple(x.shape) for x in images}
-        if len(sizes) > 1:
-            raise ValueError(f"images differ in size {sorted(sizes)[:3]}...; pass image_size to resize them")
-        self.images = torch.stack(images)  # (N, C, H, W) uint8
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def without(self, captions) -> "ImageCaptionDataset":
-        """A view of this data set without the items whose caption is in `captions` (e.g. a held-out split)."""
-        drop = set(captions)
-        keep = [i for i, caption in enumerate(self.captions) if caption not in drop]
-        subset = copy.copy(self)
-        subset.images = self.images[keep]
-        subset.captions = [self.captions[i] for i in keep]
-        return subset
-
-    def __getitem__(self, i: int) -> dict:
-        x = self.images[i].float() / 127.5 - 1.0  # (C, H, W) in [-1, 1]
-        if self.random_flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return {"pixel_values": x, "text": self.captions[i], "index": i}
-
-
-def _load_hub(name: str) -> tuple[list[Image.Image], list[str]]:
-    """PIL images and captions of a Hugging Face dataset's train split."""
-    try:
-        import datasets  # optional: only hub names need it
-    except ImportError as err:
-        raise ValueError(
-            f"path_or_name {name!r} is not a folder, and `datasets` is not installed to load it from the hub"
-        ) from err
-    try:
-        ds = datasets.load_dataset(name, split="train")
-    except Exception as err:  # noqa: BLE001 - any loading failure means the same to the caller
-        raise ValueError(f"path_or_name {name!r} is neither an existing folder nor a loadable dataset: {err}") from err
-    image_col = (
-        "image"
-        if "image" in ds.column_names
-        else next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+def _write_notes(root: Path, size: int, counts: dict, skipped: dict, credits: str) -> None:
+    """LICENSE (the credits) and README.md beside the images."""
+    (root / "LICENSE").write_text(credits, encoding="utf-8")
+    per_style = "\n".join(
+        f"| {name} | {n} | {len(skipped[name])} | {STYLES[name].license} |" for name, n in counts.items()
     )
-    if image_col is None:
-        raise ValueError(f"path_or_name {name!r}: no image column in {ds.column_names}")
-    text_col = (
-        "text"
-        if "text" in ds.column_names
-        else next((k for k, f in ds.features.items() if getattr(f, "dtype", None) == "string"), None)
+    (root / "README.md").write_text(
+        f"# Emoji {size}x{size}\n\n{sum(counts.values())} images of fully-qualified emoji, centred on white, one PNG "
+        "each; `metadata.jsonl` holds `file_name`, `text` (the CLDR name), `captions` (all training captions), "
+        "`keywords`, `short_names`, `emoji`, `style`, `license` and `attribution`: the Hugging Face `imagefolder` layout.\n"
+        f"Built with `python -m uncond.data build-emoji`; emoji a set has no picture of were skipped.\n\n"
+        f"| style | images | skipped | licence |\n| --- | --- | --- | --- |\n{per_style}\n\n{credits}",
+        encoding="utf-8",
     )
-    captions = [str(t) for t in ds[text_col]] if text_col else [""] * len(ds)
-    return list(ds[image_col]), captions
 
 
 def main(argv=None) -> None:
-    """Command line: `python -m uncond.data build-emoji --size 64 --out data/emoji`."""
+    """Command line: `python -m uncond.data build-emoji --sizes 32 64 128 --styles all --out data/emoji-multi`."""
     parser = argparse.ArgumentParser(prog="python -m uncond.data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build-emoji", help="render the emoji data set (imagefolder layout)")
-    build.add_argument("--size", type=int, default=64, help="image side in pixels (8..512)")
+    build.add_argument("--size", type=int, default=64, help="image side in pixels (8..512), one flat folder")
+    build.add_argument("--sizes", type=int, nargs="+", default=None, help="several sizes, one subfolder each")
+    build.add_argument("--styles", default="noto", help=f"'all' or comma-separated, from {', '.join(STYLES)}")
     build.add_argument("--out", default="data/emoji", help="output folder")
-    build.add_argument("--font", default=None, help=f"colour emoji font (default {DEFAULT_FONT})")
+    build.add_argument("--font", default=None, help=f"colour emoji font of the noto style (default {DEFAULT_FONT})")
     build.add_argument("--limit", type=int, default=None, help="render only the first N emoji")
     build.add_argument(
         "--only",
@@ -387,15 +290,38 @@ def main(argv=None) -> None:
         help="comma-separated captions or emoji, e.g. 'red heart,cat face' (captions that "
         "contain commas: give the emoji itself)",
     )
+    build.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
+    again = sub.add_parser("recaption", help="rewrite the captions of a built data set (no rendering)")
+    again.add_argument("folder", help="a folder build-emoji wrote (all metadata.jsonl under it are rewritten)")
     args = parser.parse_args(argv)
+    if args.command == "recaption":
+        print(f"rewrote the captions of {recaption(args.folder)} images under {args.folder}")
     if args.command == "build-emoji":
-        stats = build_emoji(args.out, size=args.size, font_path=args.font, limit=args.limit, only=args.only)
-        print(
-            f"rendered {stats['rendered']}, skipped {stats['skipped']} (font cannot draw them), "
-            f"{stats['seconds']:.1f} s -> {stats['out_dir']} ({stats['font']})"
+        stats = build_emoji(
+            args.out,
+            size=args.size,
+            font_path=args.font,
+            limit=args.limit,
+            only=args.only,
+            styles=args.styles,
+            sizes=args.sizes,
+            workers=args.workers,
         )
+        print(
+            f"rendered {stats['rendered']}, skipped {stats['skipped']} (the set has no picture), "
+            f"{stats['seconds']:.1f} s -> {stats['out_dir']}"
+        )
+        for name, n in stats["counts"].items():
+            print(
+                f"  {name}: {n} images, {stats['skipped_by_style'][name]} skipped, {stats['seconds_by_style'][name]:.1f} s"
+            )
+        print("  seconds framing and saving per size:", {s: round(t, 1) for s, t in stats["seconds_by_size"].items()})
         if stats["skipped_names"]:
             print("skipped e.g.:", "; ".join(stats["skipped_names"][:5]))
+        if not stats["keywords"]:
+            print(
+                "note: emojibase-data is not installed (npm ci --prefix uncond/sources): no CLDR keywords in captions"
+            )
         if not stats["raqm"]:
             print("note: Pillow lacks raqm, so sequences (ZWJ, flags) could not be shaped and were skipped")
 

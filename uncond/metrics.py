@@ -15,13 +15,13 @@ import torch
 CHUNK = 1024  # rows per distance block: bounds memory at CHUNK x M float64
 
 
-def _float64(x, name: str, ndim: int | None = 2) -> torch.Tensor:
+def as_float64(x, name: str, ndim: int | None = 2) -> torch.Tensor:
     """A CPU float64 tensor of `x` (numpy or torch), checked to have `ndim` dimensions (None: at least 2)."""
     x = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x))
     if x.dtype == torch.uint8:
         raise ValueError(f"{name} is uint8: pass floats (pixels in [0, 1]: divide by 255)")
     x = x.to(torch.float64)
-    if (ndim is not None and x.ndim != ndim) or x.ndim < 2:
+    if (ndim is not None and x.ndim != ndim) or (ndim is None and x.ndim < 2):
         raise ValueError(f"{name} must have {ndim or 'at least 2'} dimensions, got shape {tuple(x.shape)}")
     return x
 
@@ -42,7 +42,7 @@ def frechet_distance(features_a, features_b) -> float:
     symmetric positive semi-definite, so `eigh` in float64 gives it exactly, with no complex parts to drop and no
     singular-matrix trouble (scipy.linalg.sqrtm of the non-symmetric S_a S_b needs both when N < D).
     """
-    a, b = _float64(features_a, "features_a").numpy(), _float64(features_b, "features_b").numpy()
+    a, b = as_float64(features_a, "features_a").numpy(), as_float64(features_b, "features_b").numpy()
     _check_pair(a, b, "features_a and features_b", min_rows=2)
     mu_a, mu_b = a.mean(0), b.mean(0)  # (D,)
     sigma_a, sigma_b = (
@@ -77,7 +77,7 @@ def precision_recall(real_features, fake_features, k: int = 3) -> dict:
     in the same set (the paper uses k = 3). Precision: share of fake points inside the real manifold (fidelity);
     recall: share of real points inside the fake manifold (coverage).
     """
-    real, fake = _float64(real_features, "real_features"), _float64(fake_features, "fake_features")
+    real, fake = as_float64(real_features, "real_features"), as_float64(fake_features, "fake_features")
     _check_pair(real, fake, "real_features and fake_features")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < min(len(real), len(fake)):
         raise ValueError(
@@ -90,7 +90,7 @@ def precision_recall(real_features, fake_features, k: int = 3) -> dict:
 
 def pixel_distance(a, b) -> torch.Tensor:
     """Root-mean-square pixel distance (N, M) between image sets (N, ...) and (M, ...) in [0, 1]: 0 equal, 1 black vs white."""
-    a, b = _float64(a, "a", None), _float64(b, "b", None)
+    a, b = as_float64(a, "a", None), as_float64(b, "b", None)
     _check_pair(a, b, "both image sets")
     a, b = a.flatten(1), b.flatten(1)  # (N, D), (M, D)
     return torch.cat([torch.cdist(a[i : i + CHUNK], b) for i in range(0, len(a), CHUNK)]) / a.shape[1] ** 0.5
@@ -102,49 +102,14 @@ def nearest_training_image(samples, training_images) -> tuple[torch.Tensor, torc
     return distances.min(dim=1)
 
 
-def memorisation_rate(samples, training_images, threshold: float = 0.05) -> float:
-    """Share of samples whose nearest training image is closer than `threshold` in RMS pixel distance (cf. Carlini et al. 2023).
+def memorisation_rate(distances, threshold: float = 0.05) -> float:
+    """Share of samples whose nearest training image is closer than `threshold` (cf. Carlini et al. 2023).
 
-    samples (N, C, H, W) and training_images (M, C, H, W) hold pixels in [0, 1] (uint8 / 255). The distance is
-    sqrt(mean over C H W of (x - y)^2), so 0.05 is an error of 13 of 255 levels on an average pixel. For scale, on
+    `distances` (N,) are `nearest_training_image`'s RMS pixel distances, pixels in [0, 1] (uint8 / 255): the distance
+    is sqrt(mean over C H W of (x - y)^2), so 0.05 is an error of 13 of 255 levels on an average pixel. For scale, on
     the 32 x 32 emoji set: the median distance of a training image to its nearest other one is 0.08 (10% of them,
     mostly skin-tone variants, are within 0.03), and uniform noise lies 0.40 from its nearest.
     """
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold > 0:
         raise ValueError(f"threshold must be a positive number, got {threshold!r}")
-    distances, _ = nearest_training_image(samples, training_images)
-    return (distances < threshold).double().mean().item()
-
-
-def retrieval_accuracy(similarity, targets, ks: tuple = (1, 5)) -> dict:
-    """Top-k accuracy of ranking candidates for each query: similarity (Q, C), targets (Q,) the right candidate's index.
-
-    A target ranks below every other candidate scoring at least as high (ties count against it), so a constant
-    similarity scores 0, not 100%.
-    """
-    similarity = _float64(similarity, "similarity")
-    targets = torch.as_tensor(np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets))
-    if targets.shape != (len(similarity),) or targets.dtype.is_floating_point:
-        raise ValueError(
-            f"targets must be {len(similarity)} integer indices (one per row of similarity), got shape {tuple(targets.shape)}"
-        )
-    if len(targets) and not (int(targets.min()) >= 0 and int(targets.max()) < similarity.shape[1]):
-        raise ValueError(
-            f"targets must index the {similarity.shape[1]} candidates, got values in {int(targets.min())}..{int(targets.max())}"
-        )
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive ints, got {ks!r}")
-    true = similarity.gather(1, targets.long()[:, None])  # (Q, 1)
-    rank = (similarity >= true).sum(1) - 1  # (Q,) candidates scoring at least as high, the target not counted
-    return {f"top{k}": (rank < k).double().mean().item() for k in ks}
-
-
-def clip_score(image_features, text_features) -> torch.Tensor:
-    """CLIP score per image-text pair (Hessel et al. 2021, w = 100 as torchmetrics has it): 100 max(cos, 0), (B,)."""
-    images, texts = _float64(image_features, "image_features"), _float64(text_features, "text_features")
-    if images.shape != texts.shape:
-        raise ValueError(
-            f"image_features and text_features must pair up, got shapes {tuple(images.shape)} and {tuple(texts.shape)}"
-        )
-    cosine = torch.nn.functional.cosine_similarity(images, texts, dim=1)
-    return 100 * cosine.clamp(min=0)
+    return (as_float64(distances, "distances", 1) < threshold).double().mean().item()

@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from uncond.conv import Conv2d
+from uncond.hub import CONFIG_NAME, resolve_model_dir
 
-CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -351,6 +351,7 @@ class UNet(nn.Module):
             )
         self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=eps)
         self.conv_out = Conv2d(ch[0], config.out_channels, 3, padding=1)
+        self._pack_convolutions()  # for CPU inference (uncond/conv.py)
 
     def attention_factory(self, level: int | None) -> AttentionFactory | None:
         """The attention layer maker for a level (None: the mid block), or None where the level has none."""
@@ -390,10 +391,10 @@ class UNet(nn.Module):
             F.silu(self.conv_norm_out(x))
         ).contiguous()  # (B, C, H, W), whatever layout the convs chose
 
-    # ---- CPU inference: eval mode packs the convolutions for oneDNN (uncond/conv.py); forward never does ----
+    # ---- CPU inference: the convolutions are packed for oneDNN here, outside forward (uncond/conv.py) ----
 
     def train(self, mode: bool = True) -> "UNet":
-        """Set train or eval mode; eval mode also packs every convolution whose pack no longer holds (train mode drops them)."""
+        """Set train or eval mode, and pack every convolution whose pack no longer holds (an in-place update, e.g. an EMA step)."""
         super().train(mode)
         self._pack_convolutions()
         return self
@@ -413,10 +414,9 @@ class UNet(nn.Module):
         return result
 
     def _pack_convolutions(self) -> None:
+        """Pack every convolution whose pack no longer holds (forward takes the packs with autograd off, in either mode)."""
         for conv, input_size in self.conv_input_sizes().items():
-            if self.training:
-                conv.unpack()
-            elif not conv.is_packed(input_size):
+            if not conv.is_packed(input_size):
                 conv.pack(input_size)
 
     def conv_input_sizes(self) -> dict[Conv2d, tuple[int, int]]:
@@ -462,22 +462,23 @@ class UNet(nn.Module):
     def from_pretrained(
         cls, path_or_hub_id: str, subfolder: str | None = None, dtype: torch.dtype | None = None
     ) -> "UNet":
-        """Load a UNet saved by `save_pretrained`, or a diffusers-format folder / hub id (converted on load)."""
-        from uncond.convert import is_diffusers_unet, load_diffusers_unet, resolve_model_dir
+        """Load a folder written by `save_pretrained` (or a hub id holding one); a folder of another class is refused.
 
+        diffusers' UNet2DModel folders load through `uncond.convert.load_unet`.
+        """
         directory = resolve_model_dir(path_or_hub_id, subfolder)
-        if is_diffusers_unet(directory):
-            model = load_diffusers_unet(directory, cls)
-        else:
-            with open(os.path.join(directory, CONFIG_NAME)) as f:
-                config = cls.config_class.from_dict(json.load(f))
-            model = cls(config)
-            weights = os.path.join(directory, WEIGHTS_NAME)
-            if not os.path.isfile(weights):
-                raise ValueError(f"no {WEIGHTS_NAME} in {directory}")
-            state = load_file(weights)
-            # weights may be stored in fp16; load_state_dict copies them into the fp32 parameters
-            model.load_state_dict(state, strict=True)
+        with open(os.path.join(directory, CONFIG_NAME)) as f:
+            config = json.load(f)
+        class_name = config.get("_class_name")
+        if class_name != cls.__name__:
+            hint = " (a diffusers UNet: load it with uncond.convert.load_unet)" if class_name == "UNet2DModel" else ""
+            raise ValueError(f"path_or_hub_id {path_or_hub_id!r} holds a {class_name}, not a {cls.__name__}{hint}")
+        model = cls(cls.config_class.from_dict(config))
+        weights = os.path.join(directory, WEIGHTS_NAME)
+        if not os.path.isfile(weights):
+            raise ValueError(f"no {WEIGHTS_NAME} in {directory}")
+        # weights may be stored in fp16; load_state_dict copies them into the fp32 parameters
+        model.load_state_dict(load_file(weights), strict=True)
         if dtype is not None:
             model = model.to(dtype)
         return model.eval()

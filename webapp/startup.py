@@ -90,7 +90,8 @@ def load_uncond(weights_dir: str, device: torch.device, dtype: torch.dtype) -> U
 def load_txt2img(weights_dir: str, device: torch.device, dtype: torch.dtype):
     """The shipped text-to-image pipeline (its UNet and the CLIP it names), or SystemExit naming the folder at fault."""
     from txt2img.clip import TextEncoder
-    from txt2img.pipeline import TextToImagePipeline, text_encoder_location
+    from txt2img.folder import text_encoder_location
+    from txt2img.pipeline import TextToImagePipeline
 
     folder = os.path.join(weights_dir, "txt2img")
     try:

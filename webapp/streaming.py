@@ -1,13 +1,14 @@
-"""Sampling in a worker thread, streamed to the page as previews, then the result PNGs, in folders of bounded size.
+"""A pipeline's stream of steps shown on the page: previews, progress, then the result PNGs, in folders of bounded size.
 
-A handler does `yield from stream_to_page(run, steps, seed, num_images, progress, folders)` where `run(callback)`
-calls a pipeline with that callback. Stop, or a client that goes away, closes the generator; the worker then
-ends within one step.
+A handler does `yield from stream_to_page(events, steps, seed, num_images, progress, folders)` where `events` is a
+pipeline's `stream(...)` (a `Step` after each denoising step, the output last). No worker thread: the handler is a
+generator that Gradio iterates in its own thread pool, one denoising step per `next`, and every step yields to the
+page (a preview every PREVIEW_EVERY steps, an empty update otherwise). Stop and a vanished client therefore take
+effect at the next step: Gradio stops iterating and closes the generator, which closes the pipeline's stream.
 """
 
 import json
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -17,60 +18,17 @@ import gradio as gr
 import torch
 from PIL import Image
 
-from uncond.pipeline import to_pil
-from uncond.sample import save_with_settings
+from uncond.images import to_pil
+from uncond.sampling import Step
+from uncond.settings import save_with_settings
 
 PREVIEW_EVERY = 5  # steps between live previews
-TICK_SECONDS = (
-    0.05  # the longest the page's generator waits without yielding, so that Stop and lost clients end it promptly
-)
 STRIP_FRAMES = 8  # frames of the reverse process kept for "How it works"
 
 
-def stream_samples(run, total_steps: int):
-    """Run `run(callback)` in a worker thread; yield ("preview", x0 tensor, step) every few steps, ("tick", None, step)
-    after TICK_SECONDS without news, then ("done", result, strip).
-
-    `strip` holds (step, x_t, predicted x_0) of the first image at up to STRIP_FRAMES evenly spaced steps.
-    Closing the generator makes the callback return True, so the worker ends within one step. Gradio can only
-    close a generator that is waiting at a yield: the ticks put it there at least every TICK_SECONDS.
-    """
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    strip = []
-    strip_steps = {round(i * (total_steps - 1) / max(1, STRIP_FRAMES - 1)) for i in range(STRIP_FRAMES)}
-    steps_done = [0]  # written by the worker, read by the ticks
-
-    def callback(step, timestep, x_t, pred_original_sample):
-        steps_done[0] = step + 1
-        if step in strip_steps:
-            strip.append((step + 1, x_t[:1].detach().float().cpu(), pred_original_sample[:1].detach().float().cpu()))
-        if (step + 1) % PREVIEW_EVERY == 0 and step + 1 < total_steps:
-            events.put(("preview", pred_original_sample.detach().float().cpu(), step + 1))
-        return stop.is_set()
-
-    def work():
-        try:
-            result = run(callback)
-            events.put(("done", result, strip))
-        except Exception as error:  # handed to the page as a message, never a stack trace
-            events.put(("error", error, 0))
-
-    worker = threading.Thread(target=work, name="sampling-worker", daemon=True)
-    worker.start()
-    try:
-        while True:
-            try:
-                kind, payload, step = events.get(timeout=TICK_SECONDS)
-            except queue.Empty:
-                kind, payload, step = "tick", None, steps_done[0]
-            if kind == "error":
-                raise payload
-            yield kind, payload, step
-            if kind == "done":
-                return
-    finally:
-        stop.set()
+def strip_steps(total_steps: int) -> set:
+    """The step indices (0-based) whose x_t and predicted x_0 the reverse-process strip keeps: evenly spaced."""
+    return {round(i * (total_steps - 1) / max(1, STRIP_FRAMES - 1)) for i in range(STRIP_FRAMES)}
 
 
 def sampling_error(error: Exception, num_images: int) -> Exception:
@@ -92,7 +50,7 @@ class ResultFolders:
         self.root = tempfile.mkdtemp(prefix="emoji-app-")
         self.keep = keep
         self.in_use: set[str] = set()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # requests run in Gradio's thread pool, several at a time
 
     def new(self) -> str:
         """A fresh folder, in use until `release`."""
@@ -145,35 +103,43 @@ def strip_entries(strip: list, folder: str) -> list:
     return x_t_row + x_0_row
 
 
-def stream_to_page(run, steps: int, seed: int, num_images: int, progress, folders: ResultFolders):
+def step_outputs(step: Step, steps: int, seed: int, rate: float, folder: str) -> tuple:
+    """The page's outputs after one step: a preview every PREVIEW_EVERY steps, otherwise nothing new."""
+    done = step.index + 1
+    if done % PREVIEW_EVERY or done >= steps:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # nothing new, but Stop can take effect here
+    previews = preview_entries(step.pred_original_sample.detach().float().cpu(), folder, done)
+    return previews, f"step {done}/{steps} ({rate:.1f} steps/s)", seed, gr.skip()
+
+
+def stream_to_page(events, steps: int, seed: int, num_images: int, progress, folders: ResultFolders):
     """Page outputs while sampling: previews with progress, then the PNGs, their settings, the seed and the reverse-process strip."""
     started = time.perf_counter()
     folder = folders.new()
+    keep, strip = strip_steps(steps), []
     try:
-        for kind, payload, extra in stream_samples(run, steps):
-            if kind == "done":
+        for event in events:
+            if not isinstance(event, Step):  # the output
                 yield (
-                    save_results(payload, folder),
-                    json.dumps(payload.settings, indent=2),
+                    save_results(event, folder),
+                    json.dumps(event.settings, indent=2),
                     seed,
-                    strip_entries(extra, folder),
+                    strip_entries(strip, folder),
                 )
-                continue
-            rate = extra / (time.perf_counter() - started)
-            if extra:
-                progress((extra, steps), desc=f"{rate:.1f} steps/s, {(steps - extra) / rate:.0f} s left")
-            if kind == "preview":
-                yield (
-                    preview_entries(payload, folder, extra),
-                    f"step {extra}/{steps} ({rate:.1f} steps/s)",
-                    seed,
-                    gr.skip(),
+                return
+            if event.index in keep:  # (step, x_t, predicted x_0) of the first image
+                strip.append(
+                    (event.index + 1, event.x_t[:1].float().cpu(), event.pred_original_sample[:1].float().cpu())
                 )
-            else:
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip()  # a tick: nothing new, but Stop can take effect here
+            rate = (event.index + 1) / (time.perf_counter() - started)
+            progress(
+                (event.index + 1, steps), desc=f"{rate:.1f} steps/s, {(steps - event.index - 1) / rate:.0f} s left"
+            )
+            yield step_outputs(event, steps, seed, rate, folder)
     except gr.Error:
         raise
     except Exception as error:
         raise sampling_error(error, num_images) from error
     finally:
+        events.close()  # Stop or a lost client closed us at a yield: end the pipeline's loop with us
         folders.release(folder)

@@ -1,19 +1,23 @@
 """The evaluate command: fixed caption lists, reports and plots from tiny random models, known answers when samples are copies."""
 
 import json
-import random
 
 import pytest
 import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
-import txt2img.evaluate as evaluate
+import evaluation.common as common
+import evaluation.txt2img as ev_txt2img
+import evaluation.uncond as ev_uncond
+from evaluation.__main__ import main
+from evaluation.txt2img import evaluation_captions
 from tests.txt2img_fixtures import MAX_LENGTH, tiny_text_encoder, tiny_tokenizer, tiny_unet
-from txt2img.evaluate import SKIN_TONES, evaluation_captions, held_out_captions, main, skin_tone_pair
 from txt2img.pipeline import TextToImagePipeline
+from uncond.captions import SKIN_TONES
 from uncond.pipeline import UnconditionalPipeline
 from uncond.scheduler import DDPMScheduler
+from uncond.splits import held_out_skin_tones
 from uncond.unet import UNet, UNetConfig
 
 BASES = ["waving hand", "thumbs up", "ear", "nose", "baby", "farmer", "cook", "artist", "pilot", "judge"]
@@ -35,36 +39,9 @@ def emoji_captions(tones=SKIN_TONES):
 # ---- the fixed caption lists ----
 
 
-def test_held_out_pairs_are_fixed_and_each_part_stays_in_training():
-    captions = emoji_captions()
-    held_out = held_out_captions(captions)
-    assert held_out and len(held_out) <= len(BASES) // 2  # about one emoji in four
-    assert held_out == held_out_captions(random.Random(0).sample(captions, len(captions)))  # order does not matter
-    assert held_out == held_out_captions(captions + ["rocket", "pizza", "ninja: dark skin tone"])  # nor other emoji
-    training = [c for c in captions if c not in held_out]
-    for caption in held_out:
-        base, tone = skin_tone_pair(caption)
-        assert caption in captions
-        assert (
-            sum(skin_tone_pair(c) is not None and skin_tone_pair(c)[0] == base for c in training) == len(SKIN_TONES) - 1
-        )
-        assert any(c.endswith(": " + tone) for c in training)
-    assert len({skin_tone_pair(c)[0] for c in held_out}) == len(held_out)  # one tone per emoji at most
-
-
-def test_held_out_needs_three_tones_and_skips_mixed_tones():
-    assert held_out_captions(emoji_captions(tones=SKIN_TONES[:2]), every=1) == []
-    assert len(held_out_captions(emoji_captions(), every=1)) == len(BASES)
-    assert skin_tone_pair("handshake: light skin tone, dark skin tone") is None
-    assert skin_tone_pair("man: red hair") is None and skin_tone_pair("cook: dark skin tone") == (
-        "cook",
-        "dark skin tone",
-    )
-
-
 def test_evaluation_captions_are_fixed_and_exclude_held_out():
     captions = emoji_captions()
-    held_out = held_out_captions(captions)
+    held_out = held_out_skin_tones(captions)
     chosen = evaluation_captions(captions, 20, exclude=held_out)
     assert len(set(chosen)) == 20 and not set(chosen) & set(held_out)
     assert chosen == evaluation_captions(list(reversed(captions)) + captions, 20, exclude=held_out)
@@ -176,10 +153,10 @@ def test_uncond_command_writes_report_plot_and_grids(folders, tmp_path):
 
 
 def test_uncond_samples_that_copy_the_data_are_memorised(folders, tmp_path, monkeypatch):
-    data = evaluate.ImageCaptionDataset(folders["data"]).images
+    data = ev_uncond.ImageCaptionDataset(folders["data"]).images
     copies = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in data[:12]]
-    monkeypatch.setattr(evaluate, "generate_uncond", lambda *args: copies)
-    report = evaluate.evaluate_uncond(
+    monkeypatch.setattr(ev_uncond, "generate_uncond", lambda *args: copies)
+    report = ev_uncond.evaluate_uncond(
         folders["uncond"],
         folders["clip"],
         folders["data"],
@@ -196,9 +173,9 @@ def test_uncond_samples_that_copy_the_data_are_memorised(folders, tmp_path, monk
 
 def test_uncond_generation_is_seeded_and_batched(folders):
     pipe = UnconditionalPipeline.from_pretrained(folders["uncond"], device="cpu")
-    first = evaluate.to_uint8(evaluate.generate_uncond(pipe, 5, "ddim", 2, 2, seed=3))
-    again = evaluate.to_uint8(evaluate.generate_uncond(pipe, 5, "ddim", 2, 2, seed=3))
-    other = evaluate.to_uint8(evaluate.generate_uncond(pipe, 5, "ddim", 2, 2, seed=4))
+    first = common.to_uint8(ev_uncond.generate_uncond(pipe, 5, "ddim", 2, 2, seed=3))
+    again = common.to_uint8(ev_uncond.generate_uncond(pipe, 5, "ddim", 2, 2, seed=3))
+    other = common.to_uint8(ev_uncond.generate_uncond(pipe, 5, "ddim", 2, 2, seed=4))
     assert first.shape == (5, 3, 8, 8) and torch.equal(first, again) and not torch.equal(first, other)
 
 
@@ -229,7 +206,7 @@ def test_txt2img_command_writes_report_with_held_out_pairs(folders, tmp_path):
     )
     report = read_outputs(tmp_path)
     assert report["precision"] == "bf16"
-    held_out = held_out_captions(emoji_captions(tones=SKIN_TONES[:3]))
+    held_out = held_out_skin_tones(emoji_captions(tones=SKIN_TONES[:3]))
     assert report["held_out_captions"] == held_out and report["num_held_out"] == len(held_out) > 0
     assert len(report["captions"]) == 6 and not set(report["captions"]) & set(held_out)
     assert report["num_candidates"] == 36 and report["chance_top5"] == 5 / 36
@@ -241,10 +218,10 @@ def test_txt2img_command_writes_report_with_held_out_pairs(folders, tmp_path):
 
 
 def test_txt2img_real_images_as_samples_score_as_the_reference(folders, tmp_path, monkeypatch):
-    data = evaluate.ImageCaptionDataset(folders["data"])
+    data = ev_uncond.ImageCaptionDataset(folders["data"])
     by_caption = {c: Image.fromarray(image.permute(1, 2, 0).numpy()) for c, image in zip(data.captions, data.images)}
-    monkeypatch.setattr(evaluate, "generate_txt2img", lambda pipe, prompts, *args: [by_caption[p] for p in prompts])
-    report = evaluate.evaluate_txt2img(
+    monkeypatch.setattr(ev_txt2img, "generate_txt2img", lambda pipe, prompts, *args: [by_caption[p] for p in prompts])
+    report = ev_txt2img.evaluate_txt2img(
         folders["txt2img"],
         folders["clip"],
         folders["data"],
@@ -265,30 +242,30 @@ def test_txt2img_real_images_as_samples_score_as_the_reference(folders, tmp_path
 @pytest.mark.parametrize("spec", ["plms:10", "ddim:0", "ddim:x", "ddim:50:2", "ddim:50:x", "ddpm:1000:1"])
 def test_bad_sampler_settings_are_refused(spec):
     with pytest.raises(ValueError, match="sampler must look like"):
-        evaluate.parse_sampler(spec)
+        common.parse_sampler(spec)
 
 
 def test_sampler_settings_parse():
-    assert evaluate.parse_sampler("ddim:50") == ("ddim", 50, 0.0) and evaluate.parse_sampler("ddim:50:1") == (
+    assert common.parse_sampler("ddim:50") == ("ddim", 50, 0.0) and common.parse_sampler("ddim:50:1") == (
         "ddim",
         50,
         1.0,
     )
-    assert evaluate.parse_sampler("ddpm:1000") == ("ddpm", 1000, 0.0)
+    assert common.parse_sampler("ddpm:1000") == ("ddpm", 1000, 0.0)
 
 
 def test_bad_arguments_are_named(folders, tmp_path):
     with pytest.raises(ValueError, match="sampler must look like"):
-        evaluate.evaluate_uncond(
+        ev_uncond.evaluate_uncond(
             folders["uncond"], folders["clip"], folders["data"], str(tmp_path), samplers=["plms:10"]
         )
     with pytest.raises(ValueError, match="num_samples"):
-        evaluate.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=3)
+        ev_uncond.evaluate_uncond(folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=3)
     with pytest.raises(ValueError, match="precision must be"):
-        evaluate.evaluate_uncond(
+        ev_uncond.evaluate_uncond(
             folders["uncond"], folders["clip"], folders["data"], str(tmp_path), num_samples=5, precision="fp8"
         )
     with pytest.raises(ValueError, match="n must be"):
-        evaluate.evaluate_txt2img(
+        ev_txt2img.evaluate_txt2img(
             folders["txt2img"], folders["clip"], folders["data"], str(tmp_path), num_captions=1000
         )

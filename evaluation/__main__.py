@@ -1,0 +1,103 @@
+"""Evaluate the trained models in the feature space of the project's CLIP; writes OUT/report.json and OUT/plot.png.
+
+    python -m evaluation uncond --model weights/uncond --clip weights/clip --data data/emoji32 --num-samples 1000 --out eval/uncond
+    python -m evaluation txt2img --model weights/txt2img --clip weights/clip --data data/emoji --captions 200 \
+        --guidance-scales 1 2 3 5 7 --out eval/txt2img
+
+`evaluation/uncond.py` and `evaluation/txt2img.py` say what each measures.
+"""
+
+import argparse
+import os
+
+from evaluation.common import WEIGHTS
+from evaluation.txt2img import GUIDANCE_SCALES, evaluate_txt2img
+from evaluation.uncond import MEMORISATION_THRESHOLD, SAMPLERS, evaluate_uncond
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: a task (uncond or txt2img) and its settings."""
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="task", required=True)
+    uncond = sub.add_parser("uncond", help="FID_CLIP, precision/recall and memorisation per sampler setting")
+    txt2img = sub.add_parser(
+        "txt2img", help="CLIP score and caption retrieval per guidance scale, held-out pairs apart"
+    )
+    for p, data, model in ((uncond, "data/emoji32", "uncond"), (txt2img, "data/emoji", "txt2img")):
+        p.add_argument(
+            "--model",
+            default=os.path.join(WEIGHTS, model),
+            help=f"model folder or hub id (default: the shipped weights/{model})",
+        )
+        p.add_argument(
+            "--clip",
+            default=os.path.join(WEIGHTS, "clip"),
+            help="the project's CLIP folder, both towers (default: weights/clip)",
+        )
+        p.add_argument("--data", default=data, help=f"image folder with metadata.jsonl (default {data})")
+        p.add_argument("--out", required=True, help="folder for report.json, plot.png and sample grids")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+        p.add_argument(
+            "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: the UNet under bf16 autocast (faster)"
+        )
+    uncond.add_argument("--num-samples", type=int, default=1000, help="samples per sampler setting")
+    uncond.add_argument(
+        "--samplers",
+        nargs="+",
+        default=list(SAMPLERS),
+        help="settings like ddpm:1000 ddim:50 ddim:50:1 (the last number: DDIM's eta)",
+    )
+    uncond.add_argument("--batch-size", type=int, default=250)
+    uncond.add_argument("--k", type=int, default=3, help="neighbours of the precision/recall manifolds")
+    uncond.add_argument(
+        "--memorisation-threshold",
+        type=float,
+        default=MEMORISATION_THRESHOLD,
+        help="RMS pixel distance, pixels in [0, 1]",
+    )
+    txt2img.add_argument(
+        "--captions", type=int, default=200, help="how many captions of the fixed list to generate for"
+    )
+    txt2img.add_argument("--guidance-scales", nargs="+", type=float, default=list(GUIDANCE_SCALES))
+    txt2img.add_argument("--steps", type=int, default=50)
+    txt2img.add_argument("--scheduler", choices=["ddim", "ddpm"], default="ddim")
+    txt2img.add_argument("--batch-size", type=int, default=100)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    """Run the evaluation the command line names; returns its report."""
+    args = parse_args(argv)
+    common = dict(
+        model=args.model,
+        clip=args.clip,
+        data=args.data,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+    )
+    if args.task == "uncond":
+        report = evaluate_uncond(
+            num_samples=args.num_samples,
+            samplers=args.samplers,
+            k=args.k,
+            threshold=args.memorisation_threshold,
+            **common,
+        )
+    else:
+        report = evaluate_txt2img(
+            num_captions=args.captions,
+            guidance_scales=args.guidance_scales,
+            steps=args.steps,
+            scheduler=args.scheduler,
+            **common,
+        )
+    print(f"wrote {os.path.join(args.out, 'report.json')} and plot.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The models the app serves, loaded once, and the typed functions its page calls.
+
+    models = Models.load("weights", extra_uncond=[])   # or SystemExit naming the folder at fault
+    for event in models.unconditional("emoji (shipped)", Sampling("ddim", 50, 1.0, 4, 0)):
+        ...  # a uncond.sampling.Step after each step, then the SampleOutput
+
+The page checks its fields (`app.py`) and hands over these dataclasses; everything that touches a model is here.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from uncond.pipeline import SampleOutput, UnconditionalPipeline, forward_diffuse, noise_schedule
+from uncond.sampling import Step
+from webapp.startup import load_models
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling settings both tabs share, checked by the page."""
+
+    scheduler: str  # a pipeline scheduler name: ddpm, ddim, dpm++, euler
+    steps: int
+    eta: float
+    num_images: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the Text to image tab adds: the prompt, the negative prompt and the guidance scale."""
+
+    prompt: str
+    negative_prompt: str  # "" for the plain unconditional pass
+    guidance_scale: float
+    thresholding: bool = False  # dynamic thresholding of x_0 (Imagen) in place of clipping
+    dynamic_thresholding_ratio: float = 0.995
+    sample_max_value: float = 1.5
+
+
+class Models:
+    """The unconditional models (by name) and the text-to-image pipeline, on one device in one dtype."""
+
+    def __init__(self, uncond: dict[str, UnconditionalPipeline], txt2img):
+        self.uncond = uncond
+        self.txt2img = txt2img
+        self.default_uncond = next(iter(uncond))
+
+    @classmethod
+    def load(cls, weights_dir: str, extra_uncond: list[str]) -> "Models":
+        """The shipped models (and any extra unconditional ones) at the device's precision; SystemExit if broken."""
+        return cls(*load_models(weights_dir, extra_uncond))
+
+    @property
+    def device(self) -> torch.device:
+        return self.uncond[self.default_uncond].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.uncond[self.default_uncond].dtype
+
+    def unconditional(self, model: str, sampling: Sampling) -> Iterator[Step | SampleOutput]:
+        """Unconditional samples of the named model, as a stream of steps ending in the output."""
+        return self.uncond[model].stream(
+            num_images=sampling.num_images,
+            num_inference_steps=sampling.steps,
+            scheduler=sampling.scheduler,
+            eta=sampling.eta,
+            seed=sampling.seed,
+        )
+
+    def text_to_image(self, prompt: Prompt, sampling: Sampling) -> Iterator[Step | SampleOutput]:
+        """Samples for a prompt with classifier-free guidance, as a stream of steps ending in the output."""
+        return self.txt2img.stream(
+            prompt=prompt.prompt,
+            negative_prompt=prompt.negative_prompt or None,
+            num_images=sampling.num_images,
+            num_inference_steps=sampling.steps,
+            scheduler=sampling.scheduler,
+            eta=sampling.eta,
+            guidance_scale=prompt.guidance_scale,
+            seed=sampling.seed,
+            thresholding=prompt.thresholding,
+            dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
+            sample_max_value=prompt.sample_max_value,
+        )
+
+    def suggestions(self, prompt: str, k: int = 6) -> list[str]:
+        """The training captions closest to a prompt, so a person learns the model's vocabulary."""
+        return self.txt2img.closest_captions(prompt, k=k)
+
+    def has_captions(self) -> bool:
+        return bool(self.txt2img.captions)
+
+    def schedule_of(self, model: str) -> dict:
+        """The named unconditional model's noise schedule (the default model's for an unknown name)."""
+        return self.uncond.get(model, self.uncond[self.default_uncond]).scheduler_config
+
+    def forward_process(self, picture: Image.Image, timestep: int, model: str) -> Image.Image:
+        """x_t of a picture at timestep t under the named model's noise schedule, at its resolution."""
+        pipe = self.uncond.get(model, self.uncond[self.default_uncond])
+        return forward_diffuse(picture, timestep, pipe.scheduler_config, pipe.unet.config.sample_size)
+
+    def noise_schedule(self, model: str) -> dict:
+        """beta_t, alpha-bar_t and the noise level of the named model's schedule, for the plot."""
+        return noise_schedule(self.schedule_of(model))
