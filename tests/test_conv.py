@@ -174,21 +174,20 @@ def convs(model) -> list[Conv2d]:
 
 
 @pytest.mark.parametrize("name", list(UNETS))
-def test_eval_packs_every_conv_for_the_map_size_forward_gives_it(name):
+def test_the_unet_packs_every_conv_for_the_map_size_forward_gives_it(name):
     torch.manual_seed(0)
-    model = UNETS[name]()
+    model = UNETS[name]()  # packed as built: a model used without eval() under no_grad is fast too
     seen = {}
     hooks = [
         conv.register_forward_pre_hook(lambda m, a: seen.setdefault(m, tuple(a[0].shape[-2:])) and None)
         for conv in convs(model)
     ]
     inputs = unet_inputs(model)
-    with torch.no_grad():
-        expected = model(*inputs)  # train mode: nn.Conv2d everywhere (dropout is 0)
+    expected = model(*inputs).detach()  # autograd on: nn.Conv2d everywhere (dropout is 0)
     for hook in hooks:
         hook.remove()
     assert seen == model.conv_input_sizes() and len(seen) == len(convs(model))
-    assert not any(conv.is_packed(size) for conv, size in seen.items())
+    assert all(conv.is_packed(size) for conv, size in seen.items()) == PACKED_CONV
     model.eval()
     assert all(conv.is_packed(size) for conv, size in seen.items()) == PACKED_CONV
     out = []
@@ -198,7 +197,7 @@ def test_eval_packs_every_conv_for_the_map_size_forward_gives_it(name):
     assert out[0].is_contiguous()
 
 
-def test_train_drops_the_packs_and_moves_copies_and_loads_repack():
+def test_in_place_updates_moves_copies_and_loads_repack_outside_forward():
     torch.manual_seed(0)
     model = UNETS["uncond"]().eval()
     inputs = unet_inputs(model)
@@ -207,11 +206,16 @@ def test_train_drops_the_packs_and_moves_copies_and_loads_repack():
     with torch.inference_mode():
         expected = model(*inputs)
     model.train()
-    assert all(conv._packed is None for conv in convs(model))
+    assert paths(lambda: model(*inputs)) == packed_everywhere  # train mode, autograd off: still the packs
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.0)  # an optimizer or EMA step, in place: every pack goes stale
     assert paths(lambda: model(*inputs)) == {"packed": 0, "plain": n}
-    model.eval().double()  # no oneDNN pack in float64: nn.Conv2d
+    model.eval()  # packs them again
+    assert paths(lambda: model(*inputs)) == packed_everywhere
+    model.double()  # no oneDNN pack in float64: nn.Conv2d
     assert paths(lambda: model(inputs[0].double(), inputs[1])) == {"packed": 0, "plain": n}
-    model.float()  # back to float32 in eval mode: packed again
+    model.float()  # back to float32: packed again
     assert paths(lambda: model(*inputs)) == packed_everywhere
     twin = copy.deepcopy(model)  # the copy packs its own weights
     out = []

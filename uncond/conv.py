@@ -1,4 +1,4 @@
-"""The convolution of our UNets: nn.Conv2d, plus a oneDNN fast path for CPU float32 inference on a weight packed at `eval()`.
+"""The convolution of our UNets: nn.Conv2d, plus a oneDNN fast path for CPU float32 inference on a weight packed ahead.
 
 Why private ops (`torch.ops.mkldnn._convolution_pointwise`, `_reorder_convolution_weight`): the supported routes
 were measured side by side on the shipped 32x32 UNets (CPU seconds, one thread, ratios against diffusers'
@@ -8,7 +8,8 @@ weights (a copy made at eval, plain F.conv2d) come close at batch 1 and 16 but l
 app's batches (below batch 16 PyTorch takes its own channels-last kernel, not oneDNN). torch.compile, with or
 without freezing, compiles for one to two and a half minutes per input shape here, which the app's start-up
 cannot pay. So this module keeps oneDNN's packed convolution, behind a check that the ops exist, packed outside
-`forward` (by the UNet, at `eval()`), and falls back to nn.Conv2d wherever the pack does not hold.
+`forward` (by the UNet: when built, on `eval()`/`train()`, `.to()`, `load_state_dict` and copies), and falls back
+to nn.Conv2d wherever the pack does not hold.
 """
 
 from typing import NamedTuple
@@ -40,7 +41,7 @@ class Conv2d(nn.Conv2d):
 
     nn.Conv2d reorders the weight into oneDNN's blocked layout on every call (or, at batch 1 on small maps,
     falls back to a slower im2col kernel); for a 32x32 UNet that is a large share of a sampling step. `pack`
-    (the UNet calls it from `eval()`) lays the weight out for one input size; `forward` only reads that pack
+    (the UNet calls it outside forward) lays the weight out for one input size; `forward` only reads that pack
     and takes it when it still holds: no autograd or autocast, a float32 CPU input of that size, and a weight
     unchanged since (same data, same version). Otherwise, and until the next `pack`, it is nn.Conv2d. The
     output of the packed path comes back channels-last, which the norms, activations and reshapes after it keep.

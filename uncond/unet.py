@@ -151,6 +151,7 @@ class UNet(nn.Module):
             )
         self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=eps)
         self.conv_out = Conv2d(ch[0], config.out_channels, 3, padding=1)
+        self._pack_convolutions()  # for CPU inference (uncond/conv.py)
 
     def attention_factory(self, level: int | None) -> AttentionFactory | None:
         """The attention layer maker for a level (None: the mid block), or None where the level has none."""
@@ -190,10 +191,10 @@ class UNet(nn.Module):
             F.silu(self.conv_norm_out(x))
         ).contiguous()  # (B, C, H, W), whatever layout the convs chose
 
-    # ---- CPU inference: eval mode packs the convolutions for oneDNN (uncond/conv.py); forward never does ----
+    # ---- CPU inference: the convolutions are packed for oneDNN here, outside forward (uncond/conv.py) ----
 
     def train(self, mode: bool = True) -> "UNet":
-        """Set train or eval mode; eval mode also packs every convolution whose pack no longer holds (train mode drops them)."""
+        """Set train or eval mode, and pack every convolution whose pack no longer holds (an in-place update, e.g. an EMA step)."""
         super().train(mode)
         self._pack_convolutions()
         return self
@@ -213,10 +214,9 @@ class UNet(nn.Module):
         return result
 
     def _pack_convolutions(self) -> None:
+        """Pack every convolution whose pack no longer holds (forward takes the packs with autograd off, in either mode)."""
         for conv, input_size in self.conv_input_sizes().items():
-            if self.training:
-                conv.unpack()
-            elif not conv.is_packed(input_size):
+            if not conv.is_packed(input_size):
                 conv.pack(input_size)
 
     def conv_input_sizes(self) -> dict[Conv2d, tuple[int, int]]:
