@@ -33,8 +33,8 @@ from PIL import Image
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
 from uncond.settings import read_settings
 from webapp.checks import load_picture, page_errors, warn_without_letters
-from webapp.models import Models, Prompt, Sampling
-from webapp.startup import device_note, queue_settings
+from webapp.models import Models, Prompt, Sampling, schedule_table
+from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +45,6 @@ MAX_STEPS = 1000
 MAX_IMAGES = 16
 MAX_GUIDANCE = 20.0
 MAX_PROMPT_CHARS = 1000  # the tokenizer keeps 32 tokens; this only bounds the work a request can ask for
-MAX_UPLOAD = "5mb"  # any uploaded file (the PNG whose settings are restored, the picture of "How it works")
 MAX_PICTURE_SIDE = 2048  # pixels; larger pictures are refused before they are decoded
 Image.MAX_IMAGE_PIXELS = (
     MAX_PICTURE_SIDE**2
@@ -64,6 +63,9 @@ A small diffusion model, written from scratch, turns random noise into emoji in 
 **DDPM** removes the noise in up to 1000 small random steps; **DDIM** takes bigger steps, so 50 are enough: deterministic with eta 0, with fresh noise at each step (like DDPM) with eta 1.
 Both are written from scratch here; **DPM-Solver++** and **Euler** are diffusers' samplers driven by the same loop.
 """
+CREDITS = """**Credits.** The shipped models were trained on emoji rendered from Noto Color Emoji (Google, SIL Open Font
+License 1.1). The project's data set builder also renders Twemoji (Twitter, CC BY 4.0), OpenMoji (CC BY-SA 4.0) and
+Microsoft's Fluent Emoji (MIT); the README's Credits section lists every set, its licence and attribution."""
 
 
 def parse_args(argv=None):
@@ -104,7 +106,7 @@ def sampling_fields(scheduler, steps, eta, num_images, seed) -> Sampling:
     )
 
 
-def prompt_fields(prompt, negative_prompt, guidance_scale) -> Prompt:
+def prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, ratio, max_value) -> Prompt:
     """The Text to image tab's own controls, checked."""
     prompt = check_text("Prompt", prompt, MAX_PROMPT_CHARS)
     warn_without_letters("Prompt", prompt)
@@ -113,6 +115,9 @@ def prompt_fields(prompt, negative_prompt, guidance_scale) -> Prompt:
         prompt=prompt,
         negative_prompt=check_text("Negative prompt", negative_prompt, MAX_PROMPT_CHARS),
         guidance_scale=check_float("Guidance scale", guidance_scale, 0.0, MAX_GUIDANCE, parse_text=True),
+        thresholding=check_choice("Dynamic thresholding", thresholding, {True: True, False: False}),
+        dynamic_thresholding_ratio=check_float("Thresholding percentile", ratio, 0.5, 1.0, parse_text=True),
+        sample_max_value=check_float("Thresholding max", max_value, 1.0, 10.0, parse_text=True),
     )
 
 
@@ -129,10 +134,21 @@ def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, s
 @gpu
 @page_errors
 def generate_text_to_image(
-    prompt, negative_prompt, guidance_scale, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()
+    prompt,
+    negative_prompt,
+    guidance_scale,
+    scheduler: str,
+    steps,
+    eta,
+    num_images,
+    seed,
+    thresholding=False,
+    threshold_ratio=0.995,
+    threshold_max=1.5,
+    progress=gr.Progress(),
 ):
     """Sample images for a prompt with classifier-free guidance, streaming predicted-x_0 previews."""
-    text = prompt_fields(prompt, negative_prompt, guidance_scale)
+    text = prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max)
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
     events = MODELS.text_to_image(text, sampling)
     yield from stream_to_page(events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS)
@@ -160,21 +176,6 @@ def show_forward_process(picture, timestep, model: str):
         return save_png(noisy, folder, f"x_{timestep}", scale=256 // noisy.width)
     finally:
         RESULTS.release(folder)
-
-
-def schedule_table(model: str):
-    """The noise schedule of a model as a long table for gr.LinePlot."""
-    import pandas as pd
-
-    schedule = MODELS.noise_schedule(model)
-    rows = []
-    for name, label in (
-        ("alpha_bar", "alpha-bar_t (signal kept)"),
-        ("noise_level", "sqrt(1 - alpha-bar_t) (noise std)"),
-        ("beta", "beta_t"),
-    ):
-        rows += [{"t": t, "value": v, "curve": label} for t, v in zip(schedule["t"], schedule[name], strict=True)]
-    return pd.DataFrame(rows)
 
 
 # the PNG settings a tab restores, each with the check of its field
@@ -279,6 +280,16 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
                 )
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2, max_length=MAX_PROMPT_CHARS)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
+                with gr.Accordion("Dynamic thresholding (Imagen): for high guidance scales", open=False):
+                    gr.Markdown(
+                        "Each step's estimate of the picture is clipped at its own percentile s of |x_0| (at least 1, "
+                        "at most the max) and divided by s, instead of being clipped to [-1, 1]. Imagen uses it to keep "
+                        "colours from saturating at high guidance; with these small emoji models plain clipping "
+                        "looks better (README, Guided sampling)."
+                    )
+                    t_thresholding = gr.Checkbox(value=False, label="Dynamic thresholding (not with Euler)")
+                    t_threshold_ratio = gr.Slider(0.5, 1.0, value=0.995, step=0.005, label="Thresholding percentile")
+                    t_threshold_max = gr.Slider(1.0, 10.0, value=1.5, step=0.1, label="Thresholding max")
                 t = sampling_controls(eta_default=0.0)
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
@@ -303,7 +314,9 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "**Forward process.** Training takes a picture x_0, picks a timestep t and mixes in Gaussian noise: "
             "x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise. The network learns to predict that noise. "
-            "Move t to see what it is shown."
+            "Move t to see what it is shown. The plot's last curve is the schedule rescaled to zero terminal SNR "
+            "(Lin et al. 2024): alpha-bar at the last step exactly 0, so training sees the pure noise sampling starts "
+            "from. The shipped cosine schedule already ends at 2.4e-9, so the two alpha-bar curves overlap here."
         )
         with gr.Row():
             with gr.Column():
@@ -317,7 +330,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             with gr.Column():
                 h_noisy = gr.Image(label="x_t", height=256)
                 h_plot = gr.LinePlot(
-                    schedule_table(MODELS.default_uncond),
+                    schedule_table(MODELS, MODELS.default_uncond),
                     x="t",
                     y="value",
                     color="curve",
@@ -346,7 +359,19 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     u.stop.click(None, None, None, cancels=[u_event], api_visibility="private")
     t_event = t.generate.click(
         generate_text_to_image,
-        [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.num_images, t.seed],
+        [
+            t_prompt,
+            t_negative,
+            t_guidance,
+            t.scheduler,
+            t.steps,
+            t.eta,
+            t.num_images,
+            t.seed,
+            t_thresholding,
+            t_threshold_ratio,
+            t_threshold_max,
+        ],
         t_outputs + [h_strip],
         api_name="text_to_image",
         concurrency_limit=CONCURRENCY,
@@ -357,19 +382,8 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     u.restore.change(
         lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private"
     )
-    u_model.change(schedule_table, u_model, h_plot, api_visibility="private")
-
-
-def launch_options(args) -> dict:
-    """How the app is served: loopback unless GRADIO_SERVER_NAME says otherwise, no public link unless --share,
-    uploads size-limited, no extra folders served (no allowed_paths)."""
-    return {
-        "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        "share": bool(args.share),
-        "max_file_size": MAX_UPLOAD,
-        "show_error": False,  # only gr.Error messages reach the page, never a stack trace
-    }
+    u_model.change(lambda model: schedule_table(MODELS, model), u_model, h_plot, api_visibility="private")
+    gr.Markdown(CREDITS)
 
 
 if __name__ == "__main__":

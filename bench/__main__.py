@@ -8,31 +8,22 @@
 Every speed is a ratio of medians measured side by side (see bench/measure.py): "speedup" is diffusers' time
 over ours, so > 1 means ours is faster. Both models of a pair hold the same weights (bench/models.py), and the
 sampling rows also report how far apart the two libraries' images are (max pixel difference, 0..255).
+Here: the run plan and `main`; bench/suites.py measures, bench/app_timings.py times the pipelines as the app
+calls them (never importing app.py), bench/report.py checks the targets and prints the table.
 """
 
 import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import torch
 
+from bench.app_timings import bench_requests, bench_startup, load_shipped_pipelines
 from bench.measure import (
-    app_startup_seconds,
-    compare,
-    count_flops,
     diffusers_ddim_pipeline,
-    diffusers_diffusion_loss,
     diffusers_text_to_image,
-    host_waits_for_device,
     matmul_peak,
-    synchronize,
-    time_alternately,
-    time_generator,
-    time_steps,
-    training_step,
 )
 from bench.models import (
     ROOT,
@@ -45,17 +36,16 @@ from bench.models import (
     txt2img_pair,
     uncond_pair,
 )
+from bench.report import format_table, targets
+from bench.suites import GUIDANCE_SCALE, PROMPT, bench_pair, bench_scheduler, bench_training, check_no_syncs
 from txt2img.clip import TextEncoder
 from txt2img.pipeline import TextToImagePipeline
 from txt2img.unet import TextUNetConfig
+from uncond.conv import Conv2d
 from uncond.pipeline import UnconditionalPipeline
-from uncond.sampling import make_scheduler
-from uncond.train import diffusion_loss
 from uncond.unet import UNetConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PROMPT = "red heart"
-GUIDANCE_SCALE = 5.0
 
 
 def load_scheduler_config(name: str) -> dict:
@@ -68,13 +58,14 @@ def load_scheduler_config(name: str) -> dict:
 FULL = dict(
     matmul_sizes=(512, 1024, 2048),
     matmul_repeats=5,
-    forward={1: 15, 8: 7, 64: 3},
+    forward={1: 15, 4: 9, 8: 7, 64: 3},
     flops_batch=8,
     sampling={1: 5, 4: 3},
     steps=50,
     train_batch=64,
     train_repeats=5,
     scheduler_repeats=20,
+    request_steps=50,
 )
 TINY = dict(
     matmul_sizes=(128, 256),
@@ -86,6 +77,7 @@ TINY = dict(
     train_batch=2,
     train_repeats=1,
     scheduler_repeats=2,
+    request_steps=11,
 )
 
 
@@ -130,342 +122,6 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def pixel_difference(ours: list, theirs: list) -> tuple[int, float]:
-    """Largest and mean difference of the pixel values (0..255) of two lists of PIL images."""
-    import numpy as np
-
-    difference = np.abs(
-        np.stack([np.asarray(a, dtype=np.int16) for a in ours])
-        - np.stack([np.asarray(b, dtype=np.int16) for b in theirs])
-    )
-    return int(difference.max()), float(difference.mean())
-
-
-def speed_row(model: str, what: str, batch: int, runs: dict, variant: str, **extra) -> dict:
-    """One row of the table from every run's seconds: medians, their ratio, and the runs themselves (ms)."""
-    ours, theirs = statistics.median(runs["ours"]), statistics.median(runs["diffusers"])
-    return {
-        "model": model,
-        "what": what,
-        "batch": batch,
-        "variant": variant,
-        "ours_ms": ours * 1e3,
-        "diffusers_ms": theirs * 1e3,
-        "speedup": theirs / ours,
-        **extra,
-        "ours_runs_ms": [t * 1e3 for t in runs["ours"]],
-        "diffusers_runs_ms": [t * 1e3 for t in runs["diffusers"]],
-    }
-
-
-def compiled(model, variant: str):
-    """The model as the variant runs it: eager, torch.compile, or torch.compile with CUDA graphs."""
-    if variant == "eager":
-        return model
-    return torch.compile(model, mode="reduce-overhead" if variant == "cuda graphs" else None)
-
-
-def bench_pair(
-    name: str, ours, theirs, make_inputs, sampling, plan: dict, device, variants: list, matmul, matmul_flops: int, log
-) -> list:
-    """Forward, FLOP/s and sampling rows for one (ours, diffusers) model pair; `matmul()` does `matmul_flops`, timed alongside."""
-    rows = []
-    for variant in variants:
-        ours_v, theirs_v = compiled(ours, variant), compiled(theirs, variant)
-        for batch, repeats in plan["forward"].items():
-            x, t, kwargs = make_inputs(batch)
-            candidates = {"ours": lambda: ours_v(x, t, **kwargs), "diffusers": lambda: theirs_v(x, t, **kwargs)}
-            if variant == "eager":
-                candidates["matmul"] = matmul  # the peak matmul again, alongside: under the same load as the forwards
-            with torch.inference_mode():
-                runs = time_alternately(candidates, repeats, device)
-            seconds = {label: statistics.median(times) for label, times in runs.items()}
-            extra = {}
-            if variant == "eager":
-                # the FLOP counter does not know our packed CPU convolutions: with autograd on they are nn.Conv2d's, which it counts
-                with torch.enable_grad():
-                    flops = count_flops(lambda: ours(x, t, **kwargs))
-                peak = matmul_flops / seconds["matmul"]
-                extra = {
-                    "flops": flops,
-                    "ours_flops_per_s": flops / seconds["ours"],
-                    "diffusers_flops_per_s": flops / seconds["diffusers"],
-                    "matmul_flops_per_s": peak,
-                    "ours_fraction_of_peak": flops / seconds["ours"] / peak,
-                    "diffusers_fraction_of_peak": flops / seconds["diffusers"] / peak,
-                }
-            rows.append(speed_row(name, "UNet forward", batch, runs, variant, **extra))
-            log(rows[-1])
-        for batch, repeats in plan["sampling"].items():
-            ours_run, theirs_run = sampling(ours_v, theirs_v, batch)
-            largest, mean = pixel_difference(ours_run(), theirs_run())
-            runs = time_alternately({"ours": ours_run, "diffusers": theirs_run}, repeats, device)
-            rows.append(
-                speed_row(
-                    name,
-                    f"DDIM-{plan['steps']} sampling",
-                    batch,
-                    runs,
-                    variant,
-                    max_pixel_difference=largest,
-                    mean_pixel_difference=mean,
-                )
-            )
-            log(rows[-1])
-    return rows
-
-
-def bench_training(name: str, ours, theirs, make_inputs, scheduler_config: dict, plan: dict, device, log) -> dict:
-    """One training step (forward, MSE loss, backward, AdamW) at the plan's batch, in fp32, ours against diffusers'."""
-    from diffusers import DDPMScheduler as DiffusersDDPM
-
-    from uncond.scheduler import DDPMScheduler
-
-    batch = plan["train_batch"]
-    x_0, _, kwargs = make_inputs(batch)
-    x_0 = x_0.float().clamp(-1, 1)
-    ours, theirs = ours.float().train(), theirs.float().train()
-    ours_scheduler, theirs_scheduler = (
-        DDPMScheduler.from_config(scheduler_config),
-        DiffusersDDPM.from_config(scheduler_config),
-    )
-    ours_opt, theirs_opt = (
-        torch.optim.AdamW(ours.parameters(), lr=1e-4),
-        torch.optim.AdamW(theirs.parameters(), lr=1e-4),
-    )
-    # epsilon loss on both sides (the comparison is of the network and its backward, not of the target)
-    runs = time_alternately(
-        {
-            "ours": lambda: training_step(
-                ours,
-                ours_opt,
-                lambda m: diffusion_loss(m, ours_scheduler, x_0, torch.Generator().manual_seed(0), "epsilon", **kwargs),
-            ),
-            "diffusers": lambda: training_step(
-                theirs,
-                theirs_opt,
-                lambda m: diffusers_diffusion_loss(
-                    m, theirs_scheduler, x_0, torch.Generator().manual_seed(0), **kwargs
-                ),
-            ),
-        },
-        plan["train_repeats"],
-        device,
-    )
-    ours.eval(), theirs.eval()
-    row = speed_row(name, "training step", batch, runs, "eager")
-    log(row)
-    return row
-
-
-def bench_scheduler(unet, scheduler_config: dict, plan: dict, device, dtype, log) -> dict:
-    """Seconds per scheduler step (ours and diffusers', DDIM and DDPM) against one UNet forward at batch 1."""
-    import diffusers
-
-    steps = plan["steps"]
-    shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    x_t = torch.randn(shape, device=device)
-    model_output = torch.randn(shape, device=device)
-    t = torch.tensor(500)
-    with torch.inference_mode():
-        forward = compare({"unet": lambda: unet(x_t.to(dtype), t)}, plan["forward"][1], device)["unet"]
-    result = {"unet_forward_ms": forward * 1e3}
-    for name, ours_cls, theirs_cls in [
-        ("ddim", "ddim", diffusers.DDIMScheduler),
-        ("ddpm", "ddpm", diffusers.DDPMScheduler),
-    ]:
-        for side, scheduler in [
-            ("ours", make_scheduler(ours_cls, scheduler_config)),
-            ("diffusers", theirs_cls.from_config(scheduler_config)),
-        ]:
-            scheduler.set_timesteps(steps)
-            generator = torch.Generator().manual_seed(0)
-
-            def run_steps():
-                for step_t in scheduler.timesteps:
-                    scheduler.step(model_output, step_t, x_t, generator=generator)
-
-            with torch.inference_mode():
-                per_step = time_steps(run_steps, steps, plan["scheduler_repeats"], device)
-            result[f"{side}_{name}_step_ms"] = per_step * 1e3
-            result[f"{side}_{name}_fraction_of_step"] = per_step / (per_step + forward)
-    log(result)
-    return result
-
-
-def check_no_syncs(
-    uncond_unet, txt2img_unet, text_encoder, uncond_schedule: dict, txt2img_schedule: dict, steps: int, device
-) -> dict:
-    """On a GPU: None where our sampling loop never makes the host wait for the device, else the error (sync debug mode)."""
-    from txt2img.clip import TextEmbeddings
-    from txt2img.guidance import guided_model_fn
-    from uncond.sampling import initial_noise, sample, unet_model_fn
-
-    config = uncond_unet.config
-    shape = (2, config.in_channels, config.sample_size, config.sample_size)
-    embeddings = text_encoder.encode([PROMPT, PROMPT, "", ""])
-    cond = TextEmbeddings(embeddings.hidden_states[:2], embeddings.attention_mask[:2], [False] * 2)
-    uncond = TextEmbeddings(embeddings.hidden_states[2:], embeddings.attention_mask[2:], [False] * 2)
-    result = {}
-    for name, scheduler, loop in [
-        (
-            "uncond ddim eta=1",
-            make_scheduler("ddim", uncond_schedule),
-            lambda s, x, g: sample(unet_model_fn(uncond_unet), s, x, g, eta=1.0),
-        ),
-        (
-            "uncond ddpm",
-            make_scheduler("ddpm", uncond_schedule),
-            lambda s, x, g: sample(unet_model_fn(uncond_unet), s, x, g),
-        ),
-        (
-            "txt2img ddim guided",
-            make_scheduler("ddim", txt2img_schedule),
-            lambda s, x, g: sample(
-                guided_model_fn(txt2img_unet, cond, uncond, GUIDANCE_SCALE), s, x, g, use_clipped_model_output=True
-            ),
-        ),
-    ]:
-        scheduler.set_timesteps(steps)
-        x_t, generator = initial_noise(shape, 0, device)
-        synchronize(device)
-        result[name] = host_waits_for_device(lambda: loop(scheduler, x_t, generator))
-    return result
-
-
-def bench_app(log) -> dict:
-    """Seconds from `python app.py` to a served page, and from Generate to the first preview and to the final images in both tabs.
-
-    Wall seconds grow with whatever else shares the cores; the CPU seconds beside them do not.
-    """
-    startup, startup_cpu = app_startup_seconds(ROOT)
-    result = {"startup_s": startup, "startup_cpu_s": startup_cpu}
-    log(result)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    import app
-
-    result.update(import_s=time.perf_counter() - started, import_cpu_s=time.process_time() - cpu_started)
-    if app.TXT2IMG is not None:
-        app.TXT2IMG.closest_captions(
-            "warm up"
-        )  # the caption encoding app.py starts in the background, done before timing
-    uncond_args = (app.UNCOND_DEFAULT, "DDIM", 50, 0.0, 4, 0)
-    txt2img_args = (PROMPT, "", GUIDANCE_SCALE, "DDIM", 50, 0.0, 4, 0)
-    for tab, handler, args in [
-        ("uncond", app.generate_unconditional, uncond_args),
-        ("txt2img", app.generate_text_to_image, txt2img_args),
-    ]:
-        first, final, previews, cpu = time_generator(handler, *args)
-        result[tab] = {
-            "first_preview_s": first,
-            "final_s": final,
-            "cpu_s": cpu,
-            "previews": previews,
-            "scheduler": "DDIM",
-            "steps": 50,
-            "num_images": 4,
-        }
-        log({tab: result[tab]})
-    return result
-
-
-def targets(rows: list, scheduler: dict, app: dict | None) -> list:
-    """The issue's targets, each with the measured value and whether it holds."""
-    checks = []
-    for row in rows:
-        if row["what"].startswith("DDIM") and row["batch"] in (1, 4) and row["variant"] == "eager":
-            checks.append(
-                {
-                    "target": f"{row['model']} sampling at batch {row['batch']}: speedup >= 1.3",
-                    "value": row["speedup"],
-                    "holds": row["speedup"] >= 1.3,
-                }
-            )
-        if row["what"] == "UNet forward" and row["batch"] == 8 and "ours_fraction_of_peak" in row:
-            value = row["ours_fraction_of_peak"]
-            checks.append(
-                {
-                    "target": f"{row['model']} UNet forward at batch 8: >= 65% of the matmul FLOP/s",
-                    "value": value,
-                    "holds": value >= 0.65,
-                }
-            )
-    slowest = min(
-        (r for r in rows if r["variant"] == "eager"), key=lambda r: r["speedup"]
-    )  # the default path; compiled rows are reported
-    checks.append(
-        {
-            "target": f"never slower than diffusers (slowest: {slowest['model']} {slowest['what']} batch {slowest['batch']})",
-            "value": slowest["speedup"],
-            "holds": slowest["speedup"] >= 1.0,
-        }
-    )
-    fraction = scheduler["ours_ddim_fraction_of_step"]
-    checks.append(
-        {
-            "target": "scheduler step < 1% of a sampling step (DDIM, batch 1)",
-            "value": fraction,
-            "holds": fraction < 0.01,
-        }
-    )
-    if app is not None and app.get("startup_s") is not None:
-        checks.append(
-            {"target": "python app.py serves within 15 s", "value": app["startup_s"], "holds": app["startup_s"] < 15}
-        )
-    return checks
-
-
-def format_table(result: dict) -> str:
-    """The speed rows as a Markdown table, then the FLOP/s, scheduler, app and target lines."""
-    lines = [
-        "| model | measurement | batch | variant | ours (ms) | diffusers (ms) | speedup |",
-        "|---|---|---:|---|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['model']} | {r['what']} | {r['batch']} | {r['variant']} | {r['ours_ms']:.1f} | {r['diffusers_ms']:.1f} | {r['speedup']:.2f}x |"
-        )
-    peak = result["matmul_peak_flops_per_s"]
-    lines += [
-        "",
-        f"Matmul peak ({result['dtype']}, {result['device']}, {result['threads']} threads): {peak / 1e9:.1f} GFLOP/s at the start; "
-        "each forward below is set against the same matmul timed alongside it",
-    ]
-    for r in result["rows"]:
-        if "flops" in r:
-            lines.append(
-                f"{r['model']} UNet forward, batch {r['batch']}: {r['flops'] / 1e9:.3g} GFLOP; ours {r['ours_flops_per_s'] / 1e9:.1f} GFLOP/s "
-                f"({r['ours_fraction_of_peak']:.0%} of the matmul's {r['matmul_flops_per_s'] / 1e9:.1f}), "
-                f"diffusers {r['diffusers_flops_per_s'] / 1e9:.1f} GFLOP/s ({r['diffusers_fraction_of_peak']:.0%})"
-            )
-    s = result["scheduler"]
-    lines.append(
-        f"Scheduler step at batch 1: ours DDIM {s['ours_ddim_step_ms']:.3f} ms ({s['ours_ddim_fraction_of_step']:.2%} of a step), "
-        f"DDPM {s['ours_ddpm_step_ms']:.3f} ms; diffusers DDIM {s['diffusers_ddim_step_ms']:.3f} ms, DDPM {s['diffusers_ddpm_step_ms']:.3f} ms; "
-        f"UNet forward {s['unet_forward_ms']:.1f} ms"
-    )
-    for name, p in result["parameters"].items():
-        lines.append(f"Parameters, {name}: ours {p['ours']:,}, diffusers {p['diffusers']:,} (ratio {p['ratio']:.4f})")
-    app = result.get("app")
-    if app:
-        lines.append(
-            f"App: `python app.py` serves after {app['startup_s']:.1f} s ({app['startup_cpu_s']:.1f} CPU s)"
-            if app.get("startup_s")
-            else "App: did not serve"
-        )
-        for tab in ("uncond", "txt2img"):
-            if tab in app:
-                a = app[tab]
-                lines.append(
-                    f"App {tab} (DDIM 50 steps, {a['num_images']} images): first preview {a['first_preview_s']:.2f} s, "
-                    f"images {a['final_s']:.2f} s ({a['cpu_s']:.1f} CPU s)"
-                )
-    lines.append("")
-    for check in result["targets"]:
-        lines.append(f"[{'holds' if check['holds'] else 'MISSES'}] {check['target']}: {check['value']:.3g}")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -487,7 +143,7 @@ def main(argv=None) -> dict:
         "--app",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="time the app (default: on, except with --tiny)",
+        help="also time `python app.py` to a served page, in its own process (default: on, except with --tiny)",
     )
     parser.add_argument(
         "--out", default=None, help="JSON file to write (default: bench/results_DEVICE.json; none with --tiny)"
@@ -542,6 +198,10 @@ def main(argv=None) -> dict:
             "ratio": count_parameters(o) / count_parameters(t),
         }
         for name, o, t in [("uncond", uncond_ours, uncond_theirs), ("txt2img", txt2img_ours, txt2img_theirs)]
+    }
+    result["convolutions"] = {  # our Conv2d modules: how many each forward runs (see the rows' ours_convolutions)
+        name: sum(isinstance(m, Conv2d) for m in model.modules())
+        for name, model in (("uncond", uncond_ours), ("txt2img", txt2img_ours))
     }
     for model in (uncond_ours, uncond_theirs, txt2img_ours, txt2img_theirs):
         model.to(device)
@@ -639,8 +299,15 @@ def main(argv=None) -> dict:
         bench_training("txt2img", txt2img_ours, txt2img_theirs, txt2img_inputs, txt2img_schedule, plan, device, log)
     )
     result["rows"] = rows
+    if args.tiny:  # the tiny models behind the pipelines, at a few more steps than the loops above (previews every 5)
+        uncond_pipe = UnconditionalPipeline(uncond_ours, uncond_schedule)
+        txt2img_pipe = TextToImagePipeline(txt2img_ours, text_encoder, txt2img_schedule)
+        loading = {}
+    else:
+        uncond_pipe, txt2img_pipe, loading = load_shipped_pipelines(device, dtype, log)
+    result["requests"] = {**loading, **bench_requests(uncond_pipe, txt2img_pipe, plan["request_steps"], log)}
     run_app = args.app if args.app is not None else not args.tiny
-    result["app"] = bench_app(log) if run_app and device.type == "cpu" else None
+    result["app"] = bench_startup(log) if run_app and device.type == "cpu" else None
     result["targets"] = targets(rows, result["scheduler"], result["app"])
 
     print(format_table(result))

@@ -33,8 +33,12 @@ def compare(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> di
     }
 
 
-def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int = 1) -> dict:
-    """Seconds of every run of each zero-argument callable in `candidates`, run alternately `repeats` times after `warmup` runs."""
+def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int = 1, cpu: dict | None = None) -> dict:
+    """Seconds of every run of each zero-argument callable in `candidates`, run alternately `repeats` times after `warmup` runs.
+
+    `cpu`, if given, receives each run's CPU seconds of the calling thread: with one intra-op thread that is all
+    of a run's work, and (unlike the wall seconds) it hardly grows when other programs share the cores.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(candidates)
@@ -43,12 +47,16 @@ def time_alternately(candidates: dict, repeats: int, device="cpu", warmup: int =
             candidates[name]()
     synchronize(device)
     seconds = {name: [] for name in names}
+    cpu_seconds = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             candidates[name]()
             synchronize(device)
             seconds[name].append(time.perf_counter() - started)
+            cpu_seconds[name].append(time.thread_time() - cpu_started)
+    if cpu is not None:
+        cpu.update(cpu_seconds)
     return seconds
 
 
@@ -203,17 +211,23 @@ def app_startup_seconds(root: str, timeout: float = 120.0) -> tuple[float | None
     return ready, (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
 
 
-def time_generator(handler, *args) -> tuple[float | None, float, int, float]:
-    """(seconds to the first preview, seconds to the final images, previews seen, CPU seconds) of one app handler call.
+def time_request(pipe, settings: dict, preview_every: int) -> tuple[float | None, float, int, float]:
+    """(seconds to the first preview step, seconds to the final images, preview steps seen, CPU seconds) of one `pipe(**settings)`.
 
-    The handler yields page outputs: previews (their status text reads "step k/n ..."), ticks that change nothing,
-    and last the results.
+    A preview step is what the app shows a preview at: every `preview_every` steps, the last step excepted.
     """
+    total = settings["num_inference_steps"]
     started, cpu_started = time.perf_counter(), time.process_time()
     first, previews = None, 0
-    for outputs in handler(*args, progress=lambda *a, **k: None):
-        if isinstance(outputs[1], str) and outputs[1].startswith("step "):
+
+    def callback(step, t, x_t, pred_original_sample):
+        nonlocal first, previews
+        if (step + 1) % preview_every == 0 and step + 1 < total:
+            pred_original_sample.float().cpu()  # what the app hands its page (a copy on a GPU)
             previews += 1
             if first is None:
                 first = time.perf_counter() - started
+        return False
+
+    pipe(**settings, callback=callback)
     return first, time.perf_counter() - started, previews, time.process_time() - cpu_started

@@ -63,6 +63,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     txt2img.add_argument("--steps", type=int, default=50)
     txt2img.add_argument("--scheduler", choices=["ddim", "ddpm"], default="ddim")
     txt2img.add_argument("--batch-size", type=int, default=100)
+    txt2img.add_argument(
+        "--thresholding",
+        nargs=2,
+        type=float,
+        metavar=("PERCENTILE", "MAX"),
+        help="dynamic thresholding of x_0 (Imagen), e.g. 0.995 1.5 (default: the schedule's clipping)",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,6 +100,13 @@ def main(argv=None) -> dict:
             guidance_scales=args.guidance_scales,
             steps=args.steps,
             scheduler=args.scheduler,
+            thresholding=None
+            if args.thresholding is None
+            else {
+                "thresholding": True,
+                "dynamic_thresholding_ratio": args.thresholding[0],
+                "sample_max_value": args.thresholding[1],
+            },
             **common,
         )
     print(f"wrote {os.path.join(args.out, 'report.json')} and plot.png")

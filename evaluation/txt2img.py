@@ -40,7 +40,7 @@ def evaluation_captions(captions: list, n: int, exclude=()) -> list:
 
 
 def generate_txt2img(
-    pipe, prompts: list, guidance_scale: float, steps: int, scheduler: str, batch_size: int, seed: int
+    pipe, prompts: list, guidance_scale: float, steps: int, scheduler: str, batch_size: int, seed: int, **options
 ) -> list:
     """One PIL image per prompt from a `TextToImagePipeline`, batch b seeded with seed + b (the same noise at every guidance scale)."""
     images = []
@@ -52,6 +52,7 @@ def generate_txt2img(
             scheduler=scheduler,
             guidance_scale=guidance_scale,
             seed=seed + b,
+            **options,  # dynamic thresholding
         )
         images += result.images
     return images
@@ -77,6 +78,7 @@ def evaluate_txt2img(
     guidance_scales=GUIDANCE_SCALES,
     steps: int = 50,
     scheduler: str = "ddim",
+    thresholding: dict | None = None,
     batch_size: int = 100,
     seed: int = 0,
     device=None,
@@ -113,7 +115,9 @@ def evaluate_txt2img(
     for guidance_scale in guidance_scales:
         started = time.perf_counter()
         with autocast(pipe.device, precision):
-            images = generate_txt2img(pipe, prompts + held_out, guidance_scale, steps, scheduler, batch_size, seed)
+            images = generate_txt2img(
+                pipe, prompts + held_out, guidance_scale, steps, scheduler, batch_size, seed, **(thresholding or {})
+            )
         features = clip_image_features(embedder, to_uint8(images), batch_size)
         row = {
             "guidance_scale": guidance_scale,
@@ -141,6 +145,7 @@ def evaluate_txt2img(
         "chance_top5": min(1.0, 5 / len(candidates)),
         "steps": steps,
         "scheduler": scheduler,
+        "thresholding": thresholding,
         "batch_size": batch_size,
         "seed": seed,
         "precision": precision,

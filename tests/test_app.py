@@ -107,11 +107,14 @@ def test_forward_process_tab_noises_the_picture():
     assert (noisy - original).abs().mean() > 0.5  # t = 999 is nearly pure noise
     with pytest.raises(gr.Error, match="Timestep"):
         app.show_forward_process(path, 1000, app.MODELS.default_uncond)
-    table = app.schedule_table(app.MODELS.default_uncond)
+    table = app.schedule_table(app.MODELS, app.MODELS.default_uncond)
+    rescaled = "alpha-bar_t rescaled to zero terminal SNR (Lin et al. 2024)"
     assert (
-        set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t"}
-        and len(table) == 3000
+        set(table["curve"]) == {"alpha-bar_t (signal kept)", "sqrt(1 - alpha-bar_t) (noise std)", "beta_t", rescaled}
+        and len(table) == 4000
     )
+    zero_snr = table[table["curve"] == rescaled]["value"].tolist()
+    assert zero_snr[-1] == 0.0 and zero_snr[0] > 0.99  # pure noise at the last step, the picture at the first
 
 
 def test_unknown_model_is_refused_and_never_read_as_a_path():
@@ -316,3 +319,32 @@ def test_suggestions_are_the_closest_training_captions(tiny_txt2img, monkeypatch
     assert tiny_txt2img.closest_captions("   ") == []
     update = app.suggest_captions("blue")
     assert "blue" in update["choices"] and len(update["choices"]) == 4
+
+
+def test_dynamic_thresholding_reaches_the_scheduler_and_euler_refuses_it(monkeypatch):
+    seen = {}
+    original = app.MODELS.txt2img.stream
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(app.MODELS.txt2img, "stream", spy)
+    outputs = list(
+        app.generate_text_to_image(
+            "red heart", "", 7.0, "DDIM", 3, 0.0, 1, 0, True, 0.9, 2.0, progress=lambda *a, **k: None
+        )
+    )
+    assert json.loads(outputs[-1][1])["thresholding"] is True and seen["dynamic_thresholding_ratio"] == 0.9
+    with pytest.raises(gr.Error, match="thresholding is not available with the euler scheduler"):
+        list(
+            app.generate_text_to_image(
+                "red heart", "", 7.0, "Euler (diffusers)", 3, 0.0, 1, 0, True, 0.9, 2.0, progress=lambda *a, **k: None
+            )
+        )
+    with pytest.raises(gr.Error, match="Thresholding percentile must be a number from 0.5 to 1"):
+        list(
+            app.generate_text_to_image(
+                "red", "", 7.0, "DDIM", 3, 0.0, 1, 0, True, 2.0, 2.0, progress=lambda *a, **k: None
+            )
+        )

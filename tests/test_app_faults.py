@@ -392,5 +392,5 @@ def test_launch_serves_loopback_no_share_link_no_extra_folders(monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     options = app.launch_options(app.parse_args([]))
     assert options["server_name"] == "127.0.0.1" and options["share"] is False and options["show_error"] is False
-    assert "allowed_paths" not in options and options["max_file_size"] == app.MAX_UPLOAD
+    assert "allowed_paths" not in options and options["max_file_size"] == startup.MAX_UPLOAD
     assert app.launch_options(app.parse_args(["--share"]))["share"] is True  # only when asked for

@@ -3,6 +3,7 @@
 No speed is asserted here: speeds are ratios the benchmark prints (python -m bench), never timed tests.
 """
 
+import ast
 import json
 import os
 
@@ -20,6 +21,7 @@ from bench.models import (
     uncond_pair,
 )
 from txt2img.unet import TextUNetConfig
+from uncond.conv import PACKED_CONV
 from uncond.unet import UNetConfig
 
 UNCOND_CONFIGS = {
@@ -64,6 +66,10 @@ def test_tiny_benchmark_runs_and_writes_its_json(tmp_path):
             and row["diffusers_ms"] > 0
             and row["speedup"] == pytest.approx(row["diffusers_ms"] / row["ours_ms"])
         )
+        # CPU-second ratios only where they measure all the work: one intra-op thread
+        assert ("speedup_cpu" in row) == (written["threads"] == 1)
+        if "speedup_cpu" in row:
+            assert row["speedup_cpu"] == pytest.approx(row["diffusers_cpu_ms"] / row["ours_cpu_ms"])
         if "sampling" in row["what"]:
             assert (
                 row["max_pixel_difference"] <= 2
@@ -73,6 +79,18 @@ def test_tiny_benchmark_runs_and_writes_its_json(tmp_path):
     assert {"unet_forward_ms", "ours_ddim_step_ms", "diffusers_ddim_step_ms", "ours_ddim_fraction_of_step"} <= set(
         written["scheduler"]
     )
+    # every convolution of our forwards took the packed oneDNN path, where this torch has it (uncond/conv.py)
+    for row in forward:
+        n = written["convolutions"][row["model"]]
+        assert n > 0 and row["ours_convolutions"] == (
+            {"packed": n, "plain": 0} if PACKED_CONV else {"packed": 0, "plain": n}
+        )
+    # the app's default requests, on the pipelines themselves: a preview every 5 steps, then the images
+    for tab in ("uncond", "txt2img"):
+        request = written["requests"][tab]
+        assert request["num_images"] == 4 and request["scheduler"] == "ddim" and request["previews"] == 2
+        assert 0 < request["first_preview_s"] < request["final_s"] and request["cpu_s"] > 0
+    assert written["requests"]["uncond"]["eta"] == 1.0 and written["requests"]["txt2img"]["guidance_scale"] == 4.0
     assert written["parameters"]["uncond"]["ratio"] == 1.0 and written["app"] is None
     assert all({"target", "value", "holds"} <= set(check) for check in written["targets"])
     assert result["rows"] == written["rows"]
@@ -126,3 +144,29 @@ def test_shipped_configs_are_the_shipped_weights_architecture():
         for key, value in shipped.items()
         if key != "_class_name"
     )
+
+
+def test_bench_never_imports_the_app():
+    # app.py loads every model and builds the page: the benchmark times the pipelines themselves
+    folder = os.path.join(ROOT, "bench")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                tree = ast.parse(f.read())
+            imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+            imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+            assert not any(m == "app" or (m or "").startswith(("app.", "webapp")) for m in imported), name
+
+
+def test_time_alternately_gives_every_run_its_wall_and_cpu_seconds():
+    from bench.measure import time_alternately
+
+    calls = []
+    work = {"a": lambda: calls.append("a") or sum(range(20000)), "b": lambda: calls.append("b") or sum(range(40000))}
+    cpu = {}
+    wall = time_alternately(work, repeats=3, cpu=cpu)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # one warm-up each, then the order rotates
+    assert {k: len(v) for k, v in wall.items()} == {k: len(v) for k, v in cpu.items()} == {"a": 3, "b": 3}
+    assert all(0 < c <= w + 1e-3 for k in work for c, w in zip(cpu[k], wall[k]))
+    with pytest.raises(ValueError, match="repeats"):
+        time_alternately(work, repeats=0)

@@ -257,3 +257,19 @@ def test_half_precision_unet_keeps_x_t_and_guidance_in_float32():
     assert loop_dtypes == [(torch.float32, torch.float32)] * 4
     reference = full("red", num_images=2, num_inference_steps=4, guidance_scale=3.0, seed=0)
     assert np.abs(pixels(result.images).astype(np.int16) - pixels(reference.images).astype(np.int16)).mean() < 3
+
+
+def test_dynamic_thresholding_changes_guided_samples_and_is_recorded(pipe):
+    kwargs = dict(prompt="red", num_images=2, num_inference_steps=4, guidance_scale=12.0, seed=3)
+    plain = pipe(**kwargs)
+    thresholded = pipe(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=3.0, **kwargs)
+    assert not np.array_equal(pixels(plain.images), pixels(thresholded.images))
+    assert thresholded.settings["thresholding"] is True and thresholded.settings["sample_max_value"] == 3.0
+    assert plain.settings["thresholding"] is False and "sample_max_value" not in plain.settings
+    # with sample_max_value 1 the threshold s is 1: exactly clipping to [-1, 1], as the plain DDIM's clip_sample
+    clip_only = pipe(thresholding=True, sample_max_value=1.0, **kwargs)
+    assert np.array_equal(pixels(clip_only.images), pixels(plain.images))
+    with pytest.raises(ValueError, match="dynamic_thresholding_ratio"):
+        pipe(thresholding=True, dynamic_thresholding_ratio=1.5, **kwargs)
+    with pytest.raises(ValueError, match="thresholding must be True or False"):
+        pipe(thresholding="yes", **kwargs)

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from uncond.unet import Conv2d, UNet, UNetConfig, timestep_embedding
+from uncond.blocks import timestep_embedding
+from uncond.unet import UNet, UNetConfig
 
 
 def tiny_config(**overrides) -> UNetConfig:
@@ -133,71 +134,3 @@ def test_fp16_save_loads_into_fp32(tmp_path):
 def test_missing_folder_raises():
     with pytest.raises(ValueError, match="neither a local folder nor a hub id"):
         UNet.from_pretrained("/no/such/folder/anywhere")
-
-
-# ---- the convolution that keeps its weight packed for oneDNN in CPU inference ----
-
-
-@pytest.mark.parametrize(
-    "batch, in_channels, out_channels, kernel, stride, padding, size",
-    [
-        (1, 3, 8, 3, 1, 1, 16),
-        (4, 16, 16, 3, 2, 1, 8),
-        (2, 16, 8, 1, 1, 0, 8),
-        (3, 8, 8, 3, 2, 0, 9),
-        (1, 32, 32, 3, 1, 1, 4),
-    ],
-)
-def test_packed_conv_computes_what_nn_conv2d_computes(batch, in_channels, out_channels, kernel, stride, padding, size):
-    from uncond.unet import Conv2d
-
-    torch.manual_seed(0)
-    conv = Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding)
-    x = torch.randn(batch, in_channels, size, size)
-    expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=stride, padding=padding)
-    with torch.inference_mode():
-        first, again = conv(x), conv(x)  # the second call reuses the packed weight
-    torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-5)
-    assert torch.equal(first, again)
-
-
-def test_packed_conv_sees_every_weight_change():
-    import copy
-
-    from uncond.unet import Conv2d
-
-    torch.manual_seed(0)
-    conv = Conv2d(4, 4, 3, padding=1)
-    x = torch.randn(2, 4, 6, 6)
-
-    def check():
-        with torch.no_grad():
-            torch.testing.assert_close(
-                conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5, rtol=1e-5
-            )
-
-    check()
-    with torch.no_grad():
-        conv.weight.mul_(2.0)  # an in-place update, as an optimizer or an EMA makes
-    check()
-    conv.load_state_dict({"weight": torch.randn(4, 4, 3, 3), "bias": torch.randn(4)})
-    check()
-    conv.weight.data = torch.randn(4, 4, 3, 3)  # new data under the same parameter
-    check()
-    conv.double().float()  # .to() round trip
-    check()
-    twin = copy.deepcopy(conv)  # copies start without the (uncopyable) packed weights
-    with torch.no_grad():
-        torch.testing.assert_close(twin(x), conv(x))
-    # with autograd on it is nn.Conv2d: gradients flow
-    conv(x).sum().backward()
-    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
-
-
-def test_packed_convolution_leaves_autocast_in_charge():
-    conv = Conv2d(4, 8, 3, padding=1).eval()
-    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert conv(x).dtype == torch.bfloat16  # bf16 as asked, not the float32 packed path
-        assert conv(x).dtype == torch.float32

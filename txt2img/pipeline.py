@@ -33,6 +33,7 @@ from txt2img.folder import (
 )
 from txt2img.guidance import check_guidance_args, guided_model_fn
 from txt2img.unet import TextUNet
+from uncond.checks import check_float
 from uncond.hub import local_folder
 from uncond.images import to_pil
 from uncond.pipeline import (
@@ -77,6 +78,19 @@ def repeat_embeddings(embeddings: TextEmbeddings, n: int) -> TextEmbeddings:
         embeddings.attention_mask.repeat_interleave(n, dim=0),
         [t for t in embeddings.truncated for _ in range(n)],
     )
+
+
+def threshold_options(thresholding, dynamic_thresholding_ratio, sample_max_value) -> dict:
+    """The scheduler settings of dynamic thresholding, checked; none when it is off (the scheduler's clipping)."""
+    if not isinstance(thresholding, bool):
+        raise ValueError(f"thresholding must be True or False, got {thresholding!r}")
+    if not thresholding:
+        return {}
+    return {
+        "thresholding": True,
+        "dynamic_thresholding_ratio": check_float("dynamic_thresholding_ratio", dynamic_thresholding_ratio, 0.5, 1.0),
+        "sample_max_value": check_float("sample_max_value", sample_max_value, 1.0, 100.0),
+    }
 
 
 def sample_images(
@@ -238,6 +252,9 @@ class TextToImagePipeline:
         guidance_rescale: float = 0.0,
         seed: int = 0,
         callback: Callback | None = None,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.5,
     ) -> Generator[Step | TextSampleOutput]:
         """Sample `num_images` images per prompt (prompt-major order), yielding each `Step`, the output last.
 
@@ -246,6 +263,9 @@ class TextToImagePipeline:
         1 conditional only (one pass per step, negative_prompt unused), > 1 guided. Prompts longer than the
         tokenizer's limit are truncated and flagged in `settings["truncated"]` and `warnings`.
         `callback(step, t, x_t, pred_original_sample)` may return True to stop; same seed, same noise.
+        thresholding: dynamic thresholding of the predicted x_0 (Saharia et al. 2022, section 2.3) in place of
+        clipping: s = the `dynamic_thresholding_ratio` quantile of |x_0| per image, kept in [1, sample_max_value],
+        and x_0 -> clip(x_0, -s, s) / s; DDPM, DDIM and DPM-Solver++ have it, Euler does not.
         """
         prompts, negatives = check_prompts(prompt, negative_prompt)
         num_train_timesteps = self.scheduler_config.get("num_train_timesteps", 1000)
@@ -253,6 +273,11 @@ class TextToImagePipeline:
             num_images, num_inference_steps, scheduler, eta, seed, num_train_timesteps
         )
         guidance_scale, guidance_rescale = check_guidance_args(guidance_scale, guidance_rescale)
+        sampler = make_scheduler(
+            scheduler,
+            self.scheduler_config,
+            **threshold_options(thresholding, dynamic_thresholding_ratio, sample_max_value),
+        )
         started = time.perf_counter()
         guided = guidance_scale != 1.0
         cond, uncond = self.encode(prompts, negatives, guided)
@@ -267,7 +292,7 @@ class TextToImagePipeline:
         )
         x_0, steps_done = yield from sampling_stream(
             model_fn,
-            make_scheduler(scheduler, self.scheduler_config),
+            sampler,
             (len(prompts) * num_images, channels, size, size),
             seed,
             self.device,
@@ -290,6 +315,12 @@ class TextToImagePipeline:
             steps=num_inference_steps,
             eta=eta,
             seed=seed,
+            thresholding=thresholding,
+            **(
+                {"dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
+                if thresholding
+                else {}
+            ),
         )
         settings["elapsed"] = round(elapsed, 3)
         yield TextSampleOutput(to_pil(x_0), seed, num_inference_steps, steps_done, elapsed, settings, warnings)

@@ -30,6 +30,7 @@ from txt2img.folder import CAPTIONS_NAME, TEXT_ENCODER_FOLDER, UNET_FOLDER, save
 from txt2img.pipeline import sample_images
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond import train_loop
+from uncond.images import save_grid
 from uncond.train import TrainConfig, UnconditionalTask, samples_path, scheduler_config, write_configs
 from uncond.train_config import config_from_args, training_parser
 from uncond.train_loop import CAPTION_STREAM, caption_lists, draw_captions, step_generator
@@ -98,8 +99,8 @@ class TextToImageTask(UnconditionalTask):
     def batch_captions(self, indices: torch.Tensor, generator: torch.Generator, step: int) -> list:
         """The global batch's captions: one drawn per image, each replaced by "" with probability p_uncond."""
         captions = draw_captions(self.caption_lists, indices, step_generator(self.config.seed, step, CAPTION_STREAM))
-        # drawn every step from the noise stream: it never depends on p_uncond, and one caption per image
-        # gives the very draws of the trainer that cached one embedding per caption
+        # the drops come from the step's own stream, drawn whatever p_uncond, where the trainer of one cached
+        # embedding per caption drew them: with one caption per image, the same drops and noise as it
         drop = torch.rand(len(indices), generator=generator) < self.config.p_uncond
         return ["" if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
 
@@ -131,8 +132,6 @@ class TextToImageTask(UnconditionalTask):
         images = sample_images(
             model, scheduler_config(config), cond, uncond, config.validation_guidance_scale, 50, "ddim", seed=0
         )
-        from uncond.pipeline import save_grid
-
         save_grid(images, samples_path(out_dir, step), columns=len(prompts))
 
     def save_model(self, out_dir: str, model, config: TextToImageTrainConfig) -> None:

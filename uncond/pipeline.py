@@ -144,14 +144,21 @@ def forward_diffuse(image, timestep: int, scheduler_config: dict, size: int, see
 
 
 def noise_schedule(scheduler_config: dict) -> dict:
-    """beta_t, alpha-bar_t and the noise level per training timestep, as plain lists for plotting."""
+    """beta_t, alpha-bar_t, the noise level, and alpha-bar_t rescaled to zero terminal SNR, per training timestep.
+
+    The rescale (Lin et al. 2024, Alg. 1) shifts and scales sqrt(alpha-bar_t) so that the last step is pure noise
+    (alpha-bar_T = 0): training then sees what sampling starts from. The shipped cosine schedule already ends at
+    alpha-bar_T = 2.4e-9, so its two curves overlap; a linear schedule's end, 4e-5, is where it matters.
+    """
     scheduler = DDPMScheduler.from_config(scheduler_config)
+    rescaled = DDPMScheduler.from_config({**scheduler_config, "rescale_betas_zero_snr": True})
     alphas_cumprod = scheduler.alphas_cumprod
     return {
         "t": list(range(len(alphas_cumprod))),
         "beta": scheduler.betas.tolist(),
         "alpha_bar": alphas_cumprod.tolist(),
         "noise_level": (1 - alphas_cumprod).sqrt().tolist(),  # std of the noise in x_t
+        "alpha_bar_zero_snr": rescaled.alphas_cumprod.tolist(),
     }
 
 

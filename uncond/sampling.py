@@ -59,16 +59,26 @@ class Step:
     pred_original_sample: torch.Tensor  # the step's estimate of x_0, for previews
 
 
-def make_scheduler(name: str, config: dict):
-    """A fresh sampler built from the training schedule's config: our DDPM or DDIM, or diffusers' DPM-Solver++ or Euler."""
+def make_scheduler(name: str, config: dict, **options):
+    """A fresh sampler built from the training schedule's config: our DDPM or DDIM, or diffusers' DPM-Solver++ or Euler.
+
+    `options` are sampling-time settings of the scheduler (thresholding, dynamic_thresholding_ratio, ...); one that
+    the named scheduler does not have is refused by name.
+    """
     if name in SCHEDULER_CLASSES:
-        return SCHEDULER_CLASSES[name].from_config(config)
-    if name in DIFFUSERS_SCHEDULERS:
+        cls, shared = SCHEDULER_CLASSES[name], dict(config)
+    elif name in DIFFUSERS_SCHEDULERS:
         import diffusers
 
         cls = getattr(diffusers, DIFFUSERS_SCHEDULERS[name])
-        return cls.from_config({k: v for k, v in config.items() if k in SHARED_SCHEDULE_KEYS})
-    raise ValueError(f"scheduler must be one of {sorted(SCHEDULER_NAMES)}, got {name!r}")
+        shared = {k: v for k, v in config.items() if k in SHARED_SCHEDULE_KEYS}
+    else:
+        raise ValueError(f"scheduler must be one of {sorted(SCHEDULER_NAMES)}, got {name!r}")
+    accepted = inspect.signature(cls.__init__).parameters
+    for option in options:
+        if option not in accepted:
+            raise ValueError(f"{option} is not available with the {name} scheduler")
+    return cls.from_config({**shared, **options})
 
 
 def initial_noise(shape: tuple, seed: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Generator]:

@@ -15,9 +15,7 @@ and popped, last first, by one resnet of the up path (channel concatenation).
 """
 
 import json
-import math
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -25,6 +23,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from uncond.blocks import (
+    AttentionBlock,
+    AttentionFactory,
+    DownBlock,
+    MidBlock,
+    TimestepEmbedding,
+    UpBlock,
+    timestep_embedding,
+)
+from uncond.conv import Conv2d
 from uncond.hub import CONFIG_NAME, resolve_model_dir
 
 WEIGHTS_NAME = "model.safetensors"
@@ -87,280 +95,6 @@ class UNetConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def timestep_embedding(
-    timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0
-) -> torch.Tensor:
-    """Sinusoidal embedding of (B,) timesteps to (B, dim) (Vaswani et al. 2017, sec. 3.5)."""
-    half = dim // 2
-    # frequencies 10000^(-i / (half - freq_shift)), i = 0..half-1
-    exponent = (
-        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / (half - freq_shift)
-    )
-    args = timesteps[:, None].float() * torch.exp(exponent)[None, :]  # (B, half)
-    if flip_sin_to_cos:
-        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    else:
-        emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
-    if dim % 2 == 1:
-        emb = F.pad(emb, (0, 1))
-    return emb
-
-
-# oneDNN's convolution on a weight reordered ahead of time (the kernel torch.compile's freezing emits on CPUs)
-PACKED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
-MAX_PACKED_SHAPES = 8  # input shapes whose packed weights a conv keeps (sampling uses one or two batch sizes)
-
-
-class Conv2d(nn.Conv2d):
-    """nn.Conv2d that, in CPU float32 inference, reorders its weight for oneDNN once instead of on every call.
-
-    The plain path reorders the weight into oneDNN's blocked layout on every call (or, at batch 1 on small
-    maps, falls back to a slower im2col kernel); for a 32x32 UNet that is a large share of a sampling step.
-    Here the reordered weight is kept per input shape until the weight changes (an in-place update bumps
-    its version; `.to()` and friends clear the cache), and the output comes back channels-last, which the
-    norms, activations and attention reshapes after it keep. With autograd on, on GPUs and in half
-    precision this is nn.Conv2d.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._packed = {}  # input shape -> weight in oneDNN's layout for it
-        self._packed_from = None  # (the weight's data, its version) the cache was built from
-
-    def _apply(self, fn, *args, **kwargs):
-        self._packed, self._packed_from = {}, None  # .to(device / dtype) gives the weight new data
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        # copies (deepcopy, pickle) start without the cache: oneDNN's layout cannot be copied, and it is rebuilt on use
-        return {**self.__dict__, "_packed": {}, "_packed_from": None}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._can_pack(x):
-            return super().forward(x)
-        args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self._packed_weight(x.shape, args), self.bias, *args, "none", [], ""
-        )
-
-    def _can_pack(self, x: torch.Tensor) -> bool:
-        """Whether this call takes the packed path: float32 inference (no autograd, no autocast) on a CPU with oneDNN, not under torch.compile."""
-        return (
-            PACKED_CONV
-            and torch.backends.mkldnn.enabled
-            and not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and self.padding_mode == "zeros"
-            and not torch.is_autocast_enabled("cpu")  # autocast asks for bf16 convolutions: nn.Conv2d honours it
-            and not torch.compiler.is_compiling()
-        )  # (the compiler emits its own oneDNN kernels)
-
-    def _packed_weight(self, shape: torch.Size, args: tuple) -> torch.Tensor:
-        """The weight in oneDNN's layout for inputs of `shape`; all are rebuilt once the weight has changed."""
-        weight, built_from = self.weight, self._packed_from
-        if (
-            built_from is None
-            or built_from[0].data_ptr() != weight.data_ptr()
-            or built_from[1] != weight._version
-            or len(self._packed) >= MAX_PACKED_SHAPES
-        ):
-            # holding the data the cache was built from keeps its address from going to a new weight
-            self._packed, self._packed_from = {}, (weight.data, weight._version)
-        if shape not in self._packed:
-            self._packed[shape] = torch.ops.mkldnn._reorder_convolution_weight(weight, *args, list(shape))
-        return self._packed[shape]
-
-
-class TimestepEmbedding(nn.Module):
-    """MLP on the sinusoidal embedding: Linear, SiLU, Linear."""
-
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.silu(self.linear_1(x)))
-
-
-class ResnetBlock(nn.Module):
-    """GroupNorm, SiLU, conv; add the projected time embedding; GroupNorm, SiLU, dropout, conv; plus a shortcut."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float, dropout: float
-    ):
-        super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
-        self.time_emb_proj = nn.Linear(temb_channels, out_channels)
-        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
-        # a 1x1 conv matches channel counts on the residual path when they differ
-        self.conv_shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def forward(self, x: torch.Tensor, temb_act: torch.Tensor) -> torch.Tensor:
-        """`temb_act` = SiLU(time embedding) (B, T), which every block projects: the UNet computes it once."""
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_emb_proj(temb_act)[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        if self.conv_shortcut is not None:
-            x = self.conv_shortcut(x)
-        return x + h
-
-
-class AttentionBlock(nn.Module):
-    """Multi-head self-attention over the H*W positions, with a GroupNorm in front and a residual."""
-
-    def __init__(self, channels: int, head_dim: int | None, groups: int, eps: float):
-        super().__init__()
-        self.heads = channels // head_dim if head_dim else 1
-        self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
-        self.to_q = nn.Linear(channels, channels)
-        self.to_k = nn.Linear(channels, channels)
-        self.to_v = nn.Linear(channels, channels)
-        self.to_out = nn.Linear(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, height, width = x.shape
-        h = self.group_norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
-        # (B, HW, C) -> (B, heads, HW, C / heads)
-        q, k, v = (
-            proj(h).unflatten(-1, (self.heads, -1)).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v)
-        )
-        h = F.scaled_dot_product_attention(q, k, v)
-        h = self.to_out(h.transpose(1, 2).flatten(2))  # (B, HW, C)
-        return x + h.transpose(1, 2).reshape(b, c, height, width)
-
-
-class Downsample(nn.Module):
-    """Halve the resolution with a stride-2 3x3 conv."""
-
-    def __init__(self, channels: int, padding: int = 1):
-        super().__init__()
-        self.padding = padding
-        self.conv = Conv2d(channels, channels, 3, stride=2, padding=padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding == 0:
-            x = F.pad(x, (0, 1, 0, 1))  # asymmetric "SAME" padding of the TensorFlow original
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Double the resolution: nearest-neighbour 2x, then a 3x3 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
-# A factory for the attention layer of a level: channels -> module, or None for no attention.
-# The unconditional UNet makes `AttentionBlock`s; txt2img's UNet makes transformer blocks
-# with cross-attention, and passes their extra inputs through `attn_kwargs`.
-AttentionFactory = Callable[[int], nn.Module]
-
-
-class DownBlock(nn.Module):
-    """One level of the down path: `num_layers` resnets (each followed by attention if any), then a downsample."""
-
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        temb_channels,
-        num_layers,
-        make_attention,
-        add_downsample,
-        groups,
-        eps,
-        dropout,
-        padding=1,
-    ):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            ResnetBlock(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps, dropout)
-            for i in range(num_layers)
-        )
-        self.attentions = (
-            nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
-        )
-        self.downsample = Downsample(out_channels, padding) if add_downsample else None
-
-    def forward(self, x, temb, attn_kwargs):
-        skips = []
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(x, temb)
-            if self.attentions is not None:
-                x = self.attentions[i](x, **attn_kwargs)
-            skips.append(x)
-        if self.downsample is not None:
-            x = self.downsample(x)
-            skips.append(x)
-        return x, skips
-
-
-class MidBlock(nn.Module):
-    """The bottleneck: resnet, attention, resnet at the lowest resolution."""
-
-    def __init__(self, channels, temb_channels, make_attention, groups, eps, dropout):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            ResnetBlock(channels, channels, temb_channels, groups, eps, dropout) for _ in range(2)
-        )
-        self.attentions = nn.ModuleList([make_attention(channels)]) if make_attention else None
-
-    def forward(self, x, temb, attn_kwargs):
-        x = self.resnets[0](x, temb)
-        if self.attentions is not None:
-            x = self.attentions[0](x, **attn_kwargs)
-        return self.resnets[1](x, temb)
-
-
-class UpBlock(nn.Module):
-    """One level of the up path: resnets over [x, skip] (each followed by attention if any), then an upsample."""
-
-    def __init__(
-        self,
-        in_channels,
-        skip_channels,
-        out_channels,
-        temb_channels,
-        num_layers,
-        make_attention,
-        add_upsample,
-        groups,
-        eps,
-        dropout,
-    ):
-        super().__init__()
-        resnets = []
-        for i in range(num_layers):
-            # the last resnet of a level eats the skip from the level above's downsample
-            res_skip = skip_channels if i == num_layers - 1 else out_channels
-            res_in = in_channels if i == 0 else out_channels
-            resnets.append(ResnetBlock(res_in + res_skip, out_channels, temb_channels, groups, eps, dropout))
-        self.resnets = nn.ModuleList(resnets)
-        self.attentions = (
-            nn.ModuleList(make_attention(out_channels) for _ in range(num_layers)) if make_attention else None
-        )
-        self.upsample = Upsample(out_channels) if add_upsample else None
-
-    def forward(self, x, skips, temb, attn_kwargs):
-        for i, resnet in enumerate(self.resnets):
-            x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
-            if self.attentions is not None:
-                x = self.attentions[i](x, **attn_kwargs)
-        if self.upsample is not None:
-            x = self.upsample(x)
-        return x
-
-
 class UNet(nn.Module):
     """UNet epsilon-model of DDPM (Ho et al. 2020): (x_t, t) -> model output of x_t's shape."""
 
@@ -417,6 +151,7 @@ class UNet(nn.Module):
             )
         self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=eps)
         self.conv_out = Conv2d(ch[0], config.out_channels, 3, padding=1)
+        self._pack_convolutions()  # for CPU inference (uncond/conv.py)
 
     def attention_factory(self, level: int | None) -> AttentionFactory | None:
         """The attention layer maker for a level (None: the mid block), or None where the level has none."""
@@ -455,6 +190,54 @@ class UNet(nn.Module):
         return self.conv_out(
             F.silu(self.conv_norm_out(x))
         ).contiguous()  # (B, C, H, W), whatever layout the convs chose
+
+    # ---- CPU inference: the convolutions are packed for oneDNN here, outside forward (uncond/conv.py) ----
+
+    def train(self, mode: bool = True) -> "UNet":
+        """Set train or eval mode, and pack every convolution whose pack no longer holds (an in-place update, e.g. an EMA step)."""
+        super().train(mode)
+        self._pack_convolutions()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)  # each Conv2d drops its pack: .to() may give its weight new data
+        self._pack_convolutions()
+        return self
+
+    def __setstate__(self, state):
+        super().__setstate__(state)  # copies (deepcopy, pickle) arrive unpacked
+        self._pack_convolutions()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._pack_convolutions()  # the packs were of the old weights
+        return result
+
+    def _pack_convolutions(self) -> None:
+        """Pack every convolution whose pack no longer holds (forward takes the packs with autograd off, in either mode)."""
+        for conv, input_size in self.conv_input_sizes().items():
+            if not conv.is_packed(input_size):
+                conv.pack(input_size)
+
+    def conv_input_sizes(self) -> dict[Conv2d, tuple[int, int]]:
+        """The (H, W) of every convolution's input as `forward` runs it: level l works on sample_size / 2**l maps."""
+        sizes = {}
+
+        def at(module: nn.Module, size: int) -> None:
+            sizes.update((conv, (size, size)) for conv in module.modules() if isinstance(conv, Conv2d))
+
+        top, levels = self.config.sample_size, len(self.down_blocks)
+        at(self, top)  # conv_in and conv_out; the blocks' convs are set below
+        for level, block in enumerate(self.down_blocks):
+            at(block, top // 2**level)
+            if block.downsample is not None and block.downsample.padding == 0:
+                at(block.downsample, top // 2**level + 1)  # padded right and bottom before its conv
+        at(self.mid_block, top // 2 ** (levels - 1))
+        for level, block in zip(reversed(range(levels)), self.up_blocks):
+            at(block, top // 2**level)
+            if block.upsample is not None:
+                at(block.upsample, top // 2 ** (level - 1))  # its conv runs after the 2x upsampling
+        return sizes
 
     # ---- saving and loading: config.json + safetensors, never pickles ----
 

@@ -36,6 +36,9 @@ class Prompt:
     prompt: str
     negative_prompt: str  # "" for the plain unconditional pass
     guidance_scale: float
+    thresholding: bool = False  # dynamic thresholding of x_0 (Imagen) in place of clipping
+    dynamic_thresholding_ratio: float = 0.995
+    sample_max_value: float = 1.5
 
 
 class Models:
@@ -80,6 +83,9 @@ class Models:
             eta=sampling.eta,
             guidance_scale=prompt.guidance_scale,
             seed=sampling.seed,
+            thresholding=prompt.thresholding,
+            dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
+            sample_max_value=prompt.sample_max_value,
         )
 
     def suggestions(self, prompt: str, k: int = 6) -> list[str]:
@@ -101,3 +107,19 @@ class Models:
     def noise_schedule(self, model: str) -> dict:
         """beta_t, alpha-bar_t and the noise level of the named model's schedule, for the plot."""
         return noise_schedule(self.schedule_of(model))
+
+
+def schedule_table(models: Models, model: str):
+    """The named model's noise schedule as a long table (t, value, curve) for gr.LinePlot."""
+    import pandas as pd
+
+    schedule = models.noise_schedule(model)
+    rows = []
+    for name, label in (
+        ("alpha_bar", "alpha-bar_t (signal kept)"),
+        ("noise_level", "sqrt(1 - alpha-bar_t) (noise std)"),
+        ("beta", "beta_t"),
+        ("alpha_bar_zero_snr", "alpha-bar_t rescaled to zero terminal SNR (Lin et al. 2024)"),
+    ):
+        rows += [{"t": t, "value": v, "curve": label} for t, v in zip(schedule["t"], schedule[name], strict=True)]
+    return pd.DataFrame(rows)

@@ -23,6 +23,8 @@ MODEL_FOLDERS = {
     "clip": ("CLIP text encoder", "python -m txt2img.train_clip --data data/emoji --out {folder}"),
 }
 
+MAX_UPLOAD = "5mb"  # any uploaded file (the PNG whose settings are restored, the picture of "How it works")
+
 
 # ---- device, precision and queue ----
 
@@ -124,3 +126,15 @@ def load_models(weights_dir: str, extra: list[str]) -> tuple[dict, object]:
         except (ValueError, OSError) as error:
             raise SystemExit(f"--uncond-model {name!r} could not be loaded: {error}") from None
     return models, load_txt2img(weights_dir, device, dtype)
+
+
+def launch_options(args) -> dict:
+    """How the app is served: loopback unless GRADIO_SERVER_NAME says otherwise, no public link unless --share,
+    uploads size-limited, no extra folders served (no allowed_paths)."""
+    return {
+        "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        "share": bool(args.share),
+        "max_file_size": MAX_UPLOAD,
+        "show_error": False,  # only gr.Error messages reach the page, never a stack trace
+    }
