@@ -262,3 +262,15 @@ def test_the_loop_keeps_x_t_and_t_on_the_samples_device(name):
     scheduler.set_timesteps(3)
     x_0, _ = sample(probe, scheduler, torch.zeros(1, 1, 2, 2, device="meta"), torch.Generator().manual_seed(0))
     assert seen == [("meta", "meta")] * 3 and x_0.device.type == "meta"
+
+
+def test_the_starting_noise_goes_to_the_device_and_is_float32_whatever_the_default_dtype():
+    assert initial_noise((1, 2), seed=0, device="meta")[0].device.type == "meta"  # meta: a GPU's stand-in
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # a caller's setting must not change the seed's numbers
+    try:
+        x_t, _ = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
+    finally:
+        torch.set_default_dtype(previous)
+    expected = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
+    assert torch.equal(x_t, expected.double())
