@@ -95,18 +95,18 @@ class Models:
     def has_captions(self) -> bool:
         return bool(self.txt2img.captions)
 
-    def schedule_of(self, model: str) -> dict:
-        """The named unconditional model's noise schedule (the default model's for an unknown name)."""
-        return self.uncond.get(model, self.uncond[self.default_uncond]).scheduler_config
+    def uncond_or_default(self, model: str) -> UnconditionalPipeline:
+        """The named unconditional model, or the default one for a name not in the list (How it works' picker)."""
+        return self.uncond.get(model, self.uncond[self.default_uncond])
 
     def forward_process(self, picture: Image.Image, timestep: int, model: str) -> Image.Image:
         """x_t of a picture at timestep t under the named model's noise schedule, at its resolution."""
-        pipe = self.uncond.get(model, self.uncond[self.default_uncond])
+        pipe = self.uncond_or_default(model)
         return forward_diffuse(picture, timestep, pipe.scheduler_config, pipe.unet.config.sample_size)
 
     def noise_schedule(self, model: str) -> dict:
         """beta_t, alpha-bar_t and the noise level of the named model's schedule, for the plot."""
-        return noise_schedule(self.schedule_of(model))
+        return noise_schedule(self.uncond_or_default(model).scheduler_config)
 
 
 def schedule_table(models: Models, model: str):
