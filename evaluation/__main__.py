@@ -3,6 +3,7 @@
     python -m evaluation uncond --model weights/uncond --clip weights/clip --data data/emoji32 --num-samples 1000 --out eval/uncond
     python -m evaluation txt2img --model weights/txt2img --clip weights/clip --data data/emoji --captions 200 \
         --guidance-scales 1 2 3 5 7 --out eval/txt2img
+    python -m evaluation natural --model weights/txt2img --clip weights/clip --data data/emoji-multi/32 --out eval/natural
 
 `evaluation/uncond.py` and `evaluation/txt2img.py` say what each measures.
 """
@@ -11,8 +12,10 @@ import argparse
 import os
 
 from evaluation.common import WEIGHTS
+from evaluation.natural import PROMPTS_FILE, evaluate_natural, markdown_table
 from evaluation.txt2img import GUIDANCE_SCALES, evaluate_txt2img
 from evaluation.uncond import MEMORISATION_THRESHOLD, SAMPLERS, evaluate_uncond
+from uncond.sampling import SCHEDULER_NAMES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -23,7 +26,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     txt2img = sub.add_parser(
         "txt2img", help="CLIP score and caption retrieval per guidance scale, held-out pairs apart"
     )
-    for p, data, model in ((uncond, "data/emoji32", "uncond"), (txt2img, "data/emoji", "txt2img")):
+    natural = sub.add_parser(
+        "natural",
+        help="natural prompts vs exact names, diversity and held-out style pairs, judged by CLIP and by pixels",
+    )
+    for p, data, model in (
+        (uncond, "data/emoji32", "uncond"),
+        (txt2img, "data/emoji", "txt2img"),
+        (natural, "data/emoji-multi/32", "txt2img"),
+    ):
         p.add_argument(
             "--model",
             default=os.path.join(WEIGHTS, model),
@@ -70,6 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar=("PERCENTILE", "MAX"),
         help="dynamic thresholding of x_0 (Imagen), e.g. 0.995 1.5 (default: the schedule's clipping)",
     )
+    natural.add_argument("--prompts", default=PROMPTS_FILE, help="natural prompts JSON (default: the shipped list)")
+    natural.add_argument("--num-images", type=int, default=4, help="seeds per prompt (diversity compares them)")
+    natural.add_argument("--guidance-scale", type=float, default=4.0)
+    natural.add_argument("--steps", type=int, default=25)
+    natural.add_argument("--scheduler", choices=list(SCHEDULER_NAMES), default="ddim")
+    natural.add_argument("--batch-size", type=int, default=128)
     return parser.parse_args(argv)
 
 
@@ -94,6 +111,16 @@ def main(argv=None) -> dict:
             threshold=args.memorisation_threshold,
             **common,
         )
+    elif args.task == "natural":
+        report = evaluate_natural(
+            prompts_file=args.prompts,
+            num_images=args.num_images,
+            guidance_scale=args.guidance_scale,
+            steps=args.steps,
+            scheduler=args.scheduler,
+            **common,
+        )
+        print(markdown_table(report))
     else:
         report = evaluate_txt2img(
             num_captions=args.captions,
