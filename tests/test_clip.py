@@ -17,6 +17,7 @@ from txt2img.train_clip import (
     CLIPTrainConfig,
     build_model,
     caption_matches,
+    caption_retrieval_accuracy,
     clip_loss,
     paired_retrieval_accuracy,
     save_clip,
@@ -227,6 +228,27 @@ def test_paired_retrieval_accuracy_known_answers():
     assert found["text_to_image_top1"] == pytest.approx(1 / 3) and found["text_to_image_top2"] == 1.0
     with pytest.raises(ValueError, match="similarity"):
         paired_retrieval_accuracy(torch.zeros(3, 4))
+
+
+def test_caption_retrieval_accuracy_with_repeated_captions():
+    # distinct captions, one per image: the paired metric
+    similarity = torch.tensor([[0.9, 0.95, 0.99], [0.1, 0.8, 0.0], [0.0, 0.0, 0.5]])
+    assert caption_retrieval_accuracy(similarity, [0, 1, 2], ks=(1, 2)) == paired_retrieval_accuracy(
+        similarity, ks=(1, 2)
+    )
+    # images 0 and 1 are one emoji in two styles (caption 0), image 2 is caption 1
+    similarity = torch.tensor([[0.9, 0.1], [0.2, 0.3], [0.95, 0.5]])  # (3 images, 2 captions)
+    found = caption_retrieval_accuracy(similarity, [0, 0, 1], ks=(1, 2))
+    assert found["image_to_text_top1"] == pytest.approx(1 / 3)  # only image 0 ranks its caption first
+    assert found["image_to_text_top2"] == 1.0
+    # caption 0's best image (0.9) is beaten by image 2 (0.95): second; caption 1 finds image 2 first
+    assert found["text_to_image_top1"] == 0.5 and found["text_to_image_top2"] == 1.0
+    assert found["chance_top1"] == 0.5
+    assert caption_retrieval_accuracy(torch.ones(3, 2), [0, 0, 1], ks=(1,))["text_to_image_top1"] == 0.0  # ties
+    with pytest.raises(ValueError, match="one caption index per image"):
+        caption_retrieval_accuracy(similarity, [0, 1])
+    with pytest.raises(ValueError, match="every caption column"):
+        caption_retrieval_accuracy(similarity, [0, 0, 0])
 
 
 def test_clip_loss():

@@ -11,8 +11,8 @@
    temperature s is learned and exp(s) is capped at 100 as in CLIP. Each step draws one caption per
    image from its list (`caption_lists`); a caption that also describes another image of the batch
    ("car" for a taxi and a police car) is masked out of that pair's logits (`clip_loss`).
-3. Retrieval accuracy over the whole data set with each image's primary caption (image -> text,
-   text -> image; top-1, top-5) is logged every `eval_every` steps and written to OUT/retrieval.json.
+3. Retrieval accuracy over the whole data set with each image's primary caption (image -> distinct caption,
+   caption -> any of its images; top-1, top-5) is logged every `eval_every` steps and written to OUT/retrieval.json.
 
 OUT is a `from_pretrained` folder: config.json + model.safetensors, the tokenizer files,
 preprocessor_config.json (pixels in [-1, 1]) and train_config.json. `txt2img.clip.TextEncoder`
@@ -186,6 +186,31 @@ def paired_retrieval_accuracy(similarity: torch.Tensor, ks: tuple = (1, 5)) -> d
     return metrics
 
 
+def caption_retrieval_accuracy(similarity: torch.Tensor, caption_of_image, ks: tuple = (1, 5)) -> dict:
+    """Top-k retrieval both ways when captions repeat: similarity (N images, D distinct captions), image i's caption
+    is `caption_of_image[i]`. Image to text ranks the D captions; text to image counts a caption right when its best
+    image among those it describes (one emoji in several styles) ranks in the top k of all N. Ties count against
+    the right answer. With N distinct captions, one per image, this is `paired_retrieval_accuracy`."""
+    targets = torch.as_tensor(caption_of_image, dtype=torch.long)
+    if similarity.ndim != 2 or targets.shape != (similarity.shape[0],):
+        raise ValueError(
+            f"caption_of_image must hold one caption index per image row, got {tuple(targets.shape)} for {tuple(similarity.shape)}"
+        )
+    if set(targets.tolist()) != set(range(similarity.shape[1])):
+        raise ValueError("every caption column must describe at least one image (caption_of_image covers 0..D-1)")
+    image_to_text = retrieval_accuracy(similarity, targets, ks)
+    per_text = similarity.t().double()  # (D, N)
+    right = targets[None, :] == torch.arange(per_text.shape[0])[:, None]  # (D, N): caption d describes image n
+    best_right = per_text.masked_fill(~right, float("-inf")).max(dim=1, keepdim=True).values  # (D, 1)
+    rank = ((per_text >= best_right) & ~right).sum(dim=1)  # wrong images scoring at least as high
+    metrics = {}
+    for k in ks:
+        metrics[f"image_to_text_top{k}"] = image_to_text[f"top{k}"]
+        metrics[f"text_to_image_top{k}"] = (rank < k).double().mean().item()
+        metrics[f"chance_top{k}"] = min(1.0, k / per_text.shape[0])
+    return metrics
+
+
 def to_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 images (B, C, H, W) -> float in [-1, 1] at `size` x `size`, RGB."""
     x = images.float() / 127.5 - 1.0
@@ -198,7 +223,7 @@ def to_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_retrieval(model, tokenizer, images: torch.Tensor, captions: list, batch_size: int = 256) -> dict:
-    """Retrieval accuracy of `model` over all pairs: uint8 `images` (N, C, H, W) against `captions`."""
+    """Retrieval accuracy of `model`: uint8 `images` (N, C, H, W) against their `captions`, each distinct one once."""
     was_training = model.training
     model.eval()
     image_embeds = torch.cat(
@@ -207,11 +232,13 @@ def evaluate_retrieval(model, tokenizer, images: torch.Tensor, captions: list, b
             for i in range(0, len(images), batch_size)
         ]
     )  # (N, P)
+    distinct = list(dict.fromkeys(captions))
     text_embeds = torch.cat(
-        [text_features(model, tokenizer, captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)]
-    )  # (N, P)
+        [text_features(model, tokenizer, distinct[i : i + batch_size]) for i in range(0, len(distinct), batch_size)]
+    )  # (D, P)
     model.train(was_training)
-    return paired_retrieval_accuracy(image_embeds @ text_embeds.t())
+    index = {caption: d for d, caption in enumerate(distinct)}
+    return caption_retrieval_accuracy(image_embeds @ text_embeds.t(), [index[c] for c in captions])
 
 
 def count_parameters(model) -> dict:
@@ -324,6 +351,7 @@ class CLIPTask(TrainingTask):
         self.metrics = {
             "step": step,
             "num_pairs": len(self.captions),
+            "num_captions": len(set(self.captions)),
             **evaluate_retrieval(model, self.tokenizer, self.images, self.captions),
             "logit_scale": model.logit_scale.exp().item(),
             "parameters": count_parameters(model),
