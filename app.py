@@ -33,7 +33,7 @@ from PIL import Image
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
 from uncond.settings import read_settings
 from webapp.checks import load_picture, page_errors, warn_without_letters
-from webapp.models import Models, Prompt, Sampling, schedule_table
+from webapp.models import ANY_STYLE, Models, Prompt, Sampling, schedule_table
 from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
 
@@ -86,6 +86,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 MODELS = Models.load(WEIGHTS_DIR, ARGS.uncond_model)  # or SystemExit naming the broken folder
+STYLE_CHOICES = MODELS.styles()  # {label: style}; empty for a model trained on one style
 CONCURRENCY, QUEUE_SIZE = queue_settings(MODELS.device)
 DEVICE_NOTE = device_note(MODELS.device, MODELS.dtype, CONCURRENCY, QUEUE_SIZE)
 RESULTS = ResultFolders(keep=KEEP_RESULTS)
@@ -106,7 +107,7 @@ def sampling_fields(scheduler, steps, eta, num_images, seed) -> Sampling:
     )
 
 
-def prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, ratio, max_value) -> Prompt:
+def prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, ratio, max_value, style) -> Prompt:
     """The Text to image tab's own controls, checked."""
     prompt = check_text("Prompt", prompt, MAX_PROMPT_CHARS)
     warn_without_letters("Prompt", prompt)
@@ -118,6 +119,7 @@ def prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, ratio, 
         thresholding=check_choice("Dynamic thresholding", thresholding, {True: True, False: False}),
         dynamic_thresholding_ratio=check_float("Thresholding percentile", ratio, 0.5, 1.0, parse_text=True),
         sample_max_value=check_float("Thresholding max", max_value, 1.0, 10.0, parse_text=True),
+        style=check_choice("Style", style, list(STYLE_CHOICES.values()) or [ANY_STYLE]),
     )
 
 
@@ -145,10 +147,11 @@ def generate_text_to_image(
     thresholding=False,
     threshold_ratio=0.995,
     threshold_max=1.5,
+    style=ANY_STYLE,
     progress=gr.Progress(),
 ):
     """Sample images for a prompt with classifier-free guidance, streaming predicted-x_0 previews."""
-    text = prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max)
+    text = prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max, style)
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
     events = MODELS.text_to_image(text, sampling)
     yield from stream_to_page(events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS)
@@ -278,6 +281,12 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
                     label="Closest captions the model was trained on (pick one to use it)",
                     visible=MODELS.has_captions(),
                 )
+                t_style = gr.Dropdown(
+                    list(STYLE_CHOICES.items()) or [("any style", ANY_STYLE)],
+                    value=ANY_STYLE,
+                    label="Style (added to the prompt)",
+                    visible=bool(STYLE_CHOICES),
+                )
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2, max_length=MAX_PROMPT_CHARS)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
                 with gr.Accordion("Dynamic thresholding (Imagen): for high guidance scales", open=False):
@@ -371,6 +380,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             t_thresholding,
             t_threshold_ratio,
             t_threshold_max,
+            t_style,
         ],
         t_outputs + [h_strip],
         api_name="text_to_image",

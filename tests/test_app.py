@@ -233,6 +233,28 @@ def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt
     )
 
 
+def test_the_style_picker_adds_the_styles_words_to_the_prompt(tiny_txt2img, monkeypatch):
+    monkeypatch.setattr(app, "STYLE_CHOICES", {"any style": "any", "OpenMoji line art": "openmoji-line"})
+    outputs = run_text_to_image("red heart", "", 3.0, "DDIM", 2, 0.0, 1, 0, False, 0.995, 1.5, "openmoji-line")
+    assert Image.open(outputs[-1][0][0][0]).text["prompt"] == "red heart, line art"  # as the training captions say it
+    outputs = run_text_to_image("red heart", "", 3.0, "DDIM", 2, 0.0, 1, 0, False, 0.995, 1.5, "any")
+    assert Image.open(outputs[-1][0][0][0]).text["prompt"] == "red heart"
+    with pytest.raises(gr.Error, match="Style must be one of any, openmoji-line, got 'fluent-3d'"):
+        run_text_to_image("red heart", "", 3.0, "DDIM", 2, 0.0, 1, 0, False, 0.995, 1.5, "fluent-3d")
+
+
+def test_the_styles_offered_are_those_the_model_was_trained_on(tiny_txt2img):
+    from webapp.models import styled
+
+    tiny_txt2img.captions = ["owl", "line art", "owl, line art", "3D"]
+    assert app.MODELS.styles() == {"any style": "any", "OpenMoji line art": "openmoji-line", "Fluent 3D": "fluent-3d"}
+    tiny_txt2img.captions = ["owl", "red heart"]
+    assert app.MODELS.styles() == {}  # one style only: no picker
+    assert (
+        styled("owl", "fluent-3d") == "owl, 3D" and styled(" ", "fluent-3d") == "3D" and styled("owl", "any") == "owl"
+    )
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -15,6 +15,7 @@ from PIL import Image
 
 from uncond.pipeline import SampleOutput, UnconditionalPipeline, forward_diffuse, noise_schedule
 from uncond.sampling import Step
+from uncond.sources import STYLES
 from webapp.startup import load_models
 
 
@@ -29,6 +30,25 @@ class Sampling:
     seed: int
 
 
+ANY_STYLE = "any"
+STYLE_LABELS = {
+    "noto": "Noto",
+    "twemoji": "Twemoji",
+    "openmoji": "OpenMoji",
+    "openmoji-line": "OpenMoji line art",
+    "fluent-flat": "Fluent flat",
+    "fluent-high-contrast": "Fluent high contrast",
+    "fluent-3d": "Fluent 3D",
+}
+
+
+def styled(prompt: str, style: str) -> str:
+    """The prompt with a style's words after it, as the training captions have them: ("owl", "openmoji-line") -> "owl, line art"."""
+    if style == ANY_STYLE:
+        return prompt
+    return f"{prompt}, {STYLES[style].words[0]}" if prompt.strip() else STYLES[style].words[0]
+
+
 @dataclass(frozen=True)
 class Prompt:
     """What the Text to image tab adds: the prompt, the negative prompt and the guidance scale."""
@@ -39,6 +59,7 @@ class Prompt:
     thresholding: bool = False  # dynamic thresholding of x_0 (Imagen) in place of clipping
     dynamic_thresholding_ratio: float = 0.995
     sample_max_value: float = 1.5
+    style: str = ANY_STYLE  # a style the model knows (`Models.styles`), added to the prompt in words
 
 
 class Models:
@@ -75,7 +96,7 @@ class Models:
     def text_to_image(self, prompt: Prompt, sampling: Sampling) -> Iterator[Step | SampleOutput]:
         """Samples for a prompt with classifier-free guidance, as a stream of steps ending in the output."""
         return self.txt2img.stream(
-            prompt=prompt.prompt,
+            prompt=styled(prompt.prompt, prompt.style),
             negative_prompt=prompt.negative_prompt or None,
             num_images=sampling.num_images,
             num_inference_steps=sampling.steps,
@@ -91,6 +112,12 @@ class Models:
     def suggestions(self, prompt: str, k: int = 6) -> list[str]:
         """The training captions closest to a prompt, so a person learns the model's vocabulary."""
         return self.txt2img.closest_captions(prompt, k=k)
+
+    def styles(self) -> dict[str, str]:
+        """{label: style} of the styles the text-to-image model was trained on (its captions name them), "any" first."""
+        captions = set(self.txt2img.captions)
+        known = {STYLE_LABELS.get(name, name): name for name, s in STYLES.items() if s.words[0] in captions}
+        return {"any style": ANY_STYLE, **known} if known else {}
 
     def has_captions(self) -> bool:
         return bool(self.txt2img.captions)
