@@ -274,3 +274,58 @@ def test_the_starting_noise_goes_to_the_device_and_is_float32_whatever_the_defau
         torch.set_default_dtype(previous)
     expected = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
     assert torch.equal(x_t, expected.double())
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler"])
+def test_a_run_from_a_tail_of_the_timesteps_takes_x_t_as_it_is(name):
+    # image to image starts part-way: the textbook loop over the tail, without the init_noise_sigma scaling
+    scheduler = make_scheduler(name, SCHEDULE)
+    scheduler.set_timesteps(8)
+    tail = scheduler.timesteps[3:]
+    x_t = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    expected = x_t
+    for t in tail:
+        expected = scheduler.step(toy_model(scheduler.scale_model_input(expected, t), t), t, expected).prev_sample
+    scheduler.set_timesteps(8)
+    steps = list(denoise(toy_model, scheduler, x_t, timesteps=tail))
+    assert [s.timestep for s in steps] == [int(t) for t in tail]
+    assert torch.equal(steps[-1].x_t, expected)
+    scheduler.set_timesteps(8)
+    full = sample(toy_model, scheduler, x_t, timesteps=scheduler.timesteps)  # the whole list: the plain loop
+    scheduler.set_timesteps(8)
+    assert torch.equal(full[0], sample(toy_model, scheduler, x_t)[0])
+
+
+def test_a_hook_changes_the_sample_the_next_step_and_the_stream_see():
+    scheduler = make_scheduler("ddim", SCHEDULE)
+    scheduler.set_timesteps(4)
+    x_t = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    seen_by_model = []
+
+    def model(x, t):
+        seen_by_model.append(x.clone())
+        return toy_model(x, t)
+
+    calls = []
+
+    def hook(i, t, prev_sample):
+        calls.append((i, t))
+        return torch.zeros_like(prev_sample)
+
+    steps = list(denoise(model, scheduler, x_t, hook=hook))
+    assert calls == [(i, int(t)) for i, t in enumerate(scheduler.timesteps)]
+    assert all(torch.equal(s.x_t, torch.zeros(1, 3, 4, 4)) for s in steps)
+    assert all(torch.equal(x, torch.zeros(1, 3, 4, 4)) for x in seen_by_model[1:])
+
+
+def test_a_run_may_revisit_timesteps():
+    # RePaint's jumps: a timestep stepped from twice gets the same coefficients both times
+    scheduler = make_scheduler("ddim", SCHEDULE)
+    scheduler.set_timesteps(5)
+    t = scheduler.timesteps
+    run = torch.stack([t[0], t[1], t[1], t[2]])
+    x_t = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    steps = list(denoise(toy_model, scheduler, x_t, timesteps=run))
+    assert [s.timestep for s in steps] == [int(v) for v in run]
+    again = scheduler.step(toy_model(steps[0].x_t, t[1]), t[1], steps[0].x_t).prev_sample
+    assert torch.equal(steps[1].x_t, again)

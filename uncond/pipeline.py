@@ -19,16 +19,19 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int
+from uncond.edit import INPAINT_SCHEDULERS, Edit, edit_stream, prepare_edit
 from uncond.images import from_pil, to_pil
+from uncond.noise import check_variation, starting_noise
+from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
 from uncond.sampling import (
     SCHEDULER_NAMES,
     Callback,
     ModelFn,
     Step,
     denoise,
-    initial_noise,
     make_scheduler,
     run_to_end,
     unet_model_fn,
@@ -45,7 +48,9 @@ class SampleOutput:
 
     images: list  # PIL images
     seed: int
-    num_inference_steps: int
+    num_inference_steps: (
+        int  # the model steps the loop was to run (from a picture: strength's share, RePaint's revisits)
+    )
     steps_done: int  # fewer than num_inference_steps when the caller stopped the loop
     elapsed: float  # seconds
     settings: dict = field(default_factory=dict)
@@ -104,12 +109,33 @@ def default_device() -> torch.device:
 
 
 def sampling_stream(
-    model_fn: ModelFn, scheduler, shape: tuple, seed: int, device, num_inference_steps: int, callback=None, **options
+    model_fn: ModelFn,
+    scheduler,
+    shape: tuple,
+    seed: int,
+    device,
+    num_inference_steps: int,
+    callback=None,
+    *,
+    variation_seed: int | None = None,
+    variation_strength: float = 0.0,
+    edit: Edit | None = None,
+    **options,
 ):
-    """The scheduler set to its steps, x_T drawn from `seed`, then `denoise`: yields its steps, returns (x_0, steps)."""
+    """The scheduler set to its steps, x_T drawn from `seed` (moved towards `variation_seed`'s), then the loop, from
+    noise (`denoise`) or from a picture (`uncond.edit.edit_stream`): yields its steps, returns (x_0, steps done)."""
     scheduler.set_timesteps(num_inference_steps)
-    x_t, generator = initial_noise(shape, seed, device)  # float32 whatever the UNet's dtype
+    x_t, generator = starting_noise(shape, seed, device, variation_seed, variation_strength)  # float32 always
+    if edit is not None:
+        return (yield from edit_stream(model_fn, scheduler, edit, x_t, generator, callback, **options))
     return (yield from denoise(model_fn, scheduler, x_t, generator, callback, **options))
+
+
+def check_edit_scheduler(edit: Edit | None, scheduler: str) -> None:
+    """Inpainting goes back up the chain, which DDPM and DDIM allow (their step depends on t alone); multistep
+    DPM-Solver++ and Euler's sigmas do not, so a mask with them is refused by name."""
+    if edit is not None and edit.mask is not None and scheduler not in INPAINT_SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(INPAINT_SCHEDULERS)} with a mask, got {scheduler!r}.")
 
 
 def sample_images(
@@ -173,6 +199,18 @@ def describe(pipe, **settings) -> dict:
     }
 
 
+def edit_settings(edit: Edit | None, variation_seed: int | None, variation_strength: float) -> dict:
+    """What a picture to start from, a mask or a variation adds to a result's settings (nothing when unused)."""
+    settings = {}
+    if variation_seed is not None and variation_strength > 0:
+        settings.update(variation_seed=variation_seed, variation_strength=variation_strength)
+    if edit is not None:
+        settings["strength"] = edit.strength
+        if edit.mask is not None:
+            settings.update(inpainting=True, jump_length=edit.jump_length, jump_n_sample=edit.jump_n_sample)
+    return settings
+
+
 class UnconditionalPipeline:
     """A trained UNet plus its training noise schedule; call it to sample images."""
 
@@ -211,18 +249,32 @@ class UnconditionalPipeline:
         eta: float = 0.0,
         seed: int = 0,
         callback: Callback | None = None,
+        image: Image.Image | None = None,
+        strength: float | None = None,
+        mask=None,
+        jump_length: int = DEFAULT_JUMP_LENGTH,
+        jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE,
+        variation_seed: int | None = None,
+        variation_strength: float = 0.0,
     ) -> Generator[Step | SampleOutput]:
         """Sample images, yielding a `Step` after each denoising step and the `SampleOutput` last; same seed, same images.
 
         `callback(step, t, x_t, pred_original_sample)` returning True stops after that step (the output then holds
         the estimate of x_0 so far); closing the generator stops it with no output.
+        image: start from this picture (SDEdit, `uncond.edit`), noised to `strength` (default 0.8); with a `mask`
+        (white where to fill, the picture's size) inpaint it instead (RePaint, `uncond.repaint`; ddpm or ddim;
+        strength default 1), jumping back `jump_length` steps for `jump_n_sample` passes.
+        variation_seed, variation_strength: x_T moved that far towards another seed's (`uncond.noise`).
         """
         num_train_timesteps = self.scheduler_config.get("num_train_timesteps", 1000)
         num_images, num_inference_steps, eta, seed = check_sampling_args(
             num_images, num_inference_steps, scheduler, eta, seed, num_train_timesteps
         )
-        started = time.perf_counter()
+        variation_seed, variation_strength = check_variation(variation_seed, variation_strength)
         size, channels = self.unet.config.sample_size, self.unet.config.in_channels
+        edit = prepare_edit(image, size, channels, strength, mask, jump_length, jump_n_sample)
+        check_edit_scheduler(edit, scheduler)
+        started = time.perf_counter()
         x_0, steps_done = yield from sampling_stream(
             unet_model_fn(self.unet),
             make_scheduler(scheduler, self.scheduler_config),
@@ -231,12 +283,17 @@ class UnconditionalPipeline:
             self.device,
             num_inference_steps,
             callback,
+            variation_seed=variation_seed,
+            variation_strength=variation_strength,
+            edit=edit,
             eta=eta,
         )
         elapsed = time.perf_counter() - started
         settings = describe(self, scheduler=scheduler, steps=num_inference_steps, eta=eta, seed=seed)
+        settings.update(edit_settings(edit, variation_seed, variation_strength))
         settings["elapsed"] = round(elapsed, 3)
-        yield SampleOutput(to_pil(x_0), seed, num_inference_steps, steps_done, elapsed, settings)
+        planned = num_inference_steps if edit is None else edit.planned_steps(num_inference_steps)
+        yield SampleOutput(to_pil(x_0), seed, planned, steps_done, elapsed, settings)
 
     def __call__(self, **kwargs) -> SampleOutput:
         """Sample images: `stream` run to its end (the same arguments)."""

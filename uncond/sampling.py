@@ -47,6 +47,8 @@ SHARED_SCHEDULE_KEYS = (
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # callback(step, timestep, x_t, pred_original_sample) -> truthy to stop the loop after this step
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], bool | None]
+# hook(step, timestep, prev_sample) -> the sample the loop goes on from (RePaint: the known region pasted in)
+Hook = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -118,7 +120,15 @@ def predicted_x0(step_output, x_t: torch.Tensor) -> torch.Tensor:
 
 
 def denoise(
-    model_fn: ModelFn, scheduler, x_t: torch.Tensor, generator=None, callback: Callback | None = None, **options
+    model_fn: ModelFn,
+    scheduler,
+    x_t: torch.Tensor,
+    generator=None,
+    callback: Callback | None = None,
+    *,
+    timesteps=None,
+    hook: Hook | None = None,
+    **options,
 ) -> Generator[Step, None, tuple[torch.Tensor, int]]:
     """Run the reverse process from x_T = `x_t`, yielding each step; returns (x_0, steps done).
 
@@ -126,19 +136,27 @@ def denoise(
     `options` go to the scheduler's `step` where it takes them (`step_kwargs`): eta for DDIM, for instance.
     `callback(step, timestep, x_t, pred_original_sample)` returning True stops the loop after that step; the best
     estimate of x_0 is then the step's `pred_original_sample`.
+    `timesteps`: the timesteps to step from, in order (default `scheduler.timesteps`, all of them): a tail of them
+    starts part-way (image to image), and DDPM and DDIM, whose step depends on t alone, may revisit timesteps
+    (RePaint's jumps). A run that starts at the schedule's first timestep takes `x_t` as x_T ~ N(0, I) and scales it
+    by `init_noise_sigma`; one that starts later takes `x_t` at that timestep's noise level as it is (`add_noise`'s).
+    `hook(step, timestep, prev_sample) -> x_t` may change the sample after each step (RePaint pastes the known
+    region); the step yielded and the next step see what it returns.
     """
     extra = step_kwargs(scheduler, generator=generator, **options)
-    timesteps = scheduler.timesteps.to(x_t.device, non_blocking=True)  # once, not a host-to-device copy per step
-    x_t = x_t * scheduler.init_noise_sigma  # 1 for DDPM/DDIM; sigma_max for Euler
-    for i, t in enumerate(scheduler.timesteps):
+    run = scheduler.timesteps if timesteps is None else torch.as_tensor(timesteps)
+    on_device = run.to(x_t.device, non_blocking=True)  # once, not a host-to-device copy per step
+    if timesteps is None or (len(run) and int(run[0]) == int(scheduler.timesteps[0])):
+        x_t = x_t * scheduler.init_noise_sigma  # 1 for DDPM/DDIM; sigma_max for Euler
+    for i, t in enumerate(run):
         model_input = scheduler.scale_model_input(x_t, t)  # the identity for DDPM/DDIM
-        out = scheduler.step(model_fn(model_input, timesteps[i]), t, x_t, **extra)
-        x_t = out.prev_sample
+        out = scheduler.step(model_fn(model_input, on_device[i]), t, x_t, **extra)
+        x_t = out.prev_sample if hook is None else hook(i, int(t), out.prev_sample)
         step = Step(i, int(t), x_t, predicted_x0(out, x_t))
         yield step
         if callback is not None and callback(i, step.timestep, x_t, step.pred_original_sample):
             return step.pred_original_sample, i + 1
-    return x_t, len(scheduler.timesteps)
+    return x_t, len(run)
 
 
 # Inference mode for each resumption of the generator (torch wraps a generator function step by step, so the caller's
