@@ -21,6 +21,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 
 from txt2img.clip import TextEmbeddings, TextEncoder
 from txt2img.folder import (
@@ -35,18 +36,23 @@ from txt2img.guidance import check_guidance_args, guided_model_fn
 from txt2img.unet import TextUNet
 from uncond.captions import CaptionIndex
 from uncond.checks import check_float
+from uncond.edit import prepare_edit
 from uncond.hub import local_folder
 from uncond.images import to_pil
+from uncond.noise import check_variation
 from uncond.pipeline import (
     SCHEDULER_CONFIG_NAME,
     SampleOutput,
+    check_edit_scheduler,
     check_sampling_args,
     default_device,
     describe,
+    edit_settings,
     prepare_for_sampling,
     read_scheduler_config,
     sampling_stream,
 )
+from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
 from uncond.sampling import Callback, Step, make_scheduler, run_to_end
 
 
@@ -70,6 +76,13 @@ def check_prompts(prompt, negative_prompt) -> tuple[list, list]:
             f"negative_prompt must be None, a string, or a list of {len(prompts)} strings (one per prompt), got {negative_prompt!r}"
         )
     return list(prompts), negatives
+
+
+def check_embeddings(name: str, embeddings, rows: int) -> TextEmbeddings:
+    """`TextEmbeddings` with one row per prompt, else a ValueError naming the argument."""
+    if not isinstance(embeddings, TextEmbeddings) or embeddings.hidden_states.shape[0] != rows:
+        raise ValueError(f"{name} must be TextEmbeddings with {rows} row(s), one per prompt")
+    return embeddings
 
 
 def repeat_embeddings(embeddings: TextEmbeddings, n: int) -> TextEmbeddings:
@@ -217,8 +230,20 @@ class TextToImagePipeline:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def encode(self, prompts: list, negatives: list, guided: bool) -> tuple[TextEmbeddings, TextEmbeddings | None]:
-        """The prompts' embeddings and (when guided) the negative prompts', in one text-encoder call."""
+    def encode(
+        self, prompts: list, negatives: list, guided: bool, prompt_embeds=None, negative_prompt_embeds=None
+    ) -> tuple[TextEmbeddings, TextEmbeddings | None]:
+        """The prompts' embeddings and (when guided) the negative prompts', in one text-encoder call; embeddings
+        handed in (`prompt_embeds`, `negative_prompt_embeds`, one row per prompt) are taken as they are."""
+        if prompt_embeds is not None:
+            check_embeddings("prompt_embeds", prompt_embeds, len(prompts))
+            if not guided:
+                return prompt_embeds, None
+            if negative_prompt_embeds is None:
+                return prompt_embeds, self.text_encoder.encode(negatives)
+            return prompt_embeds, check_embeddings("negative_prompt_embeds", negative_prompt_embeds, len(prompts))
+        if negative_prompt_embeds is not None:
+            raise ValueError("negative_prompt_embeds needs prompt_embeds: give both, or the prompts as text")
         embeddings = self.text_encoder.encode(prompts + negatives if guided else prompts)
         p = len(prompts)
         cond = TextEmbeddings(embeddings.hidden_states[:p], embeddings.attention_mask[:p], embeddings.truncated[:p])
@@ -259,6 +284,15 @@ class TextToImagePipeline:
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.5,
+        image: Image.Image | None = None,
+        strength: float | None = None,
+        mask=None,
+        jump_length: int = DEFAULT_JUMP_LENGTH,
+        jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE,
+        variation_seed: int | None = None,
+        variation_strength: float = 0.0,
+        prompt_embeds: TextEmbeddings | None = None,
+        negative_prompt_embeds: TextEmbeddings | None = None,
     ) -> Generator[Step | TextSampleOutput]:
         """Sample `num_images` images per prompt (prompt-major order), yielding each `Step`, the output last.
 
@@ -270,6 +304,10 @@ class TextToImagePipeline:
         thresholding: dynamic thresholding of the predicted x_0 (Saharia et al. 2022, section 2.3) in place of
         clipping: s = the `dynamic_thresholding_ratio` quantile of |x_0| per image, kept in [1, sample_max_value],
         and x_0 -> clip(x_0, -s, s) / s; DDPM, DDIM and DPM-Solver++ have it, Euler does not.
+        image, strength, mask, jump_length, jump_n_sample, variation_seed, variation_strength: as the unconditional
+        pipeline's (image to image, inpainting, variations). prompt_embeds, negative_prompt_embeds (diffusers' names):
+        the embeddings to condition on in place of encoding the prompts (`prompt` then only labels the settings),
+        one row per prompt; interpolation between prompts hands in mixed ones (`txt2img.interpolate`).
         """
         prompts, negatives = check_prompts(prompt, negative_prompt)
         num_train_timesteps = self.scheduler_config.get("num_train_timesteps", 1000)
@@ -277,6 +315,10 @@ class TextToImagePipeline:
             num_images, num_inference_steps, scheduler, eta, seed, num_train_timesteps
         )
         guidance_scale, guidance_rescale = check_guidance_args(guidance_scale, guidance_rescale)
+        variation_seed, variation_strength = check_variation(variation_seed, variation_strength)
+        size, channels = self.unet.config.sample_size, self.unet.config.in_channels
+        edit = prepare_edit(image, size, channels, strength, mask, jump_length, jump_n_sample)
+        check_edit_scheduler(edit, scheduler)
         sampler = make_scheduler(
             scheduler,
             self.scheduler_config,
@@ -284,9 +326,8 @@ class TextToImagePipeline:
         )
         started = time.perf_counter()
         guided = guidance_scale != 1.0
-        cond, uncond = self.encode(prompts, negatives, guided)
+        cond, uncond = self.encode(prompts, negatives, guided, prompt_embeds, negative_prompt_embeds)
         warnings = self.warnings(prompts, negatives, cond, uncond, negative_prompt)
-        size, channels = self.unet.config.sample_size, self.unet.config.in_channels
         model_fn = guided_model_fn(
             self.unet,
             repeat_embeddings(cond, num_images),
@@ -302,6 +343,9 @@ class TextToImagePipeline:
             self.device,
             num_inference_steps,
             callback,
+            variation_seed=variation_seed,
+            variation_strength=variation_strength,
+            edit=edit,
             eta=eta,
             # DDIM, when guided: eps from the clipped x_0 (as improved-diffusion's DDIM always does); the guided
             # output extrapolates far past the data range, and an unclipped eps would carry back what clip_sample removed
@@ -326,8 +370,10 @@ class TextToImagePipeline:
                 else {}
             ),
         )
+        settings.update(edit_settings(edit, variation_seed, variation_strength))
         settings["elapsed"] = round(elapsed, 3)
-        yield TextSampleOutput(to_pil(x_0), seed, num_inference_steps, steps_done, elapsed, settings, warnings)
+        planned = num_inference_steps if edit is None else edit.planned_steps(num_inference_steps)
+        yield TextSampleOutput(to_pil(x_0), seed, planned, steps_done, elapsed, settings, warnings)
 
     def __call__(self, prompt="", **kwargs) -> TextSampleOutput:
         """Sample images for a prompt: `stream` run to its end (the same arguments)."""

@@ -1,4 +1,4 @@
-"""Tensors <-> pictures: (B, C, H, W) in [-1, 1] to PIL images and back, and sample grids."""
+"""Tensors <-> pictures: (B, C, H, W) in [-1, 1] to PIL images and back, sample grids, animations."""
 
 import os
 
@@ -39,3 +39,29 @@ def save_grid(images: list, path: str, columns: int | None = None) -> None:
         grid.paste(image.convert("RGB"), ((i % columns) * width, (i // columns) * height))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     grid.save(path)
+
+
+ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
+
+
+def save_animation(images: list, path: str, duration_ms: int = 150, scale: int = 1, boomerang: bool = False) -> None:
+    """Frames as one looping animated GIF or WebP (by `path`'s extension), each enlarged `scale` times (nearest).
+
+    boomerang: play forward then back (without repeating the end frames), so the loop has no jump.
+    """
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in ANIMATION_FORMATS:
+        raise ValueError(f"path must end in {' or '.join(ANIMATION_FORMATS)}, got {path!r}")
+    if not images:
+        raise ValueError("images must hold at least one frame")
+    frames = [image.convert("RGB") for image in images]
+    if scale > 1:
+        frames = [f.resize((f.width * scale, f.height * scale), Image.Resampling.NEAREST) for f in frames]
+    if boomerang and len(frames) > 2:
+        frames = frames + frames[-2:0:-1]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    options = {"lossless": True} if extension == ".webp" else {"disposal": 1}
+    frames[0].save(
+        path, format=ANIMATION_FORMATS[extension], save_all=True, append_images=frames[1:], duration=duration_ms,
+        loop=0, **options
+    )  # fmt: skip
