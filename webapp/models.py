@@ -3,6 +3,12 @@
     models = Models.load("weights", extra_uncond=[])   # or SystemExit naming the folder at fault
     for event in models.unconditional("emoji (shipped)", Sampling("ddim", 50, 1.0, 4, 0)):
         ...  # a uncond.sampling.Step after each step, then the SampleOutput
+    models.text_to_image(Prompt("red heart", "", 4.0), sampling, StartPicture(sketch, strength=0.7))  # from a picture
+    models.unconditional(model, sampling, StartPicture(picture, mask=mask))                          # inpainting
+    models.text_to_image(prompt, sampling, variation=Variation(seed=7, strength=0.2))                # a variation
+    models.seed_strip(sampling, other_seed=1, num_frames=8, prompt=prompt)      # frames, one SampleOutput each
+    models.prompt_strip(prompt, "blue heart", 8, sampling)
+    models.comparison((5, 10, 25, 50), seed=0, prompt=prompt)                   # (row, column, SampleOutput) cells
 
 The page checks its fields (`app.py`) and hands over these dataclasses; everything that touches a model is here.
 """
@@ -13,7 +19,10 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from txt2img.interpolate import interpolate_prompts
+from uncond.explore import SAMPLERS, Sampler, comparison_cells, interpolate_seeds
 from uncond.pipeline import SampleOutput, UnconditionalPipeline, forward_diffuse, noise_schedule
+from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
 from uncond.sampling import Step
 from uncond.sources import STYLES
 from webapp.startup import load_models
@@ -62,6 +71,64 @@ class Prompt:
     style: str = ANY_STYLE  # a style the model knows (`Models.styles`), added to the prompt in words
 
 
+@dataclass(frozen=True)
+class StartPicture:
+    """A picture to start from (image to image, SDEdit) and, for inpainting (RePaint), the region to fill."""
+
+    picture: Image.Image  # any mode and size: on white, centre-cropped, resized to the model's resolution
+    strength: float | None = None  # 0 keeps the picture, 1 ignores it; None: 0.8, or 1 with a mask
+    mask: Image.Image | None = None  # the picture's size: white (or painted, on a transparent layer) where to fill
+    jump_length: int = DEFAULT_JUMP_LENGTH
+    jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE
+
+
+@dataclass(frozen=True)
+class Variation:
+    """A variation of a seed's picture: x_T moved `strength` of the way (0 to 1) towards `seed`'s."""
+
+    seed: int
+    strength: float
+
+
+def sampling_kwargs(sampling: Sampling) -> dict:
+    """The pipelines' keyword arguments for the shared sampling settings."""
+    return dict(
+        num_images=sampling.num_images,
+        num_inference_steps=sampling.steps,
+        scheduler=sampling.scheduler,
+        eta=sampling.eta,
+        seed=sampling.seed,
+    )
+
+
+def prompt_kwargs(prompt: Prompt) -> dict:
+    """The text-to-image pipeline's keyword arguments for the Text to image tab's settings (style words added)."""
+    return dict(
+        prompt=styled(prompt.prompt, prompt.style),
+        negative_prompt=prompt.negative_prompt or None,
+        guidance_scale=prompt.guidance_scale,
+        thresholding=prompt.thresholding,
+        dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
+        sample_max_value=prompt.sample_max_value,
+    )
+
+
+def edit_kwargs(start: StartPicture | None, variation: Variation | None) -> dict:
+    """The pipelines' keyword arguments for a picture to start from and a variation (none for a plain call)."""
+    kwargs = {}
+    if start is not None:
+        kwargs.update(
+            image=start.picture,
+            strength=start.strength,
+            mask=start.mask,
+            jump_length=start.jump_length,
+            jump_n_sample=start.jump_n_sample,
+        )
+    if variation is not None:
+        kwargs.update(variation_seed=variation.seed, variation_strength=variation.strength)
+    return kwargs
+
+
 class Models:
     """The unconditional models (by name) and the text-to-image pipeline, on one device in one dtype."""
 
@@ -83,31 +150,69 @@ class Models:
     def dtype(self) -> torch.dtype:
         return self.uncond[self.default_uncond].dtype
 
-    def unconditional(self, model: str, sampling: Sampling) -> Iterator[Step | SampleOutput]:
-        """Unconditional samples of the named model, as a stream of steps ending in the output."""
-        return self.uncond[model].stream(
-            num_images=sampling.num_images,
-            num_inference_steps=sampling.steps,
-            scheduler=sampling.scheduler,
-            eta=sampling.eta,
-            seed=sampling.seed,
+    def unconditional(
+        self, model: str, sampling: Sampling, start: StartPicture | None = None, variation: Variation | None = None
+    ) -> Iterator[Step | SampleOutput]:
+        """Unconditional samples of the named model (from a picture, inpainted, varied), as a stream of steps ending
+        in the output."""
+        return self.uncond[model].stream(**sampling_kwargs(sampling), **edit_kwargs(start, variation))
+
+    def text_to_image(
+        self, prompt: Prompt, sampling: Sampling, start: StartPicture | None = None, variation: Variation | None = None
+    ) -> Iterator[Step | SampleOutput]:
+        """Samples for a prompt with classifier-free guidance (from a picture, inpainted, varied), as a stream of
+        steps ending in the output."""
+        return self.txt2img.stream(
+            **prompt_kwargs(prompt), **sampling_kwargs(sampling), **edit_kwargs(start, variation)
         )
 
-    def text_to_image(self, prompt: Prompt, sampling: Sampling) -> Iterator[Step | SampleOutput]:
-        """Samples for a prompt with classifier-free guidance, as a stream of steps ending in the output."""
-        return self.txt2img.stream(
-            prompt=styled(prompt.prompt, prompt.style),
-            negative_prompt=prompt.negative_prompt or None,
-            num_images=sampling.num_images,
-            num_inference_steps=sampling.steps,
-            scheduler=sampling.scheduler,
-            eta=sampling.eta,
-            guidance_scale=prompt.guidance_scale,
-            seed=sampling.seed,
-            thresholding=prompt.thresholding,
-            dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
-            sample_max_value=prompt.sample_max_value,
+    def pipeline_and_kwargs(self, model: str | None, prompt: Prompt | None) -> tuple[object, dict]:
+        """The text-to-image pipeline and a prompt's settings, or the named unconditional model and none."""
+        if prompt is not None:
+            return self.txt2img, prompt_kwargs(prompt)
+        return self.uncond_or_default(model), {}
+
+    def seed_strip(
+        self,
+        sampling: Sampling,
+        other_seed: int,
+        num_frames: int,
+        model: str | None = None,
+        prompt: Prompt | None = None,
+    ) -> Iterator[SampleOutput]:
+        """`num_frames` images from `sampling.seed`'s noise to `other_seed`'s (slerp), one by one: with a prompt
+        from the text-to-image model, else from the named unconditional one. The ends are the two plain generations."""
+        pipe, kwargs = self.pipeline_and_kwargs(model, prompt)
+        settings = {k: v for k, v in sampling_kwargs(sampling).items() if k not in ("seed", "num_images")}
+        return interpolate_seeds(pipe, sampling.seed, other_seed, num_frames, **settings, **kwargs)
+
+    def prompt_strip(
+        self, prompt: Prompt, other_prompt: str, num_frames: int, sampling: Sampling
+    ) -> Iterator[SampleOutput]:
+        """`num_frames` images of one seed from `prompt` to `other_prompt` (the text embeddings interpolated)."""
+        kwargs = prompt_kwargs(prompt)
+        settings = {k: v for k, v in sampling_kwargs(sampling).items() if k != "num_images"}
+        return interpolate_prompts(
+            self.txt2img,
+            kwargs.pop("prompt"),
+            styled(other_prompt, prompt.style),
+            num_frames,
+            **kwargs,
+            **settings,
         )
+
+    def comparison(
+        self,
+        steps: tuple[int, ...],
+        seed: int,
+        model: str | None = None,
+        prompt: Prompt | None = None,
+        samplers: tuple[Sampler, ...] = SAMPLERS,
+    ) -> Iterator[tuple[int, int, SampleOutput]]:
+        """The comparison grid's cells (row, column, output) as each is done: a row per sampler (DDPM, DDIM eta 0
+        and 1, DPM-Solver++, Euler), a column per step count, one image of `seed` each, with its time (`elapsed`)."""
+        pipe, kwargs = self.pipeline_and_kwargs(model, prompt)
+        return comparison_cells(pipe, samplers, steps, seed=seed, **kwargs)
 
     def suggestions(self, prompt: str, k: int = 6) -> list[str]:
         """The training captions closest to a prompt, so a person learns the model's vocabulary."""
