@@ -81,3 +81,16 @@ def test_the_comparison_cells(models):
     assert [(r, c) for r, c, _ in cells] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     single = last(models.text_to_image(PROMPT, Sampling("euler", 3, 0.0, 1, 3)))
     assert np.array_equal(pixels(cells[3][2]), pixels(single)) and cells[3][2].elapsed > 0
+
+
+def test_painted_layers_become_the_mask():
+    from webapp.checks import painted_mask
+
+    first, second = Image.new("RGBA", (8, 6), (0, 0, 0, 0)), Image.new("RGBA", (8, 6), (0, 0, 0, 0))
+    first.paste((255, 0, 0, 255), (0, 0, 2, 2))
+    second.paste((0, 0, 0, 40), (6, 4, 8, 6))  # a faint stroke still counts
+    mask = np.asarray(painted_mask([first, None, second], (8, 6)))
+    assert mask.shape == (6, 8) and mask.sum() == 8 * 255 and mask[0, 0] == 255 and mask[5, 7] == 255
+    assert painted_mask([], (8, 6)) is None and painted_mask(None, (8, 6)) is None
+    with pytest.raises(ValueError, match="Mask must be painted on the picture"):
+        painted_mask([Image.new("RGBA", (4, 4))], (8, 6))

@@ -2,7 +2,8 @@
 
 The field checks themselves are `uncond.checks` (one set for the project), called with the field's label; the
 handlers get the values as sent (preprocess=False), so these checks are the only ones, for the page and for API
-callers alike. Uploaded pictures are checked before their pixels are decoded.
+callers alike. Uploaded pictures are checked before their pixels are decoded; masks painted on an image editor
+become the pipelines' masks (`painted_mask`).
 """
 
 import functools
@@ -59,3 +60,26 @@ def load_picture(path: str, max_side: int) -> Image.Image:
     if kind not in ("PNG", "JPEG", "WEBP", "GIF"):
         raise ValueError(f"Picture must be a PNG, JPEG, WebP or GIF image, got {kind}.")
     raise ValueError(f"Picture must be at most {max_side} pixels a side, got {size[0]}x{size[1]}.")
+
+
+def painted_mask(layers: list, size: tuple[int, int]) -> Image.Image | None:
+    """What a person painted on an image editor's layers (gr.ImageEditor's `layers`, RGBA, transparent where not
+    painted) as the pipelines' mask: an L image of the picture's `size`, white where painted; None if no layer.
+
+    Any opaque stroke counts, whatever its colour. Layers of another size than the picture are refused (the
+    strokes would land elsewhere); an empty or full mask is for the pipelines to refuse, by the name `mask`.
+    """
+    layers = [layer for layer in layers or [] if layer is not None]
+    if not layers:
+        return None
+    mask = Image.new("L", size, 0)
+    for layer in layers:
+        if not isinstance(layer, Image.Image):
+            raise ValueError(f"Mask layers must be pictures, got {type(layer).__name__}.")
+        if layer.size != size:
+            raise ValueError(
+                f"Mask must be painted on the picture ({size[0]}x{size[1]}), got {layer.size[0]}x{layer.size[1]}."
+            )
+        alpha = layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0)
+        mask.paste(255, mask=alpha)
+    return mask
