@@ -36,7 +36,7 @@ from txt2img.guidance import check_guidance_args, guided_model_fn
 from txt2img.unet import TextUNet
 from uncond.captions import CaptionIndex
 from uncond.checks import check_float
-from uncond.edit import prepare_edit
+from uncond.edit import Mask, prepare_edit
 from uncond.hub import local_folder
 from uncond.images import to_pil
 from uncond.noise import check_variation
@@ -286,7 +286,7 @@ class TextToImagePipeline:
         sample_max_value: float = 1.5,
         image: Image.Image | None = None,
         strength: float | None = None,
-        mask=None,
+        mask: Mask | None = None,
         jump_length: int = DEFAULT_JUMP_LENGTH,
         jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE,
         variation_seed: int | None = None,

@@ -33,6 +33,7 @@ from uncond.repaint import (
 )
 from uncond.sampling import Callback, ModelFn, denoise
 
+Mask = Image.Image | np.ndarray | torch.Tensor  # white / True where the model fills, the picture's size
 IMAGE_TO_IMAGE_STRENGTH = 0.8  # diffusers' img2img default; inpainting's is 1 (the masked region from noise)
 INPAINT_SCHEDULERS = ("ddpm", "ddim")  # whose step depends on t alone, so the chain may go back up
 
@@ -68,7 +69,7 @@ def fit_picture(image: Image.Image, size: int) -> Image.Image:
     return image.crop(centre_square(image.size)).resize((size, size), Image.Resampling.BICUBIC)
 
 
-def mask_array(mask, size: tuple[int, int]) -> np.ndarray:
+def mask_array(mask: Mask, size: tuple[int, int]) -> np.ndarray:
     """A mask as a (height, width) bool array, True where to fill; it must have the picture's `size` (width, height).
 
     A PIL mask is white where to fill; with transparency (an editor's paint layer) painted, i.e. opaque, pixels are.
@@ -94,7 +95,7 @@ def mask_array(mask, size: tuple[int, int]) -> np.ndarray:
     return marked
 
 
-def fit_mask(mask, picture_size: tuple[int, int], size: int) -> torch.Tensor:
+def fit_mask(mask: Mask, picture_size: tuple[int, int], size: int) -> torch.Tensor:
     """The mask at the model's resolution, (1, 1, size, size) float 1 where to fill; ValueError if empty or full."""
     marked = mask_array(mask, picture_size)
     if not marked.any():
@@ -134,7 +135,7 @@ def prepare_edit(
     size: int,
     channels: int,
     strength: float | None = None,
-    mask=None,
+    mask: Mask | None = None,
     jump_length: int = DEFAULT_JUMP_LENGTH,
     jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE,
 ) -> Edit | None:

@@ -7,9 +7,12 @@
     for event in pipe.stream(num_images=4, num_inference_steps=50, seed=0):
         ...  # a `uncond.sampling.Step` after each denoising step, then the `SampleOutput`
 
-The loop itself is `uncond.sampling.denoise`; this module builds its inputs (the scheduler, x_T, the model function)
-and turns x_0 into pictures. "How it works" also finds here what training shows the network (`forward_diffuse`)
-and the schedule's curves (`noise_schedule`).
+    pipe(image=picture, strength=0.6)   # from a picture (uncond/edit.py); with mask=... inpainting (uncond/repaint.py)
+    pipe(seed=0, variation_seed=1, variation_strength=0.2)   # a variation (uncond/noise.py)
+
+The loop itself is `uncond.sampling.denoise`; this module builds its inputs (the scheduler, x_T, the model function,
+a picture to start from) and turns x_0 into pictures. "How it works" also finds here what training shows the
+network (`forward_diffuse`) and the schedule's curves (`noise_schedule`).
 """
 
 import json
@@ -22,7 +25,7 @@ import torch
 from PIL import Image
 
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int
-from uncond.edit import INPAINT_SCHEDULERS, Edit, edit_stream, prepare_edit
+from uncond.edit import INPAINT_SCHEDULERS, Edit, Mask, edit_stream, prepare_edit
 from uncond.images import from_pil, to_pil
 from uncond.noise import check_variation, starting_noise
 from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
@@ -251,7 +254,7 @@ class UnconditionalPipeline:
         callback: Callback | None = None,
         image: Image.Image | None = None,
         strength: float | None = None,
-        mask=None,
+        mask: Mask | None = None,
         jump_length: int = DEFAULT_JUMP_LENGTH,
         jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE,
         variation_seed: int | None = None,
