@@ -156,6 +156,7 @@ def test_a_mask_outside_the_square_the_model_sees_is_refused():
     ({"image": "picture.png"}, "image"),
     ({"image": Image.new("RGB", (0, 4))}, "image"),
     ({"mask": mask_of()}, "mask needs an image"),
+    ({"strength": 0.5}, "strength needs an image"),
     ({"image": Image.new("RGB", (8, 8)), "strength": 1.5}, "strength"),
     ({"image": Image.new("RGB", (8, 8)), "strength": "0.5"}, "strength"),
     ({"image": Image.new("RGB", (SIZE, SIZE)), "mask": mask_of(), "scheduler": "euler"}, "scheduler"),

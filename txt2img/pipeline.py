@@ -3,6 +3,7 @@
     pipe = TextToImagePipeline.from_pretrained("weights/txt2img")
     result = pipe(prompt="red heart", num_images=4, guidance_scale=5.0, seed=0)
     result.images  # list of PIL images; result.settings, result.warnings
+    pipe("red heart", image=sketch, strength=0.6)  # from a picture; mask=..., variation_seed=...: as uncond's pipeline
 
 The loop is `uncond.sampling.denoise`, the same as the unconditional pipeline's; what text brings is the model
 function, `txt2img.guidance.guided_model_fn` (classifier-free guidance, both halves in one batched UNet call).

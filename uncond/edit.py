@@ -146,6 +146,8 @@ def prepare_edit(
     if image is None:
         if mask is not None:
             raise ValueError("mask needs an image: the picture whose masked region is filled.")
+        if strength is not None:
+            raise ValueError("strength needs an image: the picture to start from.")
         return None
     fitted = fit_picture(image, size)
     fitted_mask = None if mask is None else fit_mask(mask, image.size, size)
