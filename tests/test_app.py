@@ -343,6 +343,21 @@ def test_suggestions_are_the_closest_training_captions(tiny_txt2img, monkeypatch
     assert "blue" in update["choices"] and len(update["choices"]) == 4
 
 
+def test_suggestions_search_typed_text_then_the_nearest_names(tiny_txt2img, monkeypatch, tmp_path):
+    captions = ["cat face", "a cat face", "gato", "red heart", "corazón rojo", "rocket"]
+    monkeypatch.setattr(tiny_txt2img, "captions", captions)
+    monkeypatch.setattr(tiny_txt2img, "names", ["cat face", "red heart", "rocket"])
+    assert tiny_txt2img.closest_captions("corazon", k=1) == ["corazón rojo"]  # accents aside, any language
+    nearest = tiny_txt2img.closest_captions("zzz", k=3)  # nothing holds it: the names nearest in text space
+    assert sorted(nearest) == ["cat face", "red heart", "rocket"]
+    # names.json and captions.json are read back from a folder
+    tiny_txt2img.save_pretrained(str(tmp_path))
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    (tmp_path / "names.json").write_text(json.dumps(["rocket"]))
+    loaded = type(tiny_txt2img).from_pretrained(str(tmp_path))
+    assert loaded.captions == captions and loaded.names == ["rocket"]
+
+
 def test_dynamic_thresholding_reaches_the_scheduler_and_euler_refuses_it(monkeypatch):
     seen = {}
     original = app.MODELS.txt2img.stream

@@ -184,6 +184,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(encoder, tmp_path):
     assert json.load(open(tmp_path / "resumed" / "pipeline.json"))["text_encoder"] == "tiny"
     assert not (tmp_path / "resumed" / "text_encoder").exists()
     assert "grün" in json.load(open(tmp_path / "resumed" / "captions.json"))  # every caption of every list
+    names = json.load(open(tmp_path / "resumed" / "names.json"))  # the primary captions, for suggestions
+    assert "grün" not in names and names == sorted(set(names))
     saved = json.load(open(tmp_path / "resumed" / "train_config.json"))
     assert saved["p_uncond"] == 0.5 and saved["validation_prompts"] == ["red", "blue"] and saved["clip"] == "tiny"
 

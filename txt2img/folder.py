@@ -4,6 +4,7 @@ unet/                   TextUNet.save_pretrained (config.json + model.safetensor
 text_encoder/           a CLIP folder: tokenizer files + CLIPTextModel (config.json + model.safetensors)
 scheduler_config.json   the training noise schedule
 captions.json           the training captions (for the app's suggestions), optional
+names.json              the emoji names among them (the suggestions' nearest neighbours in text space), optional
 pipeline.json           {"text_encoder": "text_encoder"}, or a path / hub id used instead of a copy,
                         e.g. {"text_encoder": "openai/clip-vit-base-patch32"}
 """
@@ -17,6 +18,7 @@ from txt2img.clip import TextEncoder
 PIPELINE_CONFIG_NAME = "pipeline.json"
 UNET_FOLDER = "unet"
 CAPTIONS_NAME = "captions.json"  # the training captions, written by txt2img.train
+NAMES_NAME = "names.json"  # the images' primary captions (CLDR names), written by txt2img.train
 TEXT_ENCODER_FOLDER = "text_encoder"
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 from txt2img.clip import TextEmbeddings, TextEncoder
 from txt2img.folder import (
     CAPTIONS_NAME,
+    NAMES_NAME,
     TEXT_ENCODER_FOLDER,
     UNET_FOLDER,
     save_text_encoder,
@@ -147,6 +148,15 @@ class TextSampleOutput(SampleOutput):
     warnings: list = field(default_factory=list)
 
 
+def read_json_list(directory: str, file: str) -> list | None:
+    """A JSON list file of a model folder, or None where there is none."""
+    path = os.path.join(directory, file)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 class TextToImagePipeline:
     """A text-conditional UNet, its frozen CLIP text encoder and the training noise schedule; call it with a prompt."""
 
@@ -157,6 +167,7 @@ class TextToImagePipeline:
         scheduler_config: dict,
         name: str = "txt2img",
         captions: list | None = None,
+        names: list | None = None,
     ):
         if unet.config.cross_attention_dim != text_encoder.hidden_size:
             raise ValueError(
@@ -167,8 +178,10 @@ class TextToImagePipeline:
         self.scheduler_config = dict(scheduler_config)
         self.name = name
         self.captions = list(captions or [])  # the training captions, if the model folder lists them
+        self.names = list(names or [])  # the emoji names among them, if listed: the text-space neighbours
         self._caption_features = None
         self._caption_index = None
+        self._neighbours = []
 
     @classmethod
     def from_pretrained(
@@ -184,13 +197,10 @@ class TextToImagePipeline:
         device = device or default_device()
         unet = TextUNet.from_pretrained(directory, subfolder=UNET_FOLDER)
         text_encoder = TextEncoder.from_pretrained(text_encoder_location(directory), device=device)
-        captions = None
-        if os.path.isfile(os.path.join(directory, CAPTIONS_NAME)):
-            with open(os.path.join(directory, CAPTIONS_NAME)) as f:
-                captions = json.load(f)
+        captions, names = (read_json_list(directory, file) for file in (CAPTIONS_NAME, NAMES_NAME))
         unet.to(device=device, dtype=dtype or torch.float32)
         name = os.path.basename(os.path.normpath(str(path_or_hub_id)))
-        return cls(unet, text_encoder, scheduler_config, name=name, captions=captions)
+        return cls(unet, text_encoder, scheduler_config, name=name, captions=captions, names=names)
 
     def save_pretrained(
         self, directory: str, text_encoder_reference: str | None = None, dtype: torch.dtype | None = None
@@ -207,20 +217,21 @@ class TextToImagePipeline:
     def closest_captions(self, prompt: str, k: int = 5) -> list:
         """Up to `k` training captions for `prompt`, the model's vocabulary, for suggestions: those holding what
         is typed (any language, accents ignored: `uncond.captions.CaptionIndex`) first, then the nearest in the
-        text encoder's space (for words no caption holds: "kitty" -> "cat face")."""
+        text encoder's space among the emoji names (`names.json`; else among all captions): "kitty" -> "cat face"."""
         if not self.captions or not isinstance(prompt, str) or not prompt.strip():
             return []
         if self._caption_index is None:  # once, on first use (the app warms it up in the background)
             self._caption_index = CaptionIndex(self.captions)
-            # about 120k short captions of the multi-style data: seconds on two CPU cores
+            # a few thousand names: about a second; encoding all ~110k captions would take minutes on a CPU
+            self._neighbours = self.names or self.captions
             self._caption_features = torch.cat(
-                [self.text_encoder.pooled(self.captions[i : i + 512]) for i in range(0, len(self.captions), 512)]
+                [self.text_encoder.pooled(self._neighbours[i : i + 512]) for i in range(0, len(self._neighbours), 512)]
             )
         literal = self._caption_index.search(prompt, k)
         if len(literal) >= k:
             return literal
         similarity = self._caption_features @ self.text_encoder.pooled([prompt])[0]  # (N,) cosine in [-1, 1]
-        nearest = [self.captions[i] for i in similarity.topk(min(2 * k, len(self.captions))).indices.tolist()]
+        nearest = [self._neighbours[i] for i in similarity.topk(min(2 * k, len(self._neighbours))).indices.tolist()]
         return list(dict.fromkeys(literal + nearest))[:k]
 
     @property

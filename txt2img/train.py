@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 import torch
 
 from txt2img.clip import TextEmbeddings, TextEncoder
-from txt2img.folder import CAPTIONS_NAME, TEXT_ENCODER_FOLDER, UNET_FOLDER, save_text_encoder, write_pipeline_config
+from txt2img.folder import (
+    CAPTIONS_NAME,
+    NAMES_NAME,
+    TEXT_ENCODER_FOLDER,
+    UNET_FOLDER,
+    save_text_encoder,
+    write_pipeline_config,
+)
 from txt2img.pipeline import sample_images
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond import train_loop
@@ -140,6 +147,8 @@ class TextToImageTask(UnconditionalTask):
         write_configs(out_dir, config)
         with open(os.path.join(out_dir, CAPTIONS_NAME), "w") as f:  # the vocabulary the app suggests from
             json.dump(sorted({c for captions in self.caption_lists for c in captions}), f, ensure_ascii=False, indent=0)
+        with open(os.path.join(out_dir, NAMES_NAME), "w") as f:  # the suggestions' text-space neighbours
+            json.dump(sorted(set(self.dataset.captions)), f, ensure_ascii=False, indent=0)
         if is_local(config.clip):
             if not os.path.isfile(os.path.join(out_dir, TEXT_ENCODER_FOLDER, "config.json")):  # frozen: one copy
                 save_text_encoder(self.text_encoder, os.path.join(out_dir, TEXT_ENCODER_FOLDER))
