@@ -274,10 +274,11 @@ def markdown_table(report: dict) -> str:
     lines = ["| measure | " + " | ".join(judges) + " | target |", "| --- |" + " --- |" * (len(judges) + 1)]
     for label, values, target in rows:
         cells = ["-" if v is None else f"{100 * v:.1f}%" if label != "natural / exact" else f"{v:.2f}" for v in values]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'' if target is None else target} |")
+        shown = "" if target is None else f"{target:.2f}" if label == "natural / exact" else f">= {100 * target:.0f}%"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {shown} |")
     d = report["diversity"]
     lines.append(
-        f"| diversity, seeds / real styles (CLIP; pixels) | {d['cosine']['ratio']}; {d['rms']['ratio']} | | {TARGETS['diversity_ratio']} |"
+        f"| diversity, seeds / real styles (CLIP; pixels) | {d['cosine']['ratio']}; {d['rms']['ratio']} | | >= {TARGETS['diversity_ratio']} |"
     )
     return "\n".join(lines)
 
