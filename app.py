@@ -36,10 +36,21 @@ from webapp.checks import load_picture, page_errors, warn_without_letters
 from webapp.models import ANY_STYLE, Models, Prompt, Sampling, schedule_table
 from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
+from webapp.texts import CREDITS, DESCRIPTION
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEIGHTS_DIR = os.path.abspath(os.environ.get("EMOJI_WEIGHTS_DIR", os.path.join(HERE, "weights")))
-PROMPT_EXAMPLES = ["red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun"]
+# what the retrained model draws well: a name, a keyword, two other languages, a style (README, Natural prompts)
+PROMPT_EXAMPLES = [
+    "red heart",
+    "undead",
+    "anxious face",
+    "corazón rojo",
+    "赤いハート",
+    "猫",
+    "red heart, line art",
+    "cat face, 3D",
+]
 EXAMPLES_DIR = os.path.join(HERE, "assets", "examples")
 MAX_STEPS = 1000
 MAX_IMAGES = 16
@@ -57,15 +68,6 @@ SCHEDULER_CHOICES = {
     "DPM-Solver++ (diffusers)": ("dpm++", 20),
     "Euler (diffusers)": ("euler", 30),
 }
-
-DESCRIPTION = """# Emoji from noise
-A small diffusion model, written from scratch, turns random noise into emoji in a few dozen steps.
-**DDPM** removes the noise in up to 1000 small random steps; **DDIM** takes bigger steps, so 50 are enough: deterministic with eta 0, with fresh noise at each step (like DDPM) with eta 1.
-Both are written from scratch here; **DPM-Solver++** and **Euler** are diffusers' samplers driven by the same loop.
-"""
-CREDITS = """**Credits.** The shipped models were trained on emoji rendered from Noto Color Emoji (Google, SIL Open Font
-License 1.1). The project's data set builder also renders Twemoji (Twitter, CC BY 4.0), OpenMoji (CC BY-SA 4.0) and
-Microsoft's Fluent Emoji (MIT); the README's Credits section lists every set, its licence and attribution."""
 
 
 def parse_args(argv=None):
