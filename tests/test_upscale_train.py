@@ -129,3 +129,12 @@ def test_a_data_set_of_another_size_is_refused():
 
     with pytest.raises(ValueError, match="image_size"):
         make_upscale_task("", TinyData(pictures(2, 16)))(tiny_train_config())
+
+
+def test_the_cpu_config_trains_the_default_stage():
+    from uncond.train_config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = load_config(os.path.join(root, "configs", "upscale_cpu128.json"), UpscaleTrainConfig)
+    assert config.unet_config() == UpscaleTrainConfig().unet_config()
+    assert (config.image_size, config.crop_size, config.batch_size, config.scale_factor) == (128, 64, 32, 4)

@@ -12,12 +12,14 @@ DDPM loss of `uncond.train` (eps or v), the loop `uncond.train_loop` (AdamW, EMA
 The network is fully convolutional with no attention (`UPSCALE_UNET`), so the model trained on 64 px crops samples
 the whole 128 px picture. Its size was chosen by FLOPs (torch.utils.flop_counter, forward pass) to cost a base step:
 the base UNet on 64 images of 32 px is 48.8 GFLOP; this UNet on 32 crops of 64 px (the same 65,536 pixels) is
-43.7 GFLOP (channels 16-32-64-128, two resnets per level, 3.5M parameters; 21.8 GFLOP per 128 px forward at
-batch 4). Measured training steps, bf16 autocast, one thread, nice 19 on the project's shared 2-core machine (CPU
-seconds per step, median of 3 after a warm-up, alternating in one process): base UNet, 64 x 32 px: 1.31 s; this UNet,
-32 x 64 px crops: 1.26 s (0.96x); channels 32-64-128 with one resnet per level (the issue's 2.5M measurement):
-1.06 s at 16 crops, 2.20 s at 32 crops. Through this module's task and loop (cropping, Lanczos, augmentation,
-AdamW, EMA): see README "The cascade".
+43.7 GFLOP (channels 16-32-64-128, two resnets per level, 3.5M parameters; 21.8 GFLOP per 128 px forward at batch 4).
+Channels 32-64-128 with one resnet per level (the issue's 2.5M-parameter measurement) are 92.6 GFLOP at 32 crops.
+
+Measured (bf16 autocast, one thread, nice 19 on the project's shared 2-core machine at a load of 5-6; CPU seconds
+per optimiser step, median of 4 after the first, the two runs alternating in one process): through the tasks and
+the shared loop (batch, cropping, Lanczos, augmentation, AdamW, EMA) with `configs/uncond_cpu32.json` and
+`configs/upscale_cpu128.json`, the base step (64 x 32 px) took 1.39 s and this step (32 crops of 64 px) 1.35 s
+(0.97x). The bare UNets alone: 1.31 s against 1.26 s; channels 32-64-128 x 1: 1.06 s at 16 crops, 2.20 s at 32.
 
 `OUT/` holds the latest EMA model as an `UpscalePipeline` folder: config.json, model.safetensors,
 scheduler_config.json, upscale_config.json, train_config.json; `OUT/samples/` a grid (bicubic, ours, real) every
