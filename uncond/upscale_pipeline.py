@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from PIL import Image
@@ -251,3 +251,46 @@ def upscale_images(
     x_0, _ = run_to_end(stream)
     unet.train(was_training)
     return x_0
+
+
+# ---- the cascade: a base pipeline's output, then this stage ----
+
+
+def merge_outputs(base: SampleOutput, upscaled: SampleOutput) -> SampleOutput:
+    """The base output (its type, seed, steps, warnings) with the upsampled images and both stages' settings."""
+    elapsed = base.elapsed + upscaled.elapsed
+    settings = {
+        **base.settings,
+        **upscaled.settings,
+        "base_size": base.settings.get("size"),
+        "elapsed": round(elapsed, 3),
+    }
+    settings["upscale_steps_done"] = upscaled.steps_done
+    return replace(base, images=upscaled.images, elapsed=elapsed, settings=settings)
+
+
+def cascade_stream(base_events, upscaler: "UpscalePipeline", **options) -> Generator[Step | SampleOutput]:
+    """A base pipeline's stream, then the upsampler's on its images (same seed): both stages' `Step`s (32 px, then
+    128 px x_t), and last the merged output. A base run stopped early is returned as it is, not upsampled."""
+    base = None
+    for event in base_events:
+        if isinstance(event, SampleOutput):
+            base = event
+        else:
+            yield event
+    if base is None:
+        return
+    if base.stopped:
+        yield base
+        return
+    for event in upscaler.stream(base.images, seed=base.seed, **options):
+        if isinstance(event, SampleOutput):
+            yield merge_outputs(base, event)
+        else:
+            yield event
+
+
+def upscale_result(base: SampleOutput, upscaler: "UpscalePipeline", **options) -> SampleOutput:
+    """A base pipeline's output upsampled (`cascade_stream` run to its end)."""
+    *_, result = cascade_stream([base], upscaler, **options)
+    return result

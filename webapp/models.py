@@ -3,10 +3,13 @@
     models = Models.load("weights", extra_uncond=[])   # or SystemExit naming the folder at fault
     for event in models.unconditional("emoji (shipped)", Sampling("ddim", 50, 1.0, 4, 0)):
         ...  # a uncond.sampling.Step after each step, then the SampleOutput
+    for event in models.unconditional("emoji (shipped)", Sampling("ddim", 50, 1.0, 4, 0), Upscaling(steps=25)):
+        ...  # the base model's steps (32 px), then the upsampler's (128 px), then the 128 px SampleOutput
 
 The page checks its fields (`app.py`) and hands over these dataclasses; everything that touches a model is here.
 """
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,6 +19,7 @@ from PIL import Image
 from uncond.pipeline import SampleOutput, UnconditionalPipeline, forward_diffuse, noise_schedule
 from uncond.sampling import Step
 from uncond.sources import STYLES
+from uncond.upscale_pipeline import UpscalePipeline, cascade_stream
 from webapp.startup import load_models
 
 
@@ -28,6 +32,35 @@ class Sampling:
     eta: float
     num_images: int
     seed: int
+
+
+@dataclass(frozen=True)
+class Upscaling:
+    """The Upscale control: the 32 -> 128 px stage on (the default) or off, its steps and the low-res input's level."""
+
+    enabled: bool = True
+    steps: int = 25  # DDIM steps of the upsampler
+    noise_level: int | None = None  # augmentation level of the low-res input; None: the model folder's default
+
+
+UPSCALE_FOLDER = "upscale"  # weights/upscale: the super-resolution stage, where one is shipped
+UPSCALE_COMMAND = (
+    "python -m uncond.train_upscale --data data/emoji-multi/128 --config configs/upscale_cpu128.json --out {folder}"
+)
+
+
+def load_upscaler(weights_dir: str, device: torch.device, dtype: torch.dtype) -> UpscalePipeline | None:
+    """The shipped super-resolution stage, None where no folder is shipped, SystemExit where it is unreadable."""
+    folder = os.path.join(weights_dir, UPSCALE_FOLDER)
+    if not os.path.isdir(folder):
+        return None
+    try:
+        return UpscalePipeline.from_pretrained(folder, device=device, dtype=dtype)
+    except Exception as error:  # any failure to read the files is reported the same way
+        raise SystemExit(
+            f"Cannot start: the upsampler in {folder} is unreadable ({type(error).__name__}: {error}).\n"
+            f"Restore the shipped files or rebuild them with:\n    {UPSCALE_COMMAND.format(folder=folder)}"
+        ) from error
 
 
 ANY_STYLE = "any"
@@ -63,17 +96,20 @@ class Prompt:
 
 
 class Models:
-    """The unconditional models (by name) and the text-to-image pipeline, on one device in one dtype."""
+    """The unconditional models (by name), the text-to-image pipeline and the upsampler (if any), on one device in one dtype."""
 
-    def __init__(self, uncond: dict[str, UnconditionalPipeline], txt2img):
+    def __init__(self, uncond: dict[str, UnconditionalPipeline], txt2img, upscaler: UpscalePipeline | None = None):
         self.uncond = uncond
         self.txt2img = txt2img
+        self.upscaler = upscaler
         self.default_uncond = next(iter(uncond))
 
     @classmethod
     def load(cls, weights_dir: str, extra_uncond: list[str]) -> "Models":
         """The shipped models (and any extra unconditional ones) at the device's precision; SystemExit if broken."""
-        return cls(*load_models(weights_dir, extra_uncond))
+        uncond, txt2img = load_models(weights_dir, extra_uncond)
+        first = next(iter(uncond.values()))
+        return cls(uncond, txt2img, load_upscaler(weights_dir, first.device, first.dtype))
 
     @property
     def device(self) -> torch.device:
@@ -83,19 +119,41 @@ class Models:
     def dtype(self) -> torch.dtype:
         return self.uncond[self.default_uncond].dtype
 
-    def unconditional(self, model: str, sampling: Sampling) -> Iterator[Step | SampleOutput]:
-        """Unconditional samples of the named model, as a stream of steps ending in the output."""
-        return self.uncond[model].stream(
+    def has_upscaler(self) -> bool:
+        return self.upscaler is not None
+
+    def upscaled(self, events: Iterator[Step | SampleOutput], upscaling: Upscaling | None):
+        """A base model's stream, continued through the upsampler's steps when `upscaling` is on and one is loaded."""
+        if upscaling is None or not upscaling.enabled or self.upscaler is None:
+            return events
+        return cascade_stream(
+            events, self.upscaler, num_inference_steps=upscaling.steps, noise_level=upscaling.noise_level
+        )
+
+    def noised_low_res(self, images: list, upscaling: Upscaling, seed: int) -> list:
+        """The base pictures as the upsampler sees them, noised to its level (for "How it works"); [] without one."""
+        if self.upscaler is None:
+            return []
+        return self.upscaler.noised_low_res(images, upscaling.noise_level, seed)
+
+    def unconditional(
+        self, model: str, sampling: Sampling, upscaling: Upscaling | None = None
+    ) -> Iterator[Step | SampleOutput]:
+        """Unconditional samples of the named model, as a stream of steps ending in the output (128 px when upscaled)."""
+        events = self.uncond[model].stream(
             num_images=sampling.num_images,
             num_inference_steps=sampling.steps,
             scheduler=sampling.scheduler,
             eta=sampling.eta,
             seed=sampling.seed,
         )
+        return self.upscaled(events, upscaling)
 
-    def text_to_image(self, prompt: Prompt, sampling: Sampling) -> Iterator[Step | SampleOutput]:
-        """Samples for a prompt with classifier-free guidance, as a stream of steps ending in the output."""
-        return self.txt2img.stream(
+    def text_to_image(
+        self, prompt: Prompt, sampling: Sampling, upscaling: Upscaling | None = None
+    ) -> Iterator[Step | SampleOutput]:
+        """Samples for a prompt with classifier-free guidance, as a stream of steps ending in the output (128 px when upscaled)."""
+        events = self.txt2img.stream(
             prompt=styled(prompt.prompt, prompt.style),
             negative_prompt=prompt.negative_prompt or None,
             num_images=sampling.num_images,
@@ -108,6 +166,7 @@ class Models:
             dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
             sample_max_value=prompt.sample_max_value,
         )
+        return self.upscaled(events, upscaling)
 
     def suggestions(self, prompt: str, k: int = 6) -> list[str]:
         """The training captions closest to a prompt, so a person learns the model's vocabulary."""
