@@ -59,7 +59,7 @@ def throughput(run_dir: str) -> dict:
     with open(os.path.join(run_dir, "train_config.json")) as f:
         config = json.load(f)
     batch = config["batch_size"] * config["gradient_accumulation_steps"]
-    first, last = rows[len(rows) // 2], rows[-1]
+    first, last = rows[(len(rows) - 1) // 2], rows[-1]
     seconds = [row["step"] * batch / row["items_per_s"] for row in (first, last)]  # time since the loop started
     rate = (last["step"] - first["step"]) * batch / (seconds[1] - seconds[0]) if last is not first else None
     return {
