@@ -39,7 +39,7 @@ stage() {  # stage NAME SECONDS COMMAND...: the command's output into the result
   fi
   log "== $name (limit ${limit}s): $*"
   local started=$SECONDS
-  timeout "$limit" "$@" 2>&1 | grep -v -E '(it/s|s/it)\]?$' | tee -a "$OUT"
+  timeout "$limit" "$@" 2>&1 | grep --line-buffered -v -E '[0-9]+/[0-9]+ \[[0-9:]+<' | tee -a "$OUT"  # no progress bars
   log "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - started))s"
 }
 
