@@ -17,12 +17,12 @@ from uncond.unet import UNet, UNetConfig
 from uncond.upscale_pipeline import cascade_stream, upscale_result
 from webapp.models import Models, Prompt, Sampling, Upscaling
 
+SMALL = dict(block_out_channels=(8, 16), attention_resolutions=(), attention_head_dim=8, norm_num_groups=4)
+
 
 def base_pipe() -> UnconditionalPipeline:
     torch.manual_seed(0)
-    config = UNetConfig(
-        sample_size=8, block_out_channels=(8, 16), attention_resolutions=(), attention_head_dim=8, norm_num_groups=4
-    )
+    config = UNetConfig(sample_size=8, **SMALL)
     return UnconditionalPipeline(UNet(config), SCHEDULE, name="base")
 
 
@@ -66,6 +66,14 @@ def test_upscale_off_gives_exactly_the_base_results_and_on_gives_128_px_ones():
         assert np.array_equal(pixels(plain.images), pixels(off.images)) and plain.images[0].size == (8, 8)
         assert on.images[0].size == (32, 32) and on.settings["noise_level"] == 10
     assert len(models.noised_low_res(plain.images, Upscaling(noise_level=10), seed=1)) == 2
+    assert models.upscales(8) and not models.upscales(32)  # a 32 px model is not upsampled by an 8 -> 32 stage
+    other = Models(
+        {"base": base_pipe(), "big": UnconditionalPipeline(UNet(UNetConfig(sample_size=16, **SMALL)), SCHEDULE)},
+        txt2img,
+        tiny_pipe(),
+    )
+    *_, big = other.unconditional("big", sampling, Upscaling(steps=2))
+    assert big.images[0].size == (16, 16)
     assert Models({"base": base_pipe()}, txt2img).noised_low_res(plain.images, Upscaling(), 1) == []
 
 

@@ -106,6 +106,7 @@ class UpscaleTrainConfig(TrainConfig):
         )
 
     def upscale_config(self) -> UpscaleConfig:
+        """What the run folder's upscale_config.json records: scale factor, largest and default level."""
         return UpscaleConfig(self.scale_factor, self.max_noise_level, self.sample_noise_level)
 
 

@@ -55,6 +55,7 @@ class UpscaleConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UpscaleConfig":
+        """A config from upscale_config.json, keys that are not fields ignored."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

@@ -120,11 +120,18 @@ class Models:
         return self.uncond[self.default_uncond].dtype
 
     def has_upscaler(self) -> bool:
+        """Whether a super-resolution stage is loaded (the page offers Upscale only then)."""
         return self.upscaler is not None
 
-    def upscaled(self, events: Iterator[Step | SampleOutput], upscaling: Upscaling | None):
-        """A base model's stream, continued through the upsampler's steps when `upscaling` is on and one is loaded."""
-        if upscaling is None or not upscaling.enabled or self.upscaler is None:
+    def upscales(self, size: int) -> bool:
+        """Whether the loaded upsampler takes pictures of `size` px (the shipped models' 32; not, e.g., a 128 px model)."""
+        up = self.upscaler
+        return up is not None and size * up.config.scale_factor == up.unet.config.sample_size
+
+    def upscaled(self, events: Iterator[Step | SampleOutput], upscaling: Upscaling | None, size: int):
+        """A base model's stream of `size` px pictures, continued through the upsampler's steps when `upscaling` is on
+        and an upsampler for that size is loaded."""
+        if upscaling is None or not upscaling.enabled or not self.upscales(size):
             return events
         return cascade_stream(
             events, self.upscaler, num_inference_steps=upscaling.steps, noise_level=upscaling.noise_level
@@ -147,7 +154,7 @@ class Models:
             eta=sampling.eta,
             seed=sampling.seed,
         )
-        return self.upscaled(events, upscaling)
+        return self.upscaled(events, upscaling, self.uncond[model].unet.config.sample_size)
 
     def text_to_image(
         self, prompt: Prompt, sampling: Sampling, upscaling: Upscaling | None = None
@@ -166,7 +173,7 @@ class Models:
             dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
             sample_max_value=prompt.sample_max_value,
         )
-        return self.upscaled(events, upscaling)
+        return self.upscaled(events, upscaling, self.txt2img.unet.config.sample_size)
 
     def suggestions(self, prompt: str, k: int = 6) -> list[str]:
         """The training captions closest to a prompt, so a person learns the model's vocabulary."""
