@@ -71,10 +71,18 @@ def tiny_train_config(**overrides) -> UpscaleTrainConfig:
 
 @functools.lru_cache(maxsize=1)
 def trained_folder() -> str:
-    """A tiny upsampler trained 300 steps on the four `pictures` (about 20 s on one core); its folder."""
+    """A tiny upsampler trained 300 steps on the four `pictures` (about 20 s on one core); its folder.
+
+    One thread: a model this small gains nothing from two, and on a shared, loaded machine two threads wait on each
+    other at every operation (measured here: 193 s of wall clock with two threads, 22 s with one)."""
     out = tempfile.mkdtemp(prefix="tiny_upscale_")
     atexit.register(shutil.rmtree, out, True)
-    return train_upscale("", out, tiny_train_config(), dataset=TinyData(pictures()), log=lambda *_: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_upscale("", out, tiny_train_config(), dataset=TinyData(pictures()), log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def trained_pipeline() -> UpscalePipeline:
