@@ -588,3 +588,18 @@ def test_two_processes_train_the_weights_of_one_at_the_same_global_batch(tmp_pat
         two = load_file(tmp_path / "two" / "checkpoint" / name)
         for key in one:  # equal but for the order of float sums (the gradient all-reduce): 1e-6 of a weight's size
             torch.testing.assert_close(two[key], one[key], rtol=0, atol=5e-5, msg=f"{name} {key}")
+
+
+def test_the_ema_model_evaluated_in_training_computes_with_the_ema_weights():
+    """The sample grids run the EMA copy in eval mode: its packed convolutions must see the copied weights."""
+    from diffusers.training_utils import EMAModel
+
+    from uncond.train_loop import copy_ema_weights
+
+    model = tiny_unet(seed=0).eval()
+    ema_model = tiny_unet(seed=1).requires_grad_(False).eval()  # packed for its own weights
+    ema = EMAModel(model.parameters(), decay=0.9, foreach=True)  # its average starts at model's weights
+    copy_ema_weights(ema, ema_model)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(ema_model.eval()(x, 10), model(x, 10))

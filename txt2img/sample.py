@@ -3,6 +3,7 @@
     python -m txt2img.sample --model runs/txt2img --prompt "red heart" --negative-prompt "" --num-images 8 \
         --steps 50 --scheduler ddim --guidance-scale 5 --seed 0 --out samples/
 
+`--upscale [FOLDER]` runs the 32 -> 128 px stage on the samples (uncond/upscale_pipeline.py).
 Writes one PNG per image (its settings in PNG text chunks) and a grid.
 """
 
@@ -10,7 +11,7 @@ import argparse
 import os
 
 from txt2img.pipeline import TextToImagePipeline
-from uncond.sample import progress_callback, write_samples
+from uncond.sample import add_upscale_arguments, progress_callback, upscaled, write_samples
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "txt2img")
 
@@ -37,6 +38,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--out", default="samples")
+    add_upscale_arguments(parser)
     args = parser.parse_args(argv)
 
     pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device)
@@ -56,7 +58,7 @@ def main(argv=None) -> None:
     bar.close()
     for warning in result.warnings:
         print(f"warning: {warning}")
-    write_samples(result, args.out)
+    write_samples(upscaled(result, args, args.device), args.out)
 
 
 if __name__ == "__main__":

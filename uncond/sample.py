@@ -1,6 +1,7 @@
 """Sample images from a trained unconditional model.
 
     python -m uncond.sample --model weights/uncond --num-images 16 --steps 50 --scheduler ddim --seed 0 --out samples/
+    python -m uncond.sample ... --upscale runs/upscale --upscale-steps 25    (then the 32 -> 128 px stage)
 
 Writes one PNG per image (its settings in PNG text chunks) and a grid.
 """
@@ -14,7 +15,9 @@ from uncond.images import save_grid
 from uncond.pipeline import UnconditionalPipeline
 from uncond.settings import save_with_settings
 
-DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "uncond")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MODEL = os.path.join(ROOT, "weights", "uncond")
+DEFAULT_UPSCALE = os.path.join(ROOT, "weights", "upscale")
 
 
 def progress_callback(total: int, desc: str):
@@ -25,6 +28,38 @@ def progress_callback(total: int, desc: str):
         bar.update(1)
 
     return bar, advance
+
+
+def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
+    """--upscale [FOLDER], --upscale-steps, --noise-level: the super-resolution stage after the base model."""
+    parser.add_argument(
+        "--upscale",
+        nargs="?",
+        const=DEFAULT_UPSCALE,
+        default=None,
+        metavar="FOLDER",
+        help="upsample the samples with a super-resolution folder (python -m uncond.train_upscale); "
+        "without FOLDER: weights/upscale",
+    )
+    parser.add_argument("--upscale-steps", type=int, default=25, help="DDIM steps of the upsampler")
+    parser.add_argument(
+        "--noise-level", type=int, default=None, help="augmentation level of the low-res input (default: the folder's)"
+    )
+
+
+def upscaled(result, args, device=None):
+    """The result upsampled by the --upscale folder with the same seed, or the result itself without --upscale."""
+    if not args.upscale:
+        return result
+    from uncond.upscale_pipeline import UpscalePipeline, upscale_result
+
+    upscaler = UpscalePipeline.from_pretrained(args.upscale, device=device)
+    bar, advance = progress_callback(args.upscale_steps, f"upscale x {len(result.images)}")
+    result = upscale_result(
+        result, upscaler, num_inference_steps=args.upscale_steps, noise_level=args.noise_level, callback=advance
+    )
+    bar.close()
+    return result
 
 
 def write_samples(result, out_dir: str) -> None:
@@ -57,6 +92,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--out", default="samples")
+    add_upscale_arguments(parser)
     args = parser.parse_args(argv)
 
     pipe = UnconditionalPipeline.from_pretrained(args.model, device=args.device)
@@ -70,7 +106,7 @@ def main(argv=None) -> None:
         callback=advance,
     )
     bar.close()
-    write_samples(result, args.out)
+    write_samples(upscaled(result, args, args.device), args.out)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,17 @@ def make_ema(model: torch.nn.Module, decay: float):
     return EMAModel(model.parameters(), decay=decay, foreach=True)
 
 
+def copy_ema_weights(ema, module: torch.nn.Module) -> None:
+    """The EMA weights into `module`'s parameters, in place, each version counter bumped.
+
+    diffusers' `EMAModel.copy_to` writes through `.data`, which leaves the version counters as they were; the UNet's
+    packed convolutions (uncond/conv.py) then take their pack for current and keep computing with the old weights.
+    """
+    with torch.no_grad():
+        for parameter, average in zip(module.parameters(), ema.shadow_params, strict=True):
+            parameter.copy_(average)
+
+
 def build_lr_schedule(optimizer: torch.optim.Optimizer, config, start_step: int = 0):
     """diffusers' `get_scheduler`: lr x (s / warmup_steps) while s < warmup_steps, then the named shape
     ("cosine": 0.5 (1 + cos(pi (s - warmup_steps) / (max_steps - warmup_steps)))), at optimiser step s."""
@@ -226,7 +237,7 @@ def save_and_evaluate(run: Run, out_dir: str, done: int, log_file) -> None:
         return
     model = run.accelerator.unwrap_model(run.model)
     if run.ema is not None:
-        run.ema.copy_to(run.ema_model.parameters())
+        copy_ema_weights(run.ema, run.ema_model)
     if checkpoint_due:
         modules = {"model": model, **({"ema": run.ema_model} if run.ema is not None else {})}
         save_checkpoint(out_dir, modules, run.optimizer, {"step": done, "train_config": asdict(config)})

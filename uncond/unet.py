@@ -56,6 +56,11 @@ class UNetConfig:
     flip_sin_to_cos: bool = True  # embedding order [cos, sin] (diffusers' default) or [sin, cos]
     freq_shift: float = 0.0
     downsample_padding: int = 1  # 0: pad right/bottom by one, then conv (the original DDPM's downsampling)
+    # a super-resolution stage (Ho et al. 2021, "Cascaded Diffusion Models"; uncond/upscale.py): the low-res image,
+    # upsampled to the output size, comes in as `low_res_channels` more input channels after x_t's `in_channels`
+    low_res_channels: int = 0
+    # an embedding of the low-res input's augmentation level, added to the timestep embedding (Ho et al. 2021, sec. 4)
+    noise_level_embedding: bool = False
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
@@ -67,6 +72,8 @@ class UNetConfig:
             raise ValueError(
                 f"in_channels and out_channels must be in 1..4, got {self.in_channels}, {self.out_channels}"
             )
+        if isinstance(self.low_res_channels, bool) or self.low_res_channels not in range(5):
+            raise ValueError(f"low_res_channels must be in 0..4, got {self.low_res_channels!r}")
         if self.sample_size % 2 ** (levels - 1) != 0:
             raise ValueError(
                 f"sample_size {self.sample_size} must be divisible by 2**(levels-1) = {2 ** (levels - 1)} "
@@ -112,8 +119,10 @@ class UNet(nn.Module):
         temb_channels = ch[0] * 4
         groups, eps, dropout = config.norm_num_groups, config.norm_eps, config.dropout
 
-        self.conv_in = Conv2d(config.in_channels, ch[0], 3, padding=1)
+        self.conv_in = Conv2d(config.in_channels + config.low_res_channels, ch[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(ch[0], temb_channels)
+        # the augmentation level s of the low-res input, embedded as the timestep is (its own MLP)
+        self.noise_level_embedding = TimestepEmbedding(ch[0], temb_channels) if config.noise_level_embedding else None
 
         self.down_blocks = nn.ModuleList()
         for level in range(levels):
@@ -164,20 +173,37 @@ class UNet(nn.Module):
             channels, config.attention_head_dim, config.norm_num_groups, config.norm_eps
         )
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float) -> torch.Tensor:
-        """Predict the model output for x_t = `sample` (B, C, H, W) at `timestep` (scalar or (B,))."""
-        return self._forward(sample, timestep, {})
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int | float, noise_level: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """Predict the model output for x_t = `sample` (B, C, H, W) at `timestep` (scalar or (B,)).
 
-    def _forward(self, sample, timestep, attn_kwargs):
-        batch = sample.shape[0]
-        if not torch.is_tensor(timestep):
-            timestep = torch.tensor([timestep], dtype=torch.float32)
+        A super-resolution stage takes [x_t, low-res image] (B, in_channels + low_res_channels, H, W) and the low-res
+        input's augmentation level `noise_level` (scalar or (B,)) where its config has `noise_level_embedding`.
+        """
+        return self._forward(sample, timestep, {}, noise_level)
+
+    def embed(self, values, dim_like: torch.Tensor) -> torch.Tensor:
+        """Sinusoidal embedding (B, C0) of a timestep or noise level (scalar or (B,)), on `dim_like`'s device."""
+        batch = dim_like.shape[0]
+        if not torch.is_tensor(values):
+            values = torch.tensor([values], dtype=torch.float32)
         # a host tensor goes to the device without a sync; a scalar is broadcast over the batch
-        timestep = timestep.to(sample.device, non_blocking=True).reshape(-1).expand(batch)
-        t_emb = timestep_embedding(
-            timestep, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift
+        values = values.to(dim_like.device, non_blocking=True).reshape(-1).expand(batch)
+        emb = timestep_embedding(
+            values, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift
         )
-        temb_act = F.silu(self.time_embedding(t_emb.to(sample.dtype)))  # (B, 4 * C0), activated as each resnet reads it
+        return emb.to(dim_like.dtype)
+
+    def _forward(self, sample, timestep, attn_kwargs, noise_level=None):
+        temb = self.time_embedding(self.embed(timestep, sample))  # (B, 4 * C0)
+        if self.noise_level_embedding is not None:
+            if noise_level is None:
+                raise ValueError("noise_level is needed: this UNet embeds the low-res input's augmentation level")
+            temb = temb + self.noise_level_embedding(self.embed(noise_level, sample))  # Ho et al. 2021, sec. 4
+        elif noise_level is not None:
+            raise ValueError("noise_level was given, but this UNet has no noise_level_embedding")
+        temb_act = F.silu(temb)  # (B, 4 * C0), activated as each resnet reads it
 
         x = self.conv_in(sample)
         skips = [x]

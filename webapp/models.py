@@ -9,10 +9,13 @@
     models.seed_strip(sampling, other_seed=1, num_frames=8, prompt=prompt)      # frames, one SampleOutput each
     models.prompt_strip(prompt, "blue heart", 8, sampling)
     models.comparison((5, 10, 25, 50), seed=0, prompt=prompt)                   # (row, column, SampleOutput) cells
+    for event in models.unconditional("emoji (shipped)", Sampling("ddim", 50, 1.0, 4, 0), upscaling=Upscaling(steps=25)):
+        ...  # the base model's steps (32 px), then the upsampler's (128 px), then the 128 px SampleOutput
 
 The page checks its fields (`app.py`) and hands over these dataclasses; everything that touches a model is here.
 """
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +28,7 @@ from uncond.pipeline import SampleOutput, UnconditionalPipeline, forward_diffuse
 from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
 from uncond.sampling import Step
 from uncond.sources import STYLES
+from uncond.upscale_pipeline import UpscalePipeline, cascade_stream
 from webapp.startup import load_models
 
 
@@ -37,6 +41,35 @@ class Sampling:
     eta: float
     num_images: int
     seed: int
+
+
+@dataclass(frozen=True)
+class Upscaling:
+    """The Upscale control: the 32 -> 128 px stage on (the default) or off, its steps and the low-res input's level."""
+
+    enabled: bool = True
+    steps: int = 25  # DDIM steps of the upsampler
+    noise_level: int | None = None  # augmentation level of the low-res input; None: the model folder's default
+
+
+UPSCALE_FOLDER = "upscale"  # weights/upscale: the super-resolution stage, where one is shipped
+UPSCALE_COMMAND = (
+    "python -m uncond.train_upscale --data data/emoji-multi/128 --config configs/upscale_cpu128.json --out {folder}"
+)
+
+
+def load_upscaler(weights_dir: str, device: torch.device, dtype: torch.dtype) -> UpscalePipeline | None:
+    """The shipped super-resolution stage, None where no folder is shipped, SystemExit where it is unreadable."""
+    folder = os.path.join(weights_dir, UPSCALE_FOLDER)
+    if not os.path.isdir(folder):
+        return None
+    try:
+        return UpscalePipeline.from_pretrained(folder, device=device, dtype=dtype)
+    except Exception as error:  # any failure to read the files is reported the same way
+        raise SystemExit(
+            f"Cannot start: the upsampler in {folder} is unreadable ({type(error).__name__}: {error}).\n"
+            f"Restore the shipped files or rebuild them with:\n    {UPSCALE_COMMAND.format(folder=folder)}"
+        ) from error
 
 
 ANY_STYLE = "any"
@@ -130,17 +163,20 @@ def edit_kwargs(start: StartPicture | None, variation: Variation | None) -> dict
 
 
 class Models:
-    """The unconditional models (by name) and the text-to-image pipeline, on one device in one dtype."""
+    """The unconditional models (by name), the text-to-image pipeline and the upsampler (if any), on one device in one dtype."""
 
-    def __init__(self, uncond: dict[str, UnconditionalPipeline], txt2img):
+    def __init__(self, uncond: dict[str, UnconditionalPipeline], txt2img, upscaler: UpscalePipeline | None = None):
         self.uncond = uncond
         self.txt2img = txt2img
+        self.upscaler = upscaler
         self.default_uncond = next(iter(uncond))
 
     @classmethod
     def load(cls, weights_dir: str, extra_uncond: list[str]) -> "Models":
         """The shipped models (and any extra unconditional ones) at the device's precision; SystemExit if broken."""
-        return cls(*load_models(weights_dir, extra_uncond))
+        uncond, txt2img = load_models(weights_dir, extra_uncond)
+        first = next(iter(uncond.values()))
+        return cls(uncond, txt2img, load_upscaler(weights_dir, first.device, first.dtype))
 
     @property
     def device(self) -> torch.device:
@@ -150,21 +186,57 @@ class Models:
     def dtype(self) -> torch.dtype:
         return self.uncond[self.default_uncond].dtype
 
+    def has_upscaler(self) -> bool:
+        """Whether a super-resolution stage is loaded (the page offers Upscale only then)."""
+        return self.upscaler is not None
+
+    def upscales(self, size: int) -> bool:
+        """Whether the loaded upsampler takes pictures of `size` px (the shipped models' 32; not, e.g., a 128 px model)."""
+        up = self.upscaler
+        return up is not None and size * up.config.scale_factor == up.unet.config.sample_size
+
+    def upscaled(self, events: Iterator[Step | SampleOutput], upscaling: Upscaling | None, size: int):
+        """A base model's stream of `size` px pictures, continued through the upsampler's steps when `upscaling` is on
+        and an upsampler for that size is loaded."""
+        if upscaling is None or not upscaling.enabled or not self.upscales(size):
+            return events
+        return cascade_stream(
+            events, self.upscaler, num_inference_steps=upscaling.steps, noise_level=upscaling.noise_level
+        )
+
+    def noised_low_res(self, images: list, upscaling: Upscaling, seed: int) -> list:
+        """The base pictures as the upsampler sees them, noised to its level (for "How it works"); [] without one."""
+        if self.upscaler is None:
+            return []
+        return self.upscaler.noised_low_res(images, upscaling.noise_level, seed)
+
     def unconditional(
-        self, model: str, sampling: Sampling, start: StartPicture | None = None, variation: Variation | None = None
+        self,
+        model: str,
+        sampling: Sampling,
+        start: StartPicture | None = None,
+        variation: Variation | None = None,
+        upscaling: Upscaling | None = None,
     ) -> Iterator[Step | SampleOutput]:
         """Unconditional samples of the named model (from a picture, inpainted, varied), as a stream of steps ending
-        in the output."""
-        return self.uncond[model].stream(**sampling_kwargs(sampling), **edit_kwargs(start, variation))
+        in the output (128 px when upscaled)."""
+        events = self.uncond[model].stream(**sampling_kwargs(sampling), **edit_kwargs(start, variation))
+        return self.upscaled(events, upscaling, self.uncond[model].unet.config.sample_size)
 
     def text_to_image(
-        self, prompt: Prompt, sampling: Sampling, start: StartPicture | None = None, variation: Variation | None = None
+        self,
+        prompt: Prompt,
+        sampling: Sampling,
+        start: StartPicture | None = None,
+        variation: Variation | None = None,
+        upscaling: Upscaling | None = None,
     ) -> Iterator[Step | SampleOutput]:
         """Samples for a prompt with classifier-free guidance (from a picture, inpainted, varied), as a stream of
-        steps ending in the output."""
-        return self.txt2img.stream(
+        steps ending in the output (128 px when upscaled)."""
+        events = self.txt2img.stream(
             **prompt_kwargs(prompt), **sampling_kwargs(sampling), **edit_kwargs(start, variation)
         )
+        return self.upscaled(events, upscaling, self.txt2img.unet.config.sample_size)
 
     def pipeline_and_kwargs(self, model: str | None, prompt: Prompt | None) -> tuple[object, dict]:
         """The text-to-image pipeline and a prompt's settings, or the named unconditional model and none."""
