@@ -195,10 +195,10 @@ class Models:
         up = self.upscaler
         return up is not None and size * up.config.scale_factor == up.unet.config.sample_size
 
-    def upscaled(self, events: Iterator[Step | SampleOutput], upscaling: Upscaling | None, size: int):
-        """A base model's stream of `size` px pictures, continued through the upsampler's steps when `upscaling` is on
-        and an upsampler for that size is loaded."""
-        if upscaling is None or not upscaling.enabled or not self.upscales(size):
+    def upscaled(self, events: Iterator[Step | SampleOutput], upscaling: Upscaling | None, pipe):
+        """A base pipeline's stream, continued through the upsampler's steps when `upscaling` is on and an upsampler
+        for the pipeline's picture size is loaded (off: the stream itself, the pipeline never asked)."""
+        if upscaling is None or not upscaling.enabled or not self.upscales(pipe.unet.config.sample_size):
             return events
         return cascade_stream(
             events, self.upscaler, num_inference_steps=upscaling.steps, noise_level=upscaling.noise_level
@@ -221,7 +221,7 @@ class Models:
         """Unconditional samples of the named model (from a picture, inpainted, varied), as a stream of steps ending
         in the output (128 px when upscaled)."""
         events = self.uncond[model].stream(**sampling_kwargs(sampling), **edit_kwargs(start, variation))
-        return self.upscaled(events, upscaling, self.uncond[model].unet.config.sample_size)
+        return self.upscaled(events, upscaling, self.uncond[model])
 
     def text_to_image(
         self,
@@ -236,7 +236,7 @@ class Models:
         events = self.txt2img.stream(
             **prompt_kwargs(prompt), **sampling_kwargs(sampling), **edit_kwargs(start, variation)
         )
-        return self.upscaled(events, upscaling, self.txt2img.unet.config.sample_size)
+        return self.upscaled(events, upscaling, self.txt2img)
 
     def pipeline_and_kwargs(self, model: str | None, prompt: Prompt | None) -> tuple[object, dict]:
         """The text-to-image pipeline and a prompt's settings, or the named unconditional model and none."""
