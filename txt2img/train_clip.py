@@ -170,20 +170,12 @@ def caption_matches(captions: list, image_captions: list) -> torch.Tensor:
 def paired_retrieval_accuracy(similarity: torch.Tensor, ks: tuple = (1, 5)) -> dict:
     """Top-k retrieval accuracy both ways from an (N images, N texts) similarity whose diagonal pairs up.
 
-    `txt2img.metrics.retrieval_accuracy` over the rows (image to text) and over the columns (text to image); ties
-    count against the true partner, so a constant matrix scores 0, not 100%.
+    `caption_retrieval_accuracy` with one distinct caption per image; ties count against the true partner, so a
+    constant matrix scores 0, not 100%.
     """
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
         raise ValueError(f"similarity must be square (N images, N texts), got shape {tuple(similarity.shape)}")
-    pairs = torch.arange(len(similarity))
-    image_to_text = retrieval_accuracy(similarity, pairs, ks)
-    text_to_image = retrieval_accuracy(similarity.t(), pairs, ks)
-    metrics = {}
-    for k in ks:
-        metrics[f"image_to_text_top{k}"] = image_to_text[f"top{k}"]
-        metrics[f"text_to_image_top{k}"] = text_to_image[f"top{k}"]
-        metrics[f"chance_top{k}"] = min(1.0, k / len(similarity))
-    return metrics
+    return caption_retrieval_accuracy(similarity, range(len(similarity)), ks)
 
 
 def caption_retrieval_accuracy(similarity: torch.Tensor, caption_of_image, ks: tuple = (1, 5)) -> dict:
