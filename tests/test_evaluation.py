@@ -5,14 +5,13 @@ import json
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPModel
 
 import evaluation.common as common
 import evaluation.txt2img as ev_txt2img
 import evaluation.uncond as ev_uncond
 from evaluation.__main__ import main
 from evaluation.txt2img import evaluation_captions
-from tests.txt2img_fixtures import MAX_LENGTH, tiny_text_encoder, tiny_tokenizer, tiny_unet
+from tests.txt2img_fixtures import save_tiny_clip_model, tiny_text_encoder, tiny_unet
 from txt2img.pipeline import TextToImagePipeline
 from uncond.captions import SKIN_TONES
 from uncond.pipeline import UnconditionalPipeline
@@ -57,24 +56,7 @@ def test_evaluation_captions_are_fixed_and_exclude_held_out():
 def folders(tmp_path_factory):
     """A CLIP (both towers), an unconditional model, a text-to-image pipeline and 8x8 data, all tiny and random."""
     root = tmp_path_factory.mktemp("evaluate")
-    tokenizer = tiny_tokenizer()
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=MAX_LENGTH,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    vision = dict(
-        image_size=16, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
-    )
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(root / "clip")
-    tokenizer.save_pretrained(root / "clip")
+    save_tiny_clip_model(root / "clip", image_size=16, patch_size=8)
 
     unet = UNet(
         UNetConfig(

@@ -9,7 +9,7 @@ from PIL import Image
 import evaluation.natural as natural
 from evaluation.__main__ import main
 from tests.test_evaluation import SCHEDULE, read_outputs
-from tests.txt2img_fixtures import MAX_LENGTH, tiny_text_encoder, tiny_tokenizer, tiny_unet
+from tests.txt2img_fixtures import save_tiny_clip_model, tiny_text_encoder, tiny_unet
 from txt2img.pipeline import TextToImagePipeline
 from uncond.data import ImageCaptionDataset
 
@@ -32,27 +32,9 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """A tiny CLIP and text-to-image pipeline, 8x8 data of six emoji in three styles, and a prompts file."""
-    from transformers import CLIPConfig, CLIPModel
 
     root = tmp_path_factory.mktemp("natural")
-    tokenizer = tiny_tokenizer()
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=MAX_LENGTH,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    vision = dict(
-        image_size=8, patch_size=4, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
-    )
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(root / "clip")
-    tokenizer.save_pretrained(root / "clip")
+    save_tiny_clip_model(root / "clip", image_size=8, patch_size=4)
     TextToImagePipeline(
         tiny_unet(block_out_channels=(8, 16), norm_num_groups=4), tiny_text_encoder(), SCHEDULE
     ).save_pretrained(str(root / "txt2img"))

@@ -47,6 +47,36 @@ def save_tiny_clip(directory, seed: int = 0) -> str:
     return str(directory)
 
 
+def save_tiny_clip_model(directory, image_size: int, patch_size: int, seed: int = 0) -> str:
+    """Write a random two-tower CLIPModel (width 32, one layer each) and the tiny tokenizer to `directory`."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = tiny_tokenizer()
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    vision = dict(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
 TINY_UNET = dict(
     sample_size=8,
     block_out_channels=(16, 32),
