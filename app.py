@@ -22,18 +22,27 @@ except ImportError:  # anywhere else the decorator does nothing
 
 
 import argparse
-import random
 import sys
 import threading
-from dataclasses import dataclass
 
 import gradio as gr
 from PIL import Image
 
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
 from uncond.settings import read_settings
-from webapp.checks import load_picture, page_errors, warn_without_letters
-from webapp.models import ANY_STYLE, Models, Prompt, Sampling, schedule_table
+from webapp.checks import load_picture, page_errors
+from webapp.controls import (
+    MAX_GUIDANCE,
+    MAX_PICTURE_SIDE,
+    MAX_PROMPT_CHARS,
+    MAX_STEPS,
+    SCHEDULER_CHOICES,
+    prompt_fields,
+    result_outputs,
+    sampling_controls,
+    sampling_fields,
+)
+from webapp.models import ANY_STYLE, Models, schedule_table
 from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
 from webapp.texts import CREDITS, DESCRIPTION
@@ -52,22 +61,7 @@ PROMPT_EXAMPLES = [
     "cat face, 3D",
 ]
 EXAMPLES_DIR = os.path.join(HERE, "assets", "examples")
-MAX_STEPS = 1000
-MAX_IMAGES = 16
-MAX_GUIDANCE = 20.0
-MAX_PROMPT_CHARS = 1000  # the tokenizer keeps 32 tokens; this only bounds the work a request can ask for
-MAX_PICTURE_SIDE = 2048  # pixels; larger pictures are refused before they are decoded
-Image.MAX_IMAGE_PIXELS = (
-    MAX_PICTURE_SIDE**2
-)  # Pillow's decompression-bomb guard: a warning above, an error above twice this
 KEEP_RESULTS = 64  # requests whose PNGs stay in the app's own folder
-# picker label -> (scheduler name in the pipelines, default steps); the last two are diffusers' samplers in our loop
-SCHEDULER_CHOICES = {
-    "DDPM": ("ddpm", 1000),
-    "DDIM": ("ddim", 50),
-    "DPM-Solver++ (diffusers)": ("dpm++", 20),
-    "Euler (diffusers)": ("euler", 30),
-}
 
 
 def parse_args(argv=None):
@@ -89,40 +83,13 @@ def parse_args(argv=None):
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 MODELS = Models.load(WEIGHTS_DIR, ARGS.uncond_model)  # or SystemExit naming the broken folder
 STYLE_CHOICES = MODELS.styles()  # {label: style}; empty for a model trained on one style
+STYLE_NAMES = list(STYLE_CHOICES.values())
 CONCURRENCY, QUEUE_SIZE = queue_settings(MODELS.device)
 DEVICE_NOTE = device_note(MODELS.device, MODELS.dtype, CONCURRENCY, QUEUE_SIZE)
 RESULTS = ResultFolders(keep=KEEP_RESULTS)
 
 
 # ---- the generation handlers: their inputs arrive as sent (preprocess=False), checked here, each message naming the field ----
-
-
-def sampling_fields(scheduler, steps, eta, num_images, seed) -> Sampling:
-    """The sampling controls both tabs share, checked; the ValueError names the first bad field."""
-    name, _ = check_choice("Scheduler", scheduler, SCHEDULER_CHOICES)
-    return Sampling(
-        scheduler=name,
-        steps=check_int("Steps", steps, 1, MAX_STEPS, parse_text=True),
-        eta=check_float("Eta", eta, 0.0, 1.0, parse_text=True),
-        num_images=check_int("Number of images", num_images, 1, MAX_IMAGES, parse_text=True),
-        seed=check_int("Seed", seed, 0, MAX_SEED, parse_text=True),
-    )
-
-
-def prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, ratio, max_value, style) -> Prompt:
-    """The Text to image tab's own controls, checked."""
-    prompt = check_text("Prompt", prompt, MAX_PROMPT_CHARS)
-    warn_without_letters("Prompt", prompt)
-    negative_prompt = "" if negative_prompt is None else negative_prompt
-    return Prompt(
-        prompt=prompt,
-        negative_prompt=check_text("Negative prompt", negative_prompt, MAX_PROMPT_CHARS),
-        guidance_scale=check_float("Guidance scale", guidance_scale, 0.0, MAX_GUIDANCE, parse_text=True),
-        thresholding=check_choice("Dynamic thresholding", thresholding, {True: True, False: False}),
-        dynamic_thresholding_ratio=check_float("Thresholding percentile", ratio, 0.5, 1.0, parse_text=True),
-        sample_max_value=check_float("Thresholding max", max_value, 1.0, 10.0, parse_text=True),
-        style=check_choice("Style", style, list(STYLE_CHOICES.values()) or [ANY_STYLE]),
-    )
 
 
 @gpu
@@ -153,7 +120,9 @@ def generate_text_to_image(
     progress=gr.Progress(),
 ):
     """Sample images for a prompt with classifier-free guidance, streaming predicted-x_0 previews."""
-    text = prompt_fields(prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max, style)
+    text = prompt_fields(
+        prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max, style, STYLE_NAMES
+    )
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
     events = MODELS.text_to_image(text, sampling)
     yield from stream_to_page(events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS)
@@ -212,52 +181,6 @@ def restore_settings(file, with_prompt: bool) -> list:
 
 
 # ---- the page ----
-
-
-@dataclass
-class SamplingControls:
-    """The controls and outputs both generation tabs share."""
-
-    scheduler: gr.Radio
-    steps: gr.Slider
-    eta: gr.Slider
-    num_images: gr.Slider
-    seed: gr.Number
-    generate: gr.Button
-    stop: gr.Button
-    restore: gr.File
-
-
-def sampling_controls(eta_default: float) -> SamplingControls:
-    """Scheduler, steps (defaults follow the scheduler), eta (DDIM only), number of images, seed with a random button, Generate and Stop."""
-    scheduler = gr.Radio(list(SCHEDULER_CHOICES), value="DDIM", label="Scheduler")
-    steps = gr.Slider(1, MAX_STEPS, value=SCHEDULER_CHOICES["DDIM"][1], step=1, label="Steps")
-    eta = gr.Slider(0.0, 1.0, value=eta_default, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
-    num_images = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images")
-    with gr.Row():
-        seed = gr.Number(value=0, precision=0, label="Seed")
-        randomize = gr.Button("🎲 Random seed", size="sm")
-    with gr.Row():
-        generate = gr.Button("Generate", variant="primary")
-        stop = gr.Button("Stop")
-    restore = gr.File(label="Drop a PNG made here to restore its settings", file_types=[".png"], height=80)
-    # .input, not .change: a restored scheduler must not reset the restored steps
-    scheduler.input(
-        lambda s: (gr.update(value=SCHEDULER_CHOICES[s][1]), gr.update(visible=s == "DDIM")),
-        scheduler,
-        [steps, eta],
-        api_visibility="private",
-    )
-    randomize.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_visibility="private")
-    return SamplingControls(scheduler, steps, eta, num_images, seed, generate, stop, restore)
-
-
-def result_outputs() -> list:
-    """Gallery, the seed used and the settings as JSON."""
-    gallery = gr.Gallery(label="Images", columns=4, format="png")
-    used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
-    settings = gr.Code(label="Settings (also in each PNG)", language="json")
-    return [gallery, settings, used_seed]
 
 
 # Gradio's cache (the PNGs it serves): every 10 minutes, files older than an hour go

@@ -234,7 +234,7 @@ def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt
 
 
 def test_the_style_picker_adds_the_styles_words_to_the_prompt(tiny_txt2img, monkeypatch):
-    monkeypatch.setattr(app, "STYLE_CHOICES", {"any style": "any", "OpenMoji line art": "openmoji-line"})
+    monkeypatch.setattr(app, "STYLE_NAMES", ["any", "openmoji-line"])
     outputs = run_text_to_image("red heart", "", 3.0, "DDIM", 2, 0.0, 1, 0, False, 0.995, 1.5, "openmoji-line")
     assert Image.open(outputs[-1][0][0][0]).text["prompt"] == "red heart, line art"  # as the training captions say it
     outputs = run_text_to_image("red heart", "", 3.0, "DDIM", 2, 0.0, 1, 0, False, 0.995, 1.5, "any")
