@@ -22,13 +22,14 @@ except ImportError:  # anywhere else the decorator does nothing
 
 
 import argparse
+import json
 import sys
 import threading
 
 import gradio as gr
 from PIL import Image
 
-from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
+from uncond.checks import check_choice, check_int
 from uncond.settings import read_settings
 from webapp.checks import load_picture, page_errors
 from webapp.controls import (
@@ -36,16 +37,21 @@ from webapp.controls import (
     MAX_PICTURE_SIDE,
     MAX_PROMPT_CHARS,
     MAX_STEPS,
-    SCHEDULER_CHOICES,
+    extra_controls,
+    history_gallery,
     prompt_fields,
     result_outputs,
     sampling_controls,
     sampling_fields,
+    upscale_fields,
+    variation_fields,
 )
-from webapp.models import ANY_STYLE, Models, schedule_table
+from webapp.history import recalled, remember_and_show
+from webapp.models import ANY_STYLE, Models, Sampling, Upscaling, schedule_table
+from webapp.restore import TEXT_CONTROLS, UNCOND_CONTROLS, Limits, restored_values
 from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
-from webapp.texts import CREDITS, DESCRIPTION
+from webapp.texts import CASCADE_TEXT, CREDITS, DESCRIPTION
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEIGHTS_DIR = os.path.abspath(os.environ.get("EMOJI_WEIGHTS_DIR", os.path.join(HERE, "weights")))
@@ -84,6 +90,9 @@ ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 MODELS = Models.load(WEIGHTS_DIR, ARGS.uncond_model)  # or SystemExit naming the broken folder
 STYLE_CHOICES = MODELS.styles()  # {label: style}; empty for a model trained on one style
 STYLE_NAMES = list(STYLE_CHOICES.values())
+UPSCALER = MODELS.upscale_defaults()  # None without weights/upscale: no Upscale control, 32 px pictures
+UPSCALE_DEFAULT, UPSCALE_STEPS = UPSCALER is not None, UPSCALER.steps if UPSCALER else 15
+NOISE_LEVEL, MAX_NOISE_LEVEL = (UPSCALER.noise_level, UPSCALER.max_noise_level) if UPSCALER else (0, None)
 CONCURRENCY, QUEUE_SIZE = queue_settings(MODELS.device)
 DEVICE_NOTE = device_note(MODELS.device, MODELS.dtype, CONCURRENCY, QUEUE_SIZE)
 RESULTS = ResultFolders(keep=KEEP_RESULTS)
@@ -94,12 +103,39 @@ RESULTS = ResultFolders(keep=KEEP_RESULTS)
 
 @gpu
 @page_errors
-def generate_unconditional(model: str, scheduler: str, steps, eta, num_images, seed, progress=gr.Progress()):
-    """Sample unconditional images, streaming predicted-x_0 previews."""
+def generate_unconditional(
+    model: str,
+    scheduler: str,
+    steps,
+    eta,
+    num_images,
+    seed,
+    variation_seed=1,
+    variation_strength=0.0,
+    upscale=UPSCALE_DEFAULT,
+    upscale_steps=UPSCALE_STEPS,
+    noise_level=NOISE_LEVEL,
+    progress=gr.Progress(),
+):
+    """Sample unconditional images (a variation, upscaled), streaming predicted-x_0 previews."""
     model = check_choice("Model", model, list(MODELS.uncond))  # a name from the list, never a path
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
-    events = MODELS.unconditional(model, sampling)
-    yield from stream_to_page(events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS)
+    variation = variation_fields(variation_seed, variation_strength)
+    upscaling = upscale_fields(upscale, upscale_steps, noise_level, MAX_NOISE_LEVEL)
+    events = MODELS.unconditional(model, sampling, variation=variation, upscaling=upscaling)
+    yield from stream_pictures(events, sampling, upscaling, progress)
+
+
+def stream_pictures(events, sampling: Sampling, upscaling: Upscaling, progress):
+    """A generation's stream on the page; the upsampler's steps counted when it runs."""
+
+    def low_res_view(images):  # the base results as the upsampler is given them, for "How it works"
+        return MODELS.noised_low_res(images, upscaling, sampling.seed)
+
+    upscale_steps = upscaling.steps if upscaling.enabled else 0
+    yield from stream_to_page(
+        events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS, upscale_steps, low_res_view
+    )
 
 
 @gpu
@@ -117,15 +153,22 @@ def generate_text_to_image(
     threshold_ratio=0.995,
     threshold_max=1.5,
     style=ANY_STYLE,
+    variation_seed=1,
+    variation_strength=0.0,
+    upscale=UPSCALE_DEFAULT,
+    upscale_steps=UPSCALE_STEPS,
+    noise_level=NOISE_LEVEL,
     progress=gr.Progress(),
 ):
-    """Sample images for a prompt with classifier-free guidance, streaming predicted-x_0 previews."""
+    """Sample images for a prompt with classifier-free guidance (a variation, upscaled), streaming previews."""
     text = prompt_fields(
         prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max, style, STYLE_NAMES
     )
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
-    events = MODELS.text_to_image(text, sampling)
-    yield from stream_to_page(events, sampling.steps, sampling.seed, sampling.num_images, progress, RESULTS)
+    variation = variation_fields(variation_seed, variation_strength)
+    upscaling = upscale_fields(upscale, upscale_steps, noise_level, MAX_NOISE_LEVEL)
+    events = MODELS.text_to_image(text, sampling, variation=variation, upscaling=upscaling)
+    yield from stream_pictures(events, sampling, upscaling, progress)
 
 
 def suggest_captions(prompt: str):
@@ -152,32 +195,40 @@ def show_forward_process(picture, timestep, model: str):
         RESULTS.release(folder)
 
 
-# the PNG settings a tab restores, each with the check of its field
-RESTORE_CHECKS = {
-    "prompt": lambda v: check_text("Prompt", v, MAX_PROMPT_CHARS),
-    "negative_prompt": lambda v: check_text("Negative prompt", v, MAX_PROMPT_CHARS),
-    "guidance_scale": lambda v: check_float("Guidance scale", v, 0.0, MAX_GUIDANCE, parse_text=True),
-    "scheduler": lambda v: check_choice(
-        "Scheduler", v, {name: label for label, (name, _) in SCHEDULER_CHOICES.items()}
-    ),
-    "steps": lambda v: check_int("Steps", v, 1, MAX_STEPS, parse_text=True),
-    "eta": lambda v: check_float("Eta", v, 0.0, 1.0, parse_text=True),
-    "seed": lambda v: check_int("Seed", v, 0, MAX_SEED, parse_text=True),
-}
-RESTORED_TEXT = ["prompt", "negative_prompt", "guidance_scale"]
-RESTORED_SAMPLING = ["scheduler", "steps", "eta", "seed"]
+LIMITS = Limits(STYLE_NAMES, MAX_NOISE_LEVEL, {pipe.name: label for label, pipe in MODELS.uncond.items()})
 
 
-def restore_settings(file, with_prompt: bool) -> list:
-    """Control values from a PNG this app made: scheduler, steps, eta, seed (and prompt, negative prompt, guidance), each checked."""
-    names = (RESTORED_TEXT if with_prompt else []) + RESTORED_SAMPLING
+def restore_settings(file, names: list[str]) -> list:
+    """Control values (`names`, webapp.restore) from a PNG this app made, each checked."""
     if file is None:
         return [gr.skip()] * len(names)
     try:
-        settings = read_settings(file if isinstance(file, str) else file.name)
-        return [RESTORE_CHECKS[name](settings[name]) if name in settings else gr.skip() for name in names]
+        return restored_values(read_settings(file if isinstance(file, str) else file.name), names, LIMITS)
     except ValueError as error:
         raise gr.Error(f"Settings file: {str(error).rstrip('.')}.") from None
+
+
+def history_restorer(names: list[str]):
+    """The click handler of a tab's history: the entry's controls (`names`), then its gallery, settings and seed."""
+
+    @page_errors
+    def restore(history, selected: gr.SelectData) -> list:
+        entry = recalled(history, selected.index)
+        values = restored_values(entry["settings"], names, LIMITS)
+        return values + [entry["files"], json.dumps(entry["settings"], indent=2), entry["settings"].get("seed")]
+
+    return restore
+
+
+def keep_in_history(event, history: gr.State, shown: gr.Gallery, outputs: list, controls: list, names: list[str]):
+    """A finished generation joins the tab's history; a click on one restores it."""
+    event.success(
+        remember_and_show,
+        [history, outputs[0], outputs[1]],
+        [history, shown],
+        api_visibility="private",
+    )
+    shown.select(history_restorer(names), history, controls + outputs, api_visibility="private")
 
 
 # ---- the page ----
@@ -195,8 +246,11 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             # eta 1: the shipped unconditional model's deterministic DDIM-50 drifts into textured squares
             # (FID_CLIP 0.38 against DDPM-1000's 0.29); re-injecting noise brings it to 0.27 (README, Evaluation)
             u = sampling_controls(eta_default=1.0)
+            u_extra = extra_controls(UPSCALER)
         with gr.Column(scale=2):
             u_outputs = result_outputs()
+            u_history, u_shown = history_gallery()
+    u_controls = [u_model, u.scheduler, u.steps, u.eta, u.seed] + u_extra.inputs()
     with gr.Tab("Text to image"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -225,9 +279,11 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
                     t_threshold_ratio = gr.Slider(0.5, 1.0, value=0.995, step=0.005, label="Thresholding percentile")
                     t_threshold_max = gr.Slider(1.0, 10.0, value=1.5, step=0.1, label="Thresholding max")
                 t = sampling_controls(eta_default=0.0)
+                t_extra = extra_controls(UPSCALER)
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
                 t_outputs = result_outputs()
+                t_history, t_shown = history_gallery()
         t_prompt.change(
             suggest_captions,
             t_prompt,
@@ -237,12 +293,9 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             concurrency_id="suggest",
         )
         t_suggestions.input(lambda caption: caption, t_suggestions, t_prompt, api_visibility="private")
-        t.restore.change(
-            lambda f: restore_settings(f, True),
-            t.restore,
-            [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
-            api_visibility="private",
-        )
+        t_controls = [t_prompt, t_negative, t_guidance, t_style, t_thresholding, t_threshold_ratio, t_threshold_max]
+        t_controls += [t.scheduler, t.steps, t.eta, t.seed] + t_extra.inputs()
+        t.restore.change(lambda f: restore_settings(f, TEXT_CONTROLS), t.restore, t_controls, api_visibility="private")
 
     with gr.Tab("How it works"):
         gr.Markdown(
@@ -276,6 +329,13 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             "Top row: x_t of the first image of your last generation (either tab); bottom row: the network's guess of the final picture at that step."
         )
         h_strip = gr.Gallery(label="Last generation, step by step", columns=STRIP_FRAMES, height=300)
+        gr.Markdown(CASCADE_TEXT, visible=UPSCALER is not None)
+        h_cascade = gr.Gallery(
+            label="Last generation, upscaled: base result, noised low-res input, the upsampler's x_t",
+            columns=STRIP_FRAMES + 2,
+            height=200,
+            visible=UPSCALER is not None,
+        )
         for trigger in (h_image.change, h_t.release):
             trigger(show_forward_process, [h_image, h_t, u_model], h_noisy, api_visibility="private")
 
@@ -283,8 +343,8 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     # out-of-range slider value gets the same message, naming the field and its range, as the page
     u_event = u.generate.click(
         generate_unconditional,
-        [u_model, u.scheduler, u.steps, u.eta, u.num_images, u.seed],
-        u_outputs + [h_strip],
+        [u_model, u.scheduler, u.steps, u.eta, u.num_images, u.seed] + u_extra.inputs(),
+        u_outputs + [h_strip, h_cascade],
         api_name="unconditional",
         concurrency_limit=CONCURRENCY,
         concurrency_id="sampling",
@@ -306,17 +366,18 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             t_threshold_ratio,
             t_threshold_max,
             t_style,
-        ],
-        t_outputs + [h_strip],
+        ]
+        + t_extra.inputs(),
+        t_outputs + [h_strip, h_cascade],
         api_name="text_to_image",
         concurrency_limit=CONCURRENCY,
         concurrency_id="sampling",
         preprocess=False,
     )
     t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
-    u.restore.change(
-        lambda f: restore_settings(f, False), u.restore, [u.scheduler, u.steps, u.eta, u.seed], api_visibility="private"
-    )
+    u.restore.change(lambda f: restore_settings(f, UNCOND_CONTROLS), u.restore, u_controls, api_visibility="private")
+    keep_in_history(u_event, u_history, u_shown, u_outputs, u_controls, UNCOND_CONTROLS)
+    keep_in_history(t_event, t_history, t_shown, t_outputs, t_controls, TEXT_CONTROLS)
     u_model.change(lambda model: schedule_table(MODELS, model), u_model, h_plot, api_visibility="private")
     gr.Markdown(CREDITS)
 

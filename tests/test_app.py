@@ -14,8 +14,10 @@ from PIL import Image
 
 import app
 from tests.serving import ROOT, free_port, wait_for_port
-from uncond.checks import check_int
+from uncond.checks import MAX_SEED, check_int
 from uncond.sampling import Step
+from webapp.controls import SCHEDULER_CHOICES
+from webapp.restore import TEXT_CONTROLS, UNCOND_CONTROLS
 from webapp.streaming import PREVIEW_EVERY, ResultFolders, stream_to_page
 
 
@@ -33,7 +35,7 @@ def test_unconditional_streams_previews_then_pngs_with_settings():
     outputs = run_unconditional(app.MODELS.default_uncond, "DDIM", 12, 0.0, 2, 123)
     previews, final = [o for o in outputs[:-1] if not is_tick(o)], outputs[-1]
     assert len(previews) == 2  # after steps 5 and 10
-    gallery, settings, seed, strip = final
+    gallery, settings, seed, strip, cascade = final
     assert seed == 123 and len(gallery) == 2
     assert len(strip) == 2 * app.STRIP_FRAMES  # x_t row and predicted x_0 row
     # files, never PIL images: Gradio writes those into its cache in place, racing requests that make the same picture
@@ -85,14 +87,14 @@ def test_bad_input_gives_a_message_naming_the_field_and_range(args, message):
 
 def test_numbers_as_text_and_seeds_beyond_float_precision_are_taken_exactly():
     seed = 2**62 + 1  # a float would round it to 2**62
-    assert check_int("Seed", seed, 0, app.MAX_SEED, parse_text=True) == seed
-    assert check_int("Seed", str(seed), 0, app.MAX_SEED, parse_text=True) == seed
-    assert check_int("Seed", app.MAX_SEED, 0, app.MAX_SEED) == app.MAX_SEED
+    assert check_int("Seed", seed, 0, MAX_SEED, parse_text=True) == seed
+    assert check_int("Seed", str(seed), 0, MAX_SEED, parse_text=True) == seed
+    assert check_int("Seed", MAX_SEED, 0, MAX_SEED) == MAX_SEED
     assert check_int("Steps", 12.0, 1, 1000) == 12 and check_int("Steps", " 7 ", 1, 1000, parse_text=True) == 7
     settings = json.loads(run_unconditional(app.MODELS.default_uncond, "DDIM", 2, 0.0, 1, seed)[-1][1])
     assert settings["seed"] == seed
     with pytest.raises(ValueError, match="Seed") as error:
-        check_int("Seed", "x" * 100_000, 0, app.MAX_SEED, parse_text=True)
+        check_int("Seed", "x" * 100_000, 0, MAX_SEED, parse_text=True)
     assert len(str(error.value)) < 120  # a long value is cut in the message
 
 
@@ -153,12 +155,12 @@ def test_served_app_answers_the_api(tmp_path):
     try:
         wait_for_port(server, port)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        gallery, settings, seed, strip = client.predict(
+        gallery, settings, seed, strip, _ = client.predict(
             app.MODELS.default_uncond, "DDIM", 5, 0.0, 2, 77, api_name="/unconditional"
         )
         assert seed == 77 and len(gallery) == 2 and '"seed": 77' in settings
         assert Image.open(gallery[0]["image"]).text["seed"] == "77"
-        gallery, settings, seed, strip = client.predict(
+        gallery, settings, seed, strip, _ = client.predict(
             "red heart", "", 3.0, "DDIM", 4, 0.0, 2, 5, api_name="/text_to_image"
         )
         assert seed == 5 and len(gallery) == 2 and json.loads(settings)["prompt"] == "red heart"
@@ -221,7 +223,7 @@ def run_text_to_image(*args):
 
 def test_text_to_image_handler_writes_prompt_and_guidance_into_the_pngs(tiny_txt2img):
     outputs = run_text_to_image("red heart", "blue", 3.0, "DDIM", 6, 0.0, 2, 11)
-    gallery, settings, seed, strip = outputs[-1]
+    gallery, settings, seed, strip, _ = outputs[-1]
     assert (
         seed == 11 and len(gallery) == 2 and len(strip) == 2 * 6
     )  # one frame per step when there are fewer steps than frames
@@ -288,7 +290,7 @@ def test_long_emoji_and_multiline_prompts_still_give_images(tiny_txt2img):
     for prompt in ["heart " * 166, "❤️🐱🍕", "red\nheart\t"]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            gallery, settings, _, _ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
+            gallery, settings, *_ = run_text_to_image(prompt, "", 2.0, "DDIM", 2, 0.0, 1, 0)[-1]
         assert len(gallery) == 1
         assert json.loads(settings)["truncated"] == (len(prompt) > 100)  # 166 words: past the tokenizer's 32 tokens
         # an emoji-only prompt gets a hint: the model knows emoji by their names
@@ -297,19 +299,47 @@ def test_long_emoji_and_multiline_prompts_still_give_images(tiny_txt2img):
 
 @pytest.mark.parametrize("scheduler", ["DPM-Solver++ (diffusers)", "Euler (diffusers)"])
 def test_diffusers_samplers_from_the_picker(scheduler):
-    gallery, settings, seed, strip = run_unconditional(app.MODELS.default_uncond, scheduler, 6, 0.0, 1, 5)[-1]
-    assert len(gallery) == 1 and json.loads(settings)["scheduler"] == app.SCHEDULER_CHOICES[scheduler][0]
+    gallery, settings, seed, strip, _ = run_unconditional(app.MODELS.default_uncond, scheduler, 6, 0.0, 1, 5)[-1]
+    assert len(gallery) == 1 and json.loads(settings)["scheduler"] == SCHEDULER_CHOICES[scheduler][0]
 
 
 def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
-    gallery, _, _, _ = run_text_to_image("cat face", "dog", 2.5, "DDIM", 7, 0.3, 1, 4242)[-1]
-    prompt, negative, guidance, scheduler, steps, eta, seed = app.restore_settings(gallery[0][0], with_prompt=True)
-    assert (prompt, negative, guidance, scheduler, steps, eta, seed) == ("cat face", "dog", 2.5, "DDIM", 7, 0.3, 4242)
-    gallery, _, _, _ = run_unconditional(app.MODELS.default_uncond, "Euler (diffusers)", 3, 0.0, 1, 99)[-1]
-    assert app.restore_settings(gallery[0][0], with_prompt=False) == ["Euler (diffusers)", 3, 0.0, 99]
+    gallery, *_ = run_text_to_image("cat face", "dog", 2.5, "DDIM", 7, 0.3, 1, 4242)[-1]
+    restored = dict(zip(TEXT_CONTROLS, app.restore_settings(gallery[0][0], TEXT_CONTROLS), strict=True))
+    assert restored == {
+        "prompt": "cat face",
+        "negative_prompt": "dog",
+        "guidance_scale": 2.5,
+        "style": "any",
+        "thresholding": False,
+        "dynamic_thresholding_ratio": gr.skip(),  # thresholding off: its settings are not in the PNG
+        "sample_max_value": gr.skip(),
+        "scheduler": "DDIM",
+        "steps": 7,
+        "eta": 0.3,
+        "seed": 4242,
+        "variation_seed": gr.skip(),  # no variation: strength 0, the variation seed left as it is
+        "variation_strength": 0.0,
+        "upscale": False,
+        "upscale_steps": gr.skip(),
+        "noise_level": gr.skip(),
+    }
+    gallery, *_ = run_unconditional(app.MODELS.default_uncond, "Euler (diffusers)", 3, 0.0, 1, 99, 5, 0.25)[-1]
+    assert app.restore_settings(gallery[0][0], UNCOND_CONTROLS) == [
+        app.MODELS.default_uncond,
+        "Euler (diffusers)",
+        3,
+        0.0,
+        99,
+        5,
+        0.25,
+        False,
+        gr.skip(),
+        gr.skip(),
+    ]
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
     with pytest.raises(gr.Error, match="Settings file: not a PNG file"):
-        app.restore_settings(str(tmp_path / "bad.png"), with_prompt=False)
+        app.restore_settings(str(tmp_path / "bad.png"), UNCOND_CONTROLS)
 
 
 @pytest.mark.parametrize(
@@ -330,7 +360,7 @@ def test_restored_settings_out_of_range_name_the_field(tmp_path, settings, messa
     path = str(tmp_path / "crafted.png")
     save_with_settings(Image.new("RGB", (8, 8)), path, {"steps": 5, "seed": 1, **settings})
     with pytest.raises(gr.Error, match=f"Settings file: {message}"):
-        app.restore_settings(path, with_prompt=True)
+        app.restore_settings(path, TEXT_CONTROLS)
 
 
 def test_suggestions_are_the_closest_training_captions(tiny_txt2img, monkeypatch):

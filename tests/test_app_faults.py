@@ -21,6 +21,7 @@ from tests.serving import ROOT, free_port
 from uncond.pipeline import SampleOutput
 from uncond.sampling import Step
 from webapp import startup
+from webapp.restore import TEXT_CONTROLS
 
 WEIGHTS = os.path.join(ROOT, "weights")
 STEP_SECONDS = 0.2  # one step of the stand-in pipeline
@@ -170,7 +171,7 @@ def test_out_of_memory_suggests_fewer_images_and_the_next_request_works(monkeypa
     with pytest.raises(gr.Error, match="Out of memory while generating 16 images at once: try fewer images."):
         run_unconditional(app.MODELS.default_uncond, "DDIM", 3, 0.0, 16, 0)
     assert emptied == [True]  # the failed batch's memory is handed back
-    gallery, settings, seed, strip = run_unconditional(app.MODELS.default_uncond, "DDIM", 3, 0.0, 4, 1)[-1]
+    gallery, settings, seed, strip, _ = run_unconditional(app.MODELS.default_uncond, "DDIM", 3, 0.0, 4, 1)[-1]
     assert len(gallery) == 4 and seed == 1
 
 
@@ -240,7 +241,19 @@ def test_a_client_that_disconnects_mid_run_frees_the_worker(served, monkeypatch)
     fn_index = next(dep["id"] for dep in config["dependencies"] if dep.get("api_name") == "unconditional")
     session = "lost-client"
     body = {
-        "data": [app.MODELS.default_uncond, "DDPM", 1000, 0.0, 1, 0],
+        "data": [
+            app.MODELS.default_uncond,
+            "DDPM",
+            1000,
+            0.0,
+            1,
+            0,
+            1,
+            0.0,
+            False,
+            15,
+            0,
+        ],  # every input: no defaults here
         "fn_index": fn_index,
         "session_hash": session,
         "event_data": None,
@@ -340,7 +353,7 @@ def hostile_files(tmp_path) -> dict:
 )
 def test_a_hostile_png_dropped_on_the_settings_reader_gets_a_message(tmp_path, name, message):
     with pytest.raises(gr.Error, match=f"Settings file: ({message})"):
-        app.restore_settings(hostile_files(tmp_path)[name], with_prompt=True)
+        app.restore_settings(hostile_files(tmp_path)[name], TEXT_CONTROLS)
 
 
 @pytest.mark.parametrize(

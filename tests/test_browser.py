@@ -39,6 +39,16 @@ def test_a_person_generates_and_reads_back_settings_in_chromium(tmp_path):
         )
         assert run.returncode == 0, run.stdout + run.stderr
         assert "PNG settings" in run.stdout and os.path.getsize(screenshot) > 10_000
+        history = subprocess.run(
+            ["node", "history_test.mjs"],
+            cwd=BROWSER_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "APP_URL": f"http://127.0.0.1:{port}/", "CHROMIUM": CHROMIUM},
+        )
+        assert history.returncode == 0, history.stdout + history.stderr
+        assert "history restored" in history.stdout
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -21,6 +21,13 @@ def save_with_settings(image, path: str, settings: dict) -> None:
     image.save(path, pnginfo=info)
 
 
+def flag(value: str) -> bool:
+    """A yes/no setting as written by `save_with_settings` ("True" or "False")."""
+    if value not in ("True", "False"):
+        raise ValueError(value)
+    return value == "True"
+
+
 # the settings a PNG of this project carries that can be restored, with their types
 RESTORABLE = {
     "model": str,
@@ -31,6 +38,14 @@ RESTORABLE = {
     "prompt": str,
     "negative_prompt": str,
     "guidance_scale": float,
+    "style": str,
+    "thresholding": flag,
+    "dynamic_thresholding_ratio": float,
+    "sample_max_value": float,
+    "variation_seed": int,
+    "variation_strength": float,
+    "upscale_steps": int,
+    "noise_level": int,
 }
 MAX_SETTING_CHARS = 4096  # longer values are refused (prompts are cut at 32 tokens anyway)
 MAX_SETTINGS_FILE_BYTES = 8 * 2**20  # larger files are refused unread (the app's PNGs are a few kB)
@@ -71,7 +86,8 @@ def read_settings(path: str) -> dict:
         try:
             settings[key] = kind(value)
         except ValueError:
-            raise ValueError(f"setting {key!r} should be a {kind.__name__}, got {value[:40]!r}") from None
+            kind_name = "True or False" if kind is flag else f"a {kind.__name__}"
+            raise ValueError(f"setting {key!r} should be {kind_name}, got {value[:40]!r}") from None
     if not settings:
         raise ValueError("this PNG carries no settings of this app")
     return settings

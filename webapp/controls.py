@@ -13,7 +13,7 @@ from PIL import Image
 
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
 from webapp.checks import warn_without_letters
-from webapp.models import ANY_STYLE, Prompt, Sampling
+from webapp.models import ANY_STYLE, Prompt, Sampling, UpscaleDefaults, Upscaling, Variation
 
 MAX_STEPS = 1000
 MAX_IMAGES = 16
@@ -118,3 +118,77 @@ def result_outputs() -> list:
     used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
     settings = gr.Code(label="Settings (also in each PNG)", language="json")
     return [gallery, settings, used_seed]
+
+
+MAX_UPSCALE_STEPS = 100
+ON_OFF = {True: True, False: False}
+
+
+def variation_fields(variation_seed, variation_strength) -> Variation | None:
+    """The Variations controls, checked: None at strength 0 (the plain generation)."""
+    strength = check_float("Variation strength", variation_strength, 0.0, 1.0, parse_text=True)
+    seed = check_int("Variation seed", variation_seed, 0, MAX_SEED, parse_text=True)
+    return Variation(seed, strength) if strength > 0 else None
+
+
+def upscale_fields(upscale, upscale_steps, noise_level, max_noise_level: int | None) -> Upscaling:
+    """The Upscale controls, checked; `max_noise_level` is the loaded upsampler's (None: no upsampler, Upscale off)."""
+    enabled = check_choice("Upscale", upscale, ON_OFF)
+    if enabled and max_noise_level is None:
+        raise ValueError("Upscale is not available: this app has no upsampler loaded (weights/upscale).")
+    steps = check_int("Upscale steps", upscale_steps, 1, MAX_UPSCALE_STEPS, parse_text=True)
+    level = check_int("Low-res noise level", noise_level, 0, max_noise_level or 0, parse_text=True) if enabled else None
+    return Upscaling(enabled, steps, level)
+
+
+@dataclass
+class ExtraControls:
+    """Variations and the Upscale stage: the controls after the sampling ones, in this order on the API."""
+
+    variation_seed: gr.Number
+    variation_strength: gr.Slider
+    upscale: gr.Checkbox
+    upscale_steps: gr.Slider
+    noise_level: gr.Slider
+
+    def inputs(self) -> list:
+        return [self.variation_seed, self.variation_strength, self.upscale, self.upscale_steps, self.noise_level]
+
+
+def extra_controls(upscaler: UpscaleDefaults | None) -> ExtraControls:
+    """The Variations accordion and, where an upsampler is loaded, the Upscale checkbox (on) and its settings."""
+    with gr.Accordion("Variations: explore around an image you like", open=False):
+        gr.Markdown(
+            "The starting noise is moved part of the way towards another seed's (spherical interpolation): "
+            "strength 0 is this seed's picture, 1 the variation seed's, small strengths give near neighbours."
+        )
+        variation_seed = seed_control("Variation seed", value=1)
+        variation_strength = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Variation strength")
+    on = upscaler is not None
+    upscale = gr.Checkbox(value=on, label="Upscale to 128 px (the super-resolution stage)", visible=on)
+    with gr.Accordion("Upscale settings", open=False, visible=on):
+        upscale_steps = gr.Slider(
+            1, MAX_UPSCALE_STEPS, value=upscaler.steps if on else 15, step=1, label="Upscale steps (DDIM)"
+        )
+        noise_level = gr.Slider(
+            0,
+            upscaler.max_noise_level if on else 1,  # a slider needs a range even where it is hidden
+            value=upscaler.noise_level if on else 0,
+            step=1,
+            label="Low-res noise level (noise added to the 32 px picture before upscaling hides its flaws)",
+        )
+    return ExtraControls(variation_seed, variation_strength, upscale, upscale_steps, noise_level)
+
+
+def history_gallery() -> tuple[gr.State, gr.Gallery]:
+    """A tab's history: the session's list of generations (webapp.history) and the gallery that shows it."""
+    history = gr.State([])
+    shown = gr.Gallery(
+        label="History (this session): click one to bring back its pictures and settings",
+        columns=6,
+        height=160,
+        allow_preview=False,
+        format="png",
+        interactive=False,
+    )
+    return history, shown

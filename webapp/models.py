@@ -17,7 +17,7 @@ The page checks its fields (`app.py`) and hands over these dataclasses; everythi
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from PIL import Image
@@ -50,6 +50,15 @@ class Upscaling:
     enabled: bool = True
     steps: int = 25  # DDIM steps of the upsampler
     noise_level: int | None = None  # augmentation level of the low-res input; None: the model folder's default
+
+
+@dataclass(frozen=True)
+class UpscaleDefaults:
+    """What the page's Upscale controls start from and allow, read from the loaded upsampler."""
+
+    steps: int
+    noise_level: int
+    max_noise_level: int
 
 
 UPSCALE_FOLDER = "upscale"  # weights/upscale: the super-resolution stage, where one is shipped
@@ -89,6 +98,16 @@ def styled(prompt: str, style: str) -> str:
     if style == ANY_STYLE:
         return prompt
     return f"{prompt}, {STYLES[style].words[0]}" if prompt.strip() else STYLES[style].words[0]
+
+
+def unstyled(prompt: str, style: str) -> str:
+    """The prompt as typed, without the words `styled` added: ("owl, line art", "openmoji-line") -> "owl"."""
+    if style == ANY_STYLE:
+        return prompt
+    words = STYLES[style].words[0]
+    if prompt == words:
+        return ""
+    return prompt.removesuffix(f", {words}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,15 @@ def edit_kwargs(start: StartPicture | None, variation: Variation | None) -> dict
     return kwargs
 
 
+def with_settings(events: Iterator[Step | SampleOutput], **extra) -> Iterator[Step | SampleOutput]:
+    """A pipeline's stream with `extra` added to its output's settings (closing it closes the pipeline's)."""
+    try:
+        for event in events:
+            yield replace(event, settings={**event.settings, **extra}) if isinstance(event, SampleOutput) else event
+    finally:
+        events.close()
+
+
 class Models:
     """The unconditional models (by name), the text-to-image pipeline and the upsampler (if any), on one device in one dtype."""
 
@@ -189,6 +217,13 @@ class Models:
     def has_upscaler(self) -> bool:
         """Whether a super-resolution stage is loaded (the page offers Upscale only then)."""
         return self.upscaler is not None
+
+    def upscale_defaults(self) -> UpscaleDefaults | None:
+        """The Upscale controls' defaults and range, None without an upsampler."""
+        if self.upscaler is None:
+            return None
+        config = self.upscaler.config
+        return UpscaleDefaults(Upscaling().steps, config.noise_level, config.max_noise_level)
 
     def upscales(self, size: int) -> bool:
         """Whether the loaded upsampler takes pictures of `size` px (the shipped models' 32; not, e.g., a 128 px model)."""
@@ -236,7 +271,7 @@ class Models:
         events = self.txt2img.stream(
             **prompt_kwargs(prompt), **sampling_kwargs(sampling), **edit_kwargs(start, variation)
         )
-        return self.upscaled(events, upscaling, self.txt2img)
+        return with_settings(self.upscaled(events, upscaling, self.txt2img), style=prompt.style)
 
     def pipeline_and_kwargs(self, model: str | None, prompt: Prompt | None) -> tuple[object, dict]:
         """The text-to-image pipeline and a prompt's settings, or the named unconditional model and none."""

@@ -11,3 +11,9 @@ CC BY 4.0), OpenMoji colour and line art ("All emojis designed by OpenMoji – t
 License: CC BY-SA 4.0") and Microsoft's Fluent Emoji flat, high contrast and 3D (MIT). The unconditional model was
 trained on Noto Color Emoji. Captions: Unicode CLDR names and keywords. The README's Credits section lists every set,
 its licence and attribution."""
+CASCADE_TEXT = """**Upscaling (a cascade, as in Imagen).** The base model draws 32x32 pictures. A second diffusion model, the
+upsampler, draws the 128x128 picture: its UNet sees x_t and, as extra input channels, the 32 px picture enlarged
+(bicubic). During training that low-res input was itself noised to a random level, and the level was given to the
+network (noise-conditioning augmentation, Ho et al. 2021): so at sampling a little noise on the base result (the
+"Low-res noise level") hides its flaws, and the upsampler draws new detail instead of copying them. Below: the first
+image's base result, that noised input, and the upsampler's x_t, step by step."""
