@@ -4,8 +4,9 @@
     python -m evaluation txt2img --model weights/txt2img --clip weights/clip --data data/emoji --captions 200 \
         --guidance-scales 1 2 3 5 7 --out eval/txt2img
     python -m evaluation natural --model weights/txt2img --clip weights/clip --data data/emoji-multi/32 --out eval/natural
+    python -m evaluation upscale --model weights/upscale --data data/emoji-multi/128 --out eval/upscale
 
-`evaluation/uncond.py` and `evaluation/txt2img.py` say what each measures.
+`evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py` and `evaluation/upscale.py` say what each measures.
 """
 
 import argparse
@@ -15,6 +16,7 @@ from evaluation.common import WEIGHTS
 from evaluation.natural import PROMPTS_FILE, evaluate_natural, markdown_table
 from evaluation.txt2img import GUIDANCE_SCALES, evaluate_txt2img
 from evaluation.uncond import MEMORISATION_THRESHOLD, SAMPLERS, evaluate_uncond
+from evaluation.upscale import NOISE_LEVELS, evaluate_upscale, markdown_tables
 from uncond.sampling import SCHEDULER_NAMES
 
 
@@ -30,10 +32,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "natural",
         help="natural prompts vs exact names, diversity and held-out style pairs, judged by CLIP and by pixels",
     )
+    upscale = sub.add_parser(
+        "upscale", help="the upsampler: PSNR / SSIM / consistency on held-out pictures, FID_CLIP of both tabs' cascades"
+    )
     for p, data, model in (
         (uncond, "data/emoji32", "uncond"),
         (txt2img, "data/emoji", "txt2img"),
         (natural, "data/emoji-multi/32", "txt2img"),
+        (upscale, "data/emoji-multi/128", "upscale"),
     ):
         p.add_argument(
             "--model",
@@ -87,6 +93,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     natural.add_argument("--steps", type=int, default=25)
     natural.add_argument("--scheduler", choices=list(SCHEDULER_NAMES), default="ddim")
     natural.add_argument("--batch-size", type=int, default=128)
+    upscale.add_argument("--uncond", default=os.path.join(WEIGHTS, "uncond"), help="base model of the first tab")
+    upscale.add_argument("--txt2img", default=os.path.join(WEIGHTS, "txt2img"), help="base model of the second tab")
+    upscale.add_argument("--num-images", type=int, default=64, help="held-out pictures to reconstruct")
+    upscale.add_argument("--num-samples", type=int, default=64, help="base samples per tab for FID_CLIP")
+    upscale.add_argument("--num-real", type=int, default=2000, help="real 128 px pictures FID_CLIP compares with")
+    upscale.add_argument("--steps", type=int, default=15, help="the upsampler's DDIM steps")
+    upscale.add_argument("--base-steps", type=int, default=25, help="the base models' DDIM steps")
+    upscale.add_argument("--noise-levels", nargs="+", type=int, default=list(NOISE_LEVELS))
+    upscale.add_argument("--cascade-noise-level", type=int, default=None, help="default: the folder's")
+    upscale.add_argument("--batch-size", type=int, default=16)
     return parser.parse_args(argv)
 
 
@@ -111,6 +127,20 @@ def main(argv=None) -> dict:
             threshold=args.memorisation_threshold,
             **common,
         )
+    elif args.task == "upscale":
+        report = evaluate_upscale(
+            uncond=args.uncond,
+            txt2img=args.txt2img,
+            num_images=args.num_images,
+            num_samples=args.num_samples,
+            num_real=args.num_real,
+            steps=args.steps,
+            base_steps=args.base_steps,
+            noise_levels=args.noise_levels,
+            cascade_noise_level=args.cascade_noise_level,
+            **common,
+        )
+        print(markdown_tables(report))
     elif args.task == "natural":
         report = evaluate_natural(
             prompts_file=args.prompts,
@@ -136,7 +166,10 @@ def main(argv=None) -> dict:
             },
             **common,
         )
-    print(f"wrote {os.path.join(args.out, 'report.json')} and plot.png")
+    print(
+        f"wrote {os.path.join(args.out, 'report.json')}"
+        + (" and grid.png" if args.task == "upscale" else " and plot.png")
+    )
     return report
 
 

@@ -10,7 +10,7 @@ from upscale_fixtures import pictures, to_unit, trained_pipeline
 
 from uncond.scheduler import DDPMScheduler
 from uncond.unet import UNet, UNetConfig
-from uncond.upscale import augment, concat_inputs, conditioning, downsample, low_res_model_fn, psnr, upsample
+from uncond.upscale import augment, concat_inputs, conditioning, downsample, low_res_model_fn, psnr, ssim, upsample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,6 +118,27 @@ def test_the_model_function_concatenates_the_conditioning_and_passes_the_level()
         concat_inputs(x_t, torch.randn(2, 3, 4, 4))
     with pytest.raises(ValueError, match="low_res_channels"):
         low_res_model_fn(UNet(stage_config(low_res_channels=0, noise_level_embedding=False)), cond, levels)
+
+
+def test_ssim_equals_scikit_images():
+    import numpy as np
+    from skimage.metrics import structural_similarity
+
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.rand(3, 3, 40, 36, generator=generator) * 2 - 1
+    images = (reference + 0.3 * torch.randn(reference.shape, generator=generator)).clamp(-1, 1)
+
+    def unit(t):  # (C, H, W) in [-1, 1] -> (H, W, C) in [0, 1], float64
+        return ((t.permute(1, 2, 0).numpy() + 1) / 2).astype(np.float64)
+
+    theirs = np.mean(
+        [
+            structural_similarity(unit(a), unit(b), gaussian_weights=True, sigma=1.5, data_range=1.0, channel_axis=2)
+            for a, b in zip(images, reference, strict=True)
+        ]
+    )
+    assert ssim(images, reference) == pytest.approx(theirs, abs=1e-8)
+    assert ssim(reference, reference) == pytest.approx(1.0) and ssim(-reference, reference) < 0.2
 
 
 def test_psnr_on_known_numbers():

@@ -46,6 +46,36 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
     return float((10 * torch.log10(1 / mse)).mean())
 
 
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """A normalised (size, size) Gaussian window."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return torch.outer(g, g) / g.sum() ** 2
+
+
+def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Structural similarity (Wang et al. 2004, eq. 13) of pictures in [-1, 1] against a reference, on [0, 1] pixels,
+    averaged over pictures, channels and the window positions that fit inside the picture.
+
+    An 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03 and sample covariances (N / (N - 1)), as scikit-image's
+    `structural_similarity(gaussian_weights=True, data_range=1)`, which the tests check it against.
+    """
+    x, y = ((t.double() + 1) / 2 for t in (images, reference))  # (B, C, H, W) in [0, 1]
+    channels = x.shape[1]
+    window = gaussian_window().to(x.device).expand(channels, 1, 11, 11)
+
+    def blur(t):  # the local weighted mean, only where the window fits (scikit-image crops the borders the same way)
+        return F.conv2d(t, window, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    norm = 121 / 120  # sample covariance over the window's N = 121 pixels
+    var_x, var_y = norm * (blur(x * x) - mu_x**2), norm * (blur(y * y) - mu_y**2)
+    cov = norm * (blur(x * y) - mu_x * mu_y)
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(s.flatten(1).mean(dim=1).mean())
+
+
 def check_noise_level(noise_level, max_noise_level: int) -> int:
     """A whole-number augmentation level in [0, max_noise_level] (a timestep of the training schedule)."""
     return check_int("noise_level", noise_level, 0, max_noise_level)
