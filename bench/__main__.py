@@ -20,6 +20,7 @@ import platform
 import torch
 
 from bench.app_timings import bench_requests, bench_startup, load_shipped_pipelines
+from bench.cascade import bench_cascade, cascade_target, shipped_upscaler, tiny_upscaler
 from bench.measure import (
     diffusers_ddim_pipeline,
     diffusers_text_to_image,
@@ -66,6 +67,7 @@ FULL = dict(
     train_repeats=5,
     scheduler_repeats=20,
     request_steps=50,
+    cascade_repeats=3,
 )
 TINY = dict(
     matmul_sizes=(128, 256),
@@ -78,6 +80,7 @@ TINY = dict(
     train_repeats=1,
     scheduler_repeats=2,
     request_steps=11,
+    cascade_repeats=1,
 )
 
 
@@ -306,9 +309,20 @@ def main(argv=None) -> dict:
     else:
         uncond_pipe, txt2img_pipe, loading = load_shipped_pipelines(device, dtype, log)
     result["requests"] = {**loading, **bench_requests(uncond_pipe, txt2img_pipe, plan["request_steps"], log)}
+    up = (
+        tiny_upscaler(uncond_config.sample_size, load_scheduler_config("uncond"))
+        if args.tiny
+        else shipped_upscaler(ROOT, device, dtype)
+    )
+    pipes = {"uncond": uncond_pipe, "txt2img": txt2img_pipe}
+    result["cascade"] = (
+        bench_cascade(pipes, up, plan["request_steps"], plan["cascade_repeats"], matmul, matmul_flops, device, log)
+        if up is not None
+        else None
+    )
     run_app = args.app if args.app is not None else not args.tiny
     result["app"] = bench_startup(log) if run_app and device.type == "cpu" else None
-    result["targets"] = targets(rows, result["scheduler"], result["app"])
+    result["targets"] = targets(rows, result["scheduler"], result["app"]) + cascade_target(result["cascade"])
 
     print(format_table(result))
     out = args.out or (None if args.tiny else os.path.join(ROOT, "bench", f"results_{device.type}.json"))

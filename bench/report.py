@@ -1,5 +1,7 @@
 """The benchmark's report: the issue's targets checked against the rows, and the printed table."""
 
+from bench.cascade import cascade_lines
+
 
 def targets(rows: list, scheduler: dict, app: dict | None) -> list:
     """The issue's targets, each with the measured value and whether it holds."""
@@ -106,6 +108,7 @@ def format_table(result: dict) -> str:
             f"Request {tab} (app defaults: DDIM {a['num_inference_steps']} steps, {a['num_images']} images): "
             f"first preview {first}, images {a['final_s']:.2f} s ({a['cpu_s']:.1f} CPU s)"
         )
+    lines += cascade_lines(result.get("cascade"))
     lines.append("")
     for check in result["targets"]:
         lines.append(f"[{'holds' if check['holds'] else 'MISSES'}] {check['target']}: {check['value']:.3g}")

@@ -91,6 +91,13 @@ def test_tiny_benchmark_runs_and_writes_its_json(tmp_path):
         assert request["num_images"] == 4 and request["scheduler"] == "ddim" and request["previews"] == 2
         assert 0 < request["first_preview_s"] < request["final_s"] and request["cpu_s"] > 0
     assert written["requests"]["uncond"]["eta"] == 1.0 and written["requests"]["txt2img"]["guidance_scale"] == 4.0
+    # the cascade: both tabs' default requests alone and followed by the upsampler, side by side
+    cascade = written["cascade"]
+    for tab in ("uncond", "txt2img"):
+        c = cascade[tab]
+        assert 0 < c["base_s"] < c["cascade_s"] and c["ratio"] == pytest.approx(c["cascade_s"] / c["base_s"])
+    assert cascade["forward"]["flops"] > 0 and cascade["forward"]["fraction_of_peak"] > 0
+    assert any(check["target"].startswith("text-to-image request + upsampler") for check in written["targets"])
     assert written["parameters"]["uncond"]["ratio"] == 1.0 and written["app"] is None
     assert all({"target", "value", "holds"} <= set(check) for check in written["targets"])
     assert result["rows"] == written["rows"]
