@@ -4,6 +4,8 @@ DESCRIPTION = """# Emoji from noise
 A small diffusion model, written from scratch, turns random noise into emoji in a few dozen steps.
 **DDPM** removes the noise in up to 1000 small random steps; **DDIM** takes bigger steps, so 50 are enough: deterministic with eta 0, with fresh noise at each step (like DDPM) with eta 1.
 Both are written from scratch here; **DPM-Solver++** and **Euler** are diffusers' samplers driven by the same loop.
+The models draw 32x32 pictures; a second diffusion model, the **upsampler**, then draws them at 128x128 from the small
+picture (a cascade, as in Imagen: "How it works" shows it step by step). Untick **Upscale** to see the 32 px originals.
 """
 CREDITS = """**Credits.** The text-to-image model and its CLIP were trained on emoji rendered from seven sets: Noto
 Color Emoji (Google, SIL Open Font License 1.1), Twemoji (Twemoji graphics by Twitter, Inc and other contributors,
