@@ -185,8 +185,10 @@ def history_gallery() -> tuple[gr.State, gr.Gallery]:
     history = gr.State([])
     shown = gr.Gallery(
         label="History (this session): click one to bring back its pictures and settings",
-        columns=6,
-        height=160,
+        columns=8,
+        fit_columns=False,  # small thumbnails even for the first few generations
+        height="auto",
+        object_fit="contain",
         allow_preview=False,
         format="png",
         interactive=False,
