@@ -101,7 +101,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     upscale.add_argument("--steps", type=int, default=15, help="the upsampler's DDIM steps")
     upscale.add_argument("--base-steps", type=int, default=25, help="the base models' DDIM steps")
     upscale.add_argument("--noise-levels", nargs="+", type=int, default=list(NOISE_LEVELS))
-    upscale.add_argument("--cascade-noise-level", type=int, default=None, help="default: the folder's")
+    upscale.add_argument(
+        "--cascade-noise-levels",
+        nargs="+",
+        type=int,
+        default=None,
+        help="levels of the cascade rows (default: the folder's)",
+    )
     upscale.add_argument("--batch-size", type=int, default=16)
     return parser.parse_args(argv)
 
@@ -137,7 +143,7 @@ def main(argv=None) -> dict:
             steps=args.steps,
             base_steps=args.base_steps,
             noise_levels=args.noise_levels,
-            cascade_noise_level=args.cascade_noise_level,
+            cascade_noise_levels=args.cascade_noise_levels,
             **common,
         )
         print(markdown_tables(report))

@@ -113,18 +113,20 @@ def base_samples(uncond: str, txt2img: str, num_samples: int, steps: int, device
     return samples
 
 
-def cascade_fid(up, clip, samples: dict, real: torch.Tensor, steps: int, level: int, batch: int, seed: int) -> list:
-    """FID_CLIP of each tab's samples enlarged by the model and by bicubic, whole and by tiles, against the real data."""
+def cascade_fid(up, clip, samples: dict, real: torch.Tensor, steps: int, levels, batch: int, seed: int) -> list:
+    """FID_CLIP of each tab's samples enlarged by bicubic and by the model at each level, whole and by tiles, against
+    the real data."""
     size = real.shape[-1]
     real_whole = clip_image_features(clip, real, 256)
     real_tiles = clip_image_features(clip, tiles(real), 256)
     rows = []
     for tab, base in samples.items():
         low_res = unit(base)
-        for method, images in (
-            ("bicubic", quantised(upsample(low_res, size))),
-            (f"ours, noise level {level}", upscale_batches(up, low_res, steps, level, batch, seed)),
-        ):
+        candidates = [("bicubic", quantised(upsample(low_res, size)))]
+        candidates += [
+            (f"ours, noise level {level}", upscale_batches(up, low_res, steps, level, batch, seed)) for level in levels
+        ]
+        for method, images in candidates:
             pixels = ((images + 1) * 127.5).round().to(torch.uint8)
             rows.append(
                 {
@@ -151,7 +153,7 @@ def evaluate_upscale(
     steps: int = 15,
     base_steps: int = 25,
     noise_levels=NOISE_LEVELS,
-    cascade_noise_level: int | None = None,
+    cascade_noise_levels=None,
     batch_size: int = 16,
     seed: int = 0,
     device=None,
@@ -171,10 +173,11 @@ def evaluate_upscale(
     os.makedirs(out_dir, exist_ok=True)
     with autocast(torch.device(device), precision):
         rows, pictures = reconstruction(up, dataset.images[picked], steps, noise_levels, batch_size, seed, log)
-        level = up.config.noise_level if cascade_noise_level is None else cascade_noise_level
+        level = up.config.noise_level  # the grid's level: the folder's default
+        cascade_levels = list(cascade_noise_levels or [level])
         samples = base_samples(uncond, txt2img, num_samples, base_steps, device, seed, dataset.captions)
         real = dataset.images[random.Random(seed + 1).sample(range(len(dataset)), min(num_real, len(dataset)))]
-        fid_rows = cascade_fid(up, embedder, samples, real, steps, level, batch_size, seed)
+        fid_rows = cascade_fid(up, embedder, samples, real, steps, cascade_levels, batch_size, seed)
     ours = (
         next(k for k in pictures if k.startswith("ours") and k.endswith(f" {level}")) if level in noise_levels else None
     )
@@ -195,7 +198,8 @@ def evaluate_upscale(
         "scheduler": "ddim",
         "reconstruction": rows,
         "cascade": fid_rows,
-        "cascade_noise_level": level,
+        "cascade_noise_levels": cascade_levels,
+        "default_noise_level": level,
         "base_steps": base_steps,
         "real_pictures_for_fid": len(real),
         "precision": precision,

@@ -38,7 +38,7 @@ def test_upscale_command_writes_both_tables_and_the_grid(folders, upsampler, tmp
     assert methods == ["nearest", "bicubic", "ours, noise level 0", "ours, noise level 20"]
     held = held_out_indices(ImageCaptionDataset(folders["data"], image_size=32))
     assert report["held_out_pictures"] == len(held["skin_tone"] + held["style_pair"]) == 3  # all the tiny data has
-    assert report["cascade_noise_level"] == 20  # the folder's default level
+    assert report["cascade_noise_levels"] == [20] == [report["default_noise_level"]]  # the folder's default level
     for row in report["reconstruction"]:
         assert -1 <= row["ssim"] <= 1 and row["psnr"] > 0 and row["consistency_rms"] >= 0
     assert [(r["tab"], r["method"]) for r in report["cascade"]] == [
