@@ -112,7 +112,7 @@ def generate_unconditional(
     seed,
     variation_seed=1,
     variation_strength=0.0,
-    upscale=UPSCALE_DEFAULT,
+    upscale=None,
     upscale_steps=UPSCALE_STEPS,
     noise_level=NOISE_LEVEL,
     progress=gr.Progress(),
@@ -121,7 +121,9 @@ def generate_unconditional(
     model = check_choice("Model", model, list(MODELS.uncond))  # a name from the list, never a path
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
     variation = variation_fields(variation_seed, variation_strength)
-    upscaling = upscale_fields(upscale, upscale_steps, noise_level, MAX_NOISE_LEVEL)
+    upscaling = upscale_fields(
+        UPSCALE_DEFAULT if upscale is None else upscale, upscale_steps, noise_level, MAX_NOISE_LEVEL
+    )
     events = MODELS.unconditional(model, sampling, variation=variation, upscaling=upscaling)
     yield from stream_pictures(events, sampling, upscaling, progress)
 
@@ -155,7 +157,7 @@ def generate_text_to_image(
     style=ANY_STYLE,
     variation_seed=1,
     variation_strength=0.0,
-    upscale=UPSCALE_DEFAULT,
+    upscale=None,
     upscale_steps=UPSCALE_STEPS,
     noise_level=NOISE_LEVEL,
     progress=gr.Progress(),
@@ -166,7 +168,9 @@ def generate_text_to_image(
     )
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
     variation = variation_fields(variation_seed, variation_strength)
-    upscaling = upscale_fields(upscale, upscale_steps, noise_level, MAX_NOISE_LEVEL)
+    upscaling = upscale_fields(
+        UPSCALE_DEFAULT if upscale is None else upscale, upscale_steps, noise_level, MAX_NOISE_LEVEL
+    )
     events = MODELS.text_to_image(text, sampling, variation=variation, upscaling=upscaling)
     yield from stream_pictures(events, sampling, upscaling, progress)
 

@@ -12,3 +12,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def handlers_leave_the_upsampler_out(monkeypatch):
+    """Handler calls in the tests skip the shipped upsampler unless they ask for it (upscale=True): it would add
+    seconds to every call. The served app (browser, load and API tests) keeps its real default."""
+    app = sys.modules.get("app")
+    if app is not None and hasattr(app, "UPSCALE_DEFAULT"):
+        monkeypatch.setattr(app, "UPSCALE_DEFAULT", False)
