@@ -42,6 +42,8 @@ from webapp.controls import (
     sampling_controls,
     sampling_fields,
 )
+from webapp.explore_tab import explore_tab
+from webapp.live import live_mode
 from webapp.models import ANY_STYLE, Models, schedule_table
 from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
@@ -227,6 +229,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
                 t = sampling_controls(eta_default=0.0)
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
+                LIVE = live_mode(MODELS, RESULTS, STYLE_NAMES, gpu, t_prompt, t_negative, t_guidance, t_style, t.seed)
                 t_outputs = result_outputs()
         t_prompt.change(
             suggest_captions,
@@ -243,6 +246,8 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             [t_prompt, t_negative, t_guidance, t.scheduler, t.steps, t.eta, t.seed],
             api_visibility="private",
         )
+
+    EXPLORE = explore_tab(MODELS, RESULTS, STYLE_NAMES, gpu, CONCURRENCY)  # /interpolate, /compare
 
     with gr.Tab("How it works"):
         gr.Markdown(
