@@ -149,9 +149,11 @@ class Explore:
                 cells[r][c] = cell
                 picture = save_png(grid_picture(labels, steps, cells), folder, f"grid_{r}_{c}", scale=1)
                 yield picture, times_table(labels, steps, cells), gr.skip()
-            settings = {"seed": seed, "samplers": rows, "steps": steps, **(cells[0][0].settings if cells else {})}
-            settings = {k: v for k, v in settings.items() if k not in ("scheduler", "eta", "elapsed")}
-            settings["seconds"] = [[cell.elapsed for cell in row] for row in cells]
+            common = {
+                k: v for k, v in cells[0][0].settings.items() if k not in ("scheduler", "eta", "steps", "elapsed")
+            }
+            seconds = [[cell.elapsed for cell in row] for row in cells]
+            settings = {**common, "seed": seed, "samplers": rows, "steps": steps, "seconds": seconds}
             yield picture, times_table(labels, steps, cells), json.dumps(settings, indent=2)
         except gr.Error:
             raise
