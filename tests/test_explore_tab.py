@@ -1,6 +1,8 @@
 """The Explore tab's handlers and Live mode: strip ends and grid cells are the plain generations, bad fields are
 named, and a burst of live requests draws only the newest."""
 
+import json
+import os
 import threading
 import time
 
@@ -216,3 +218,90 @@ def test_a_burst_of_live_changes_draws_only_the_last(monkeypatch):
     for prompt in ["r", "re", "red", "red h"]:
         assert answers[prompt] == (gr.skip(), gr.skip()), prompt
     assert '"prompt": "red heart"' in answers["red heart"][1]
+
+
+# ---- the served app: the new endpoints through the API ----
+
+
+@pytest.fixture(scope="module")
+def served():
+    """`python app.py` with the shipped models on a free loopback port."""
+    import subprocess
+    import sys
+
+    from tests.serving import ROOT, free_port, wait_for_port
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(server, port, timeout=180)
+        yield f"http://127.0.0.1:{port}/", server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_served_burst_of_prompt_changes_answers_only_the_last(served):
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    url, server = served
+    client = Client(url, verbose=False)  # one client: one session, as one page
+    prompts = ["r", "re", "red", "red h", "red hea", "red heart"]
+    jobs = []
+    for prompt in prompts:
+        jobs.append(client.submit(True, prompt, "", 4.0, 0, "any", api_name="/live"))
+        # the next keystroke once the server has this one (the client's threads could swap two joins), 50 ms on:
+        # far quicker than one picture
+        deadline = time.monotonic() + 30
+        while not (jobs[-1].done() or jobs[-1].status().code in (Status.PROCESSING, Status.FINISHED)):
+            assert time.monotonic() < deadline, "the server did not take the request"
+            time.sleep(0.01)
+        time.sleep(0.05)
+    answers = [job.result(timeout=120) for job in jobs]
+    drawn = [(prompt, answer) for prompt, answer in zip(prompts, answers) if isinstance(answer[1], str)]
+    assert [prompt for prompt, _ in drawn] == ["red heart"], answers
+    picture, settings = drawn[0][1]
+    assert json.loads(settings)["prompt"] == "red heart" and json.loads(settings)["steps"] == LIVE_STEPS
+    assert Image.open(picture).text["prompt"] == "red heart"
+    assert server.poll() is None
+
+
+@pytest.mark.slow
+def test_served_explore_endpoints_name_bad_fields_and_keep_serving(served):
+    from gradio_client import Client
+
+    url, server = served
+    client = Client(url, verbose=False)
+    shared = ("Text to image", MODEL, "red heart", "", 4.0, 0)
+    for args, message in [
+        (shared + ("Two seeds", 1, "", 17, "DDIM", 3, 0.0), "Frames must be a whole number from 2 to 16, got 17"),
+        (shared + ("Two seeds", 1, "", 16, "DDIM", 100, 0.0), "Frames x Steps must be at most 800, got 16 x 100"),
+        (shared + ("Two seeds", -4, "", 2, "DDIM", 3, 0.0), "Other seed must be a whole number"),
+        (("Unconditional",) + shared[1:] + ("Two prompts", 1, "x", 2, "DDIM", 3, 0.0), "Between: two prompts need"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name="/interpolate")
+    for args, message in [
+        (shared + (["DDPM"], [7]), "Steps must be one of 5, 10, 25, 50, 100, got 7"),
+        (shared + ([], [5]), "Samplers must be a non-empty list"),
+        (("Unconditional", "/etc/passwd") + shared[2:] + (["DDPM"], [5]), "Model must be one of"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name="/compare")
+    with pytest.raises(Exception, match="Prompt must be at most 1000 characters"):
+        client.predict(True, "x" * 5000, "", 4.0, 0, "any", api_name="/live")
+    # still serving, each answer its own request's
+    frames, animations, settings = client.predict(
+        *shared[:5], 3, "Two seeds", 4, "", 2, "DDIM", 3, 0.0, api_name="/interpolate"
+    )
+    assert len(frames) == 2 and len(animations) == 2 and json.loads(settings)["frames"][-1]["variation_seed"] == 4
+    grid, table, settings = client.predict(
+        "Unconditional", MODEL, "", "", 4.0, 9, ["DDIM, eta 0"], [5], api_name="/compare"
+    )
+    assert json.loads(settings)["seed"] == 9 and table["data"][0][0] == "DDIM, eta 0"
+    assert Image.open(grid).size[0] > 64 and server.poll() is None
