@@ -19,7 +19,7 @@ import platform
 
 import torch
 
-from bench.app_timings import bench_requests, bench_startup, load_shipped_pipelines
+from bench.app_timings import bench_live, bench_requests, bench_startup, load_shipped_pipelines
 from bench.measure import (
     diffusers_ddim_pipeline,
     diffusers_text_to_image,
@@ -306,9 +306,10 @@ def main(argv=None) -> dict:
     else:
         uncond_pipe, txt2img_pipe, loading = load_shipped_pipelines(device, dtype, log)
     result["requests"] = {**loading, **bench_requests(uncond_pipe, txt2img_pipe, plan["request_steps"], log)}
+    result["requests"]["live"] = bench_live(txt2img_pipe, log)
     run_app = args.app if args.app is not None else not args.tiny
     result["app"] = bench_startup(log) if run_app and device.type == "cpu" else None
-    result["targets"] = targets(rows, result["scheduler"], result["app"])
+    result["targets"] = targets(rows, result["scheduler"], result["app"], result["requests"]["live"])
 
     print(format_table(result))
     out = args.out or (None if args.tiny else os.path.join(ROOT, "bench", f"results_{device.type}.json"))
