@@ -208,7 +208,8 @@ def explore_tab(models: Models, results: ResultFolders, styles: list[str], gpu, 
                         frames = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames")
                     with gr.Row():
                         other_seed = gr.Number(value=1, precision=0, label="Other seed")
-                        other_prompt = gr.Textbox(label="Other prompt", value="blue heart", max_lines=1)
+                        # the shipped model draws "blue heart" red at seed 0; "green heart" comes out yellow: a colour that moves
+                        other_prompt = gr.Textbox(label="Other prompt", value="green heart", max_lines=1)
                     scheduler, steps, eta = scheduler_controls(eta_default=0.0)
                     steps.value = 20  # a strip is frames x steps: fewer steps than one picture's default
                     with gr.Row():

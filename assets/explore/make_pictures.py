@@ -1,7 +1,8 @@
 """The README's Explore pictures, made once with the shipped models through the tab's own handlers, and the time of
 the tab's default requests (what a person gets pressing Interpolate or Compare without changing anything).
 
-    nice python assets/explore/make_pictures.py      # writes assets/explore/*.png, *.gif; prints the seconds
+    nice python assets/explore/make_pictures.py          # writes assets/explore/*.png, *.gif; prints the seconds
+    nice python assets/explore/make_pictures.py prompt   # only the prompt strips (or seed, grid)
 """
 
 import os
@@ -27,10 +28,10 @@ ALL_SAMPLERS = ["DDPM", "DDIM, eta 0", "DDIM, eta 1", "DPM-Solver++", "Euler"]
 def last(outputs):
     """The final output of a streaming handler, and the seconds it took."""
     started = time.perf_counter()
-    output = None
+    final = None
     for output in outputs:
-        pass
-    return output, time.perf_counter() - started
+        final = output
+    return final, time.perf_counter() - started
 
 
 def strip_picture(entries, name: str) -> None:
@@ -42,34 +43,38 @@ def strip_picture(entries, name: str) -> None:
     picture.save(os.path.join(HERE, f"{name}.png"), optimize=True)
 
 
-def main() -> None:
-    # the tab's defaults: Text to image, "red heart" -> "blue heart", 8 frames of DDIM 20, guidance 4, seed 0
-    (entries, animations, _), seconds = last(
-        EXPLORE.interpolate("Text to image", MODEL, "red heart", "", 4.0, 0, "Two prompts", 1, "blue heart", 8,
-                            "DDIM", 20, 0.0)  # fmt: skip
-    )
-    print(f"default interpolation (8 frames, DDIM 20, text to image): {seconds:.1f} s")
-    strip_picture(entries, "prompt_strip")
-    shutil.copy(animations[0], os.path.join(HERE, "prompt_strip.gif"))
+def prompt_strips() -> None:
+    # the tab's defaults: Text to image, "red heart" -> "green heart", 8 frames of DDIM 20, guidance 4, seed 0
+    for other, name in (("green heart", "prompt_strip"), ("grinning face", "prompt_strip_face")):
+        (entries, animations, _), seconds = last(
+            EXPLORE.interpolate(
+                "Text to image", MODEL, "red heart", "", 4.0, 0, "Two prompts", 1, other, 8, "DDIM", 20, 0.0
+            )  # fmt: skip
+        )
+        print(f"prompt strip 'red heart' -> {other!r} (8 frames, DDIM 20, the tab's defaults): {seconds:.1f} s")
+        strip_picture(entries, name)
+        shutil.copy(animations[0], os.path.join(HERE, f"{name}.gif"))
 
+
+def seed_strips() -> None:
     (entries, animations, _), seconds = last(
         EXPLORE.interpolate("Unconditional", MODEL, "", "", 4.0, 0, "Two seeds", 1, "", 8, "DDIM", 50, 0.0)
     )
     print(f"seed strip (8 frames, DDIM 50 eta 0, unconditional): {seconds:.1f} s")
     strip_picture(entries, "seed_strip")
-
     (entries, animations, _), seconds = last(
         EXPLORE.interpolate("Text to image", MODEL, "cat face", "", 2.0, 0, "Two seeds", 1, "", 8, "DDIM", 20, 0.0)
     )
     print(f"seed strip (8 frames, DDIM 20, 'cat face' at guidance 2): {seconds:.1f} s")
     strip_picture(entries, "seed_strip_prompt")
 
+
+def grids() -> None:
     (grid, table, _), seconds = last(
         EXPLORE.compare("Text to image", MODEL, "red heart", "", 4.0, 0, ALL_SAMPLERS, DEFAULT_GRID_STEPS)
     )
     print(f"default grid (5 samplers x {DEFAULT_GRID_STEPS} steps, text to image): {seconds:.1f} s")
     print(table.to_string(index=False))
-
     (grid, table, _), seconds = last(
         EXPLORE.compare("Text to image", MODEL, "red heart", "", 4.0, 0, ALL_SAMPLERS, STEP_CHOICES)
     )
@@ -78,5 +83,8 @@ def main() -> None:
     Image.open(grid).save(os.path.join(HERE, "grid.png"), optimize=True)
 
 
+PICTURES = {"prompt": prompt_strips, "seed": seed_strips, "grid": grids}
+
 if __name__ == "__main__":
-    main()
+    for name in sys.argv[1:] or list(PICTURES):  # e.g. `... make_pictures.py prompt` for the prompt strips only
+        PICTURES[name]()
