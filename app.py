@@ -46,7 +46,9 @@ from webapp.controls import (
     upscale_fields,
     variation_fields,
 )
+from webapp.explore_tab import explore_tab
 from webapp.history import recalled, remember_and_show
+from webapp.live import live_mode
 from webapp.models import ANY_STYLE, Models, Sampling, Upscaling, schedule_table
 from webapp.restore import TEXT_CONTROLS, UNCOND_CONTROLS, Limits, restored_values
 from webapp.startup import device_note, launch_options, queue_settings
@@ -286,6 +288,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
                 t_extra = extra_controls(UPSCALER)
                 gr.Examples(PROMPT_EXAMPLES, t_prompt)
             with gr.Column(scale=2):
+                LIVE = live_mode(MODELS, RESULTS, STYLE_NAMES, gpu, t_prompt, t_negative, t_guidance, t_style, t.seed)
                 t_outputs = result_outputs()
                 t_history, t_shown = history_gallery()
         t_prompt.change(
@@ -300,6 +303,8 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
         t_controls = [t_prompt, t_negative, t_guidance, t_style, t_thresholding, t_threshold_ratio, t_threshold_max]
         t_controls += [t.scheduler, t.steps, t.eta, t.seed] + t_extra.inputs()
         t.restore.change(lambda f: restore_settings(f, TEXT_CONTROLS), t.restore, t_controls, api_visibility="private")
+
+    EXPLORE = explore_tab(MODELS, RESULTS, STYLE_NAMES, gpu, CONCURRENCY)  # /interpolate, /compare
 
     with gr.Tab("How it works"):
         gr.Markdown(

@@ -19,7 +19,7 @@ import platform
 
 import torch
 
-from bench.app_timings import bench_requests, bench_startup, load_shipped_pipelines
+from bench.app_timings import bench_live, bench_requests, bench_startup, load_shipped_pipelines
 from bench.cascade import bench_cascade, cascade_target, shipped_upscaler, tiny_upscaler
 from bench.measure import (
     diffusers_ddim_pipeline,
@@ -320,9 +320,12 @@ def main(argv=None) -> dict:
         if up is not None
         else None
     )
+    result["requests"]["live"] = bench_live(txt2img_pipe, log)
     run_app = args.app if args.app is not None else not args.tiny
     result["app"] = bench_startup(log) if run_app and device.type == "cpu" else None
-    result["targets"] = targets(rows, result["scheduler"], result["app"]) + cascade_target(result["cascade"])
+    result["targets"] = targets(rows, result["scheduler"], result["app"], result["requests"]["live"]) + cascade_target(
+        result["cascade"]
+    )
 
     print(format_table(result))
     out = args.out or (None if args.tiny else os.path.join(ROOT, "bench", f"results_{device.type}.json"))

@@ -4,6 +4,7 @@ The pipelines are called directly: nothing here imports app.py, which loads ever
 """
 
 import os
+import statistics
 import time
 
 from bench.measure import app_startup_seconds, time_request
@@ -26,6 +27,9 @@ APP_TXT2IMG = dict(
     seed=0,
 )
 APP_PREVIEW_EVERY = 5
+# Live mode (webapp/live.py): one picture, DDIM 10 steps, eta 0, the tab's default guidance, for each prompt change
+LIVE = dict(negative_prompt="", num_images=1, num_inference_steps=10, scheduler="ddim", eta=0.0, guidance_scale=4.0)
+LIVE_PROMPTS = ["r", "re", "red", "red heart", "blue heart"]  # what a person typing sends
 
 
 def bench_requests(uncond_pipe, txt2img_pipe, steps: int, log) -> dict:
@@ -66,4 +70,27 @@ def bench_startup(log) -> dict:
     startup, startup_cpu = app_startup_seconds(ROOT)
     result = {"startup_s": startup, "startup_cpu_s": startup_cpu}
     log(result)
+    return result
+
+
+def bench_live(txt2img_pipe, log) -> dict:
+    """Seconds from a live-mode request (the last keystroke) to its picture: the median over a few prompts.
+
+    The server drops stale requests at their next step (webapp/live.py), so the last keystroke's picture waits for
+    one picture plus at most one step of the one before; this times the picture itself.
+    """
+    seconds, cpu = [], []
+    txt2img_pipe(prompt="warm up", seed=0, **LIVE)
+    for seed, prompt in enumerate(LIVE_PROMPTS):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        txt2img_pipe(prompt=prompt, seed=seed, **LIVE)
+        seconds.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    result = {
+        "live_s": statistics.median(seconds),
+        "live_cpu_s": statistics.median(cpu),
+        "runs_s": seconds,
+        **{k: v for k, v in LIVE.items() if k != "negative_prompt"},
+    }
+    log({"live": result})
     return result

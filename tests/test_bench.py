@@ -23,6 +23,7 @@ from bench.models import (
 from txt2img.unet import TextUNetConfig
 from uncond.conv import PACKED_CONV
 from uncond.unet import UNetConfig
+from webapp.live import LIVE_STEPS
 
 UNCOND_CONFIGS = {
     "shipped": shipped_uncond_config,
@@ -98,6 +99,9 @@ def test_tiny_benchmark_runs_and_writes_its_json(tmp_path):
         assert 0 < c["base_s"] < c["cascade_s"] and c["ratio"] == pytest.approx(c["cascade_s"] / c["base_s"])
     assert cascade["forward"]["flops"] > 0 and cascade["forward"]["fraction_of_peak"] > 0
     assert any(check["target"].startswith("text-to-image request + upsampler") for check in written["targets"])
+    live = written["requests"]["live"]  # live mode's picture: one image, DDIM 10
+    assert live["num_images"] == 1 and live["num_inference_steps"] == LIVE_STEPS and len(live["runs_s"]) == 5
+    assert live["live_s"] > 0 and any(c["target"].startswith("live mode") for c in written["targets"])
     assert written["parameters"]["uncond"]["ratio"] == 1.0 and written["app"] is None
     assert all({"target", "value", "holds"} <= set(check) for check in written["targets"])
     assert result["rows"] == written["rows"]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import shutil
 from dataclasses import asdict
 
@@ -430,3 +431,27 @@ def test_bad_arguments(tmp_path):
         train_clip(str(tmp_path / "missing"), str(tmp_path / "out"), CLIPTrainConfig(**TINY), log=lambda *_: None)
     with pytest.raises(ValueError, match="could not load"):
         CLIPEmbedder.from_pretrained(str(tmp_path / "missing"))
+
+
+def test_the_encoder_tokenizes_from_several_threads_at_once():
+    """The app tokenizes live pictures' prompts beside its generations' (without the lock: 'Unable to create tensor')."""
+    import threading
+
+    encoder = TextEncoder.from_pretrained(os.path.join(os.path.dirname(os.path.dirname(__file__)), "weights", "clip"))
+    expected = encoder.tokenize(["red heart 0", "x"])[0]
+    errors = []
+
+    def tokenize(i):
+        for _ in range(300):
+            try:
+                ids = encoder.tokenize([f"red heart {i}", "x"])[0]
+                assert ids.shape == expected.shape
+            except Exception as error:  # counted below: any failure of any thread
+                errors.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=tokenize, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:2]

@@ -1,4 +1,5 @@
-"""The served app under load: 32 clients send 4 mixed requests each; every answer is there and is its own request's.
+"""The served app under load: 32 clients send 4 mixed requests each (both tabs, strips, grids, live pictures); every
+answer is there and is its own request's.
 
     python -m pytest -m load -s tests/test_load.py      # what .ci/run runs after the default suite
 
@@ -24,6 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.serving import ROOT, free_port, wait_for_port
+from webapp.grid_picture import cell_box
 
 pytestmark = pytest.mark.load
 
@@ -41,12 +43,22 @@ SCHEDULER_LABELS = ["DDIM", "DDPM", "Euler (diffusers)", "DPM-Solver++ (diffuser
 
 
 def request_for(client: int, i: int) -> tuple[str, tuple]:
-    """The i-th request of a client: endpoints, schedulers and prompts mixed; each with its own seed (and prompt)."""
+    """The i-th request of a client: endpoints, schedulers and prompts mixed; each with its own seed (and prompt).
+
+    One request in eight is a two-frame strip (/interpolate), one a one-cell grid (/compare), one a live picture."""
     seed = 1000 * client + i
     scheduler = SCHEDULER_LABELS[(client + i) % len(SCHEDULER_LABELS)]
+    slot = (client * REQUESTS_PER_CLIENT + i) % 8
+    prompt = f"{PROMPTS[(client * REQUESTS_PER_CLIENT + i) % len(PROMPTS)]} {client}.{i}"
+    if slot == 3:
+        return "/interpolate", ("Text to image", MODEL, prompt, "", 3.0, seed, "Two seeds", seed + 1, "", 2,
+                                scheduler, STEPS, 0.0)  # fmt: skip
+    if slot == 5:
+        return "/compare", ("Unconditional", MODEL, "", "", 3.0, seed, ["DDIM, eta 0"], [5])
+    if slot == 7:
+        return "/live", (True, prompt, "", 3.0, seed, "any")
     if (client + i) % 2 == 0:
         return "/unconditional", (MODEL, scheduler, STEPS, 0.0, 1, seed)
-    prompt = f"{PROMPTS[(client * REQUESTS_PER_CLIENT + i) % len(PROMPTS)]} {client}.{i}"
     return "/text_to_image", (prompt, "", 3.0, scheduler, STEPS, 0.0, 1, seed)
 
 
@@ -60,14 +72,40 @@ class Answer:
 
 
 def fetch_png(entry: dict) -> Image.Image:
-    """A gallery entry's PNG as the browser gets it (the clients do not download every file: that would load the core)."""
-    response = httpx.get(entry["image"]["url"], timeout=60)
+    """A gallery entry's (or an image's) PNG as the browser gets it (the clients do not download every file: that
+    would load the core)."""
+    response = httpx.get(entry["image"]["url"] if "image" in entry else entry["url"], timeout=60)
     response.raise_for_status()
     return Image.open(io.BytesIO(response.content))
 
 
+def check_explore_answer(endpoint: str, args: tuple, output) -> bytes:
+    """An Explore or Live answer names its own request's seed (and prompt, other seed); returns its first picture's pixels."""
+    if endpoint == "/interpolate":
+        frames, animations, settings_json = output
+        frame_settings = json.loads(settings_json)["frames"]
+        assert len(frames) == 2 and len(animations) == 2, args
+        assert [f["seed"] for f in frame_settings] == [args[5]] * 2 and frame_settings[-1]["variation_seed"] == args[7]
+        png = fetch_png(frames[0])
+        assert png.text["prompt"] == args[2] and frame_settings[0]["steps"] == STEPS, (args, frame_settings)
+    elif endpoint == "/compare":
+        grid, table, settings_json = output
+        settings = json.loads(settings_json)
+        assert settings["seed"] == args[5] and settings["steps"] == [5] and table["data"][0][0] == args[6][0], args
+        png = fetch_png(grid)
+        return png.crop(cell_box(0, 0, size=32)).tobytes()  # the cell's picture, not the seconds drawn under it
+    else:  # /live: a client's own request is never superseded (each client is a session, sending one at a time)
+        picture, settings_json = output
+        settings = json.loads(settings_json)
+        png = fetch_png(picture)
+        assert settings["prompt"] == args[1] and settings["seed"] == args[4] and png.text["prompt"] == args[1], args
+    return png.tobytes()
+
+
 def check_answer(endpoint: str, args: tuple, output, fetch_strip: bool = False) -> bytes:
     """The answer names its own request's seed (and prompt) in the page and in the PNG; returns its pixels."""
+    if endpoint in ("/interpolate", "/compare", "/live"):
+        return check_explore_answer(endpoint, args, output)
     gallery, settings_json, seed, strip = output
     settings = json.loads(settings_json)
     png = fetch_png(gallery[0])
@@ -92,7 +130,8 @@ def ask(client, endpoint: str, args: tuple) -> Answer:
 def run_client(url: str, client: int) -> list[Answer]:
     from gradio_client import Client
 
-    connection = Client(url, verbose=False, download_files=False)
+    # 32 clients read the page's config at once from a busy server: more than httpx's default 5 s may pass
+    connection = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 60})
     return [ask(connection, *request_for(client, i)) for i in range(REQUESTS_PER_CLIENT)]
 
 

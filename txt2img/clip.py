@@ -11,6 +11,7 @@ unit-norm embeddings in the shared space, for retrieval, CLIP score and FID in C
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -52,6 +53,9 @@ class TextEncoder:
 
     def __init__(self, tokenizer, text_model, device=None, dtype: torch.dtype | None = None):
         self.tokenizer = tokenizer
+        # a fast tokenizer keeps its truncation and padding settings between calls: two threads (the app's live
+        # pictures beside its generations) calling it with different settings break each other's batches
+        self.tokenizer_lock = threading.Lock()
         self.text_model = text_model.eval().requires_grad_(False)
         self.text_model.to(device=device or "cpu", dtype=dtype or torch.float32)
 
@@ -84,12 +88,13 @@ class TextEncoder:
         """Token ids and attention mask, padded to the model's length (B, L); and which prompts were truncated."""
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of strings, not one string")
-        # one token past the limit is enough to tell a truncated prompt (and keeps 100,000-character prompts cheap)
-        longer = self.tokenizer(list(prompts), truncation=True, max_length=self.max_length + 1)["input_ids"]
+        with self.tokenizer_lock:
+            # one token past the limit is enough to tell a truncated prompt (and keeps 100,000-character prompts cheap)
+            longer = self.tokenizer(list(prompts), truncation=True, max_length=self.max_length + 1)["input_ids"]
+            tokens = self.tokenizer(
+                list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
         truncated = [len(ids) > self.max_length for ids in longer]
-        tokens = self.tokenizer(
-            list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
         return tokens["input_ids"], tokens["attention_mask"], truncated
 
     @torch.inference_mode()
