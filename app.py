@@ -42,6 +42,7 @@ from webapp.controls import (
     sampling_controls,
     sampling_fields,
 )
+from webapp.edit_tab import edit_tab
 from webapp.models import ANY_STYLE, Models, schedule_table
 from webapp.startup import device_note, launch_options, queue_settings
 from webapp.streaming import STRIP_FRAMES, ResultFolders, save_png, stream_to_page
@@ -187,6 +188,8 @@ def restore_settings(file, with_prompt: bool) -> list:
 with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     gr.Markdown(DESCRIPTION)
     gr.Markdown(DEVICE_NOTE)
+    # made here, shown in "How it works": every generation tab streams its reverse process into it
+    h_strip = gr.Gallery(label="Last generation, step by step", columns=STRIP_FRAMES, height=300, render=False)
     with gr.Tab("Unconditional"), gr.Row():
         with gr.Column(scale=1):
             u_model = gr.Dropdown(
@@ -244,6 +247,8 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             api_visibility="private",
         )
 
+    EDIT = edit_tab(MODELS, RESULTS, CONCURRENCY, gpu, h_strip)  # Image to image and Inpaint (webapp/edit_tab.py)
+
     with gr.Tab("How it works"):
         gr.Markdown(
             "**Forward process.** Training takes a picture x_0, picks a timestep t and mixes in Gaussian noise: "
@@ -275,7 +280,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             "**Reverse process.** Sampling starts from pure noise x_T and removes a little of it at each step. "
             "Top row: x_t of the first image of your last generation (either tab); bottom row: the network's guess of the final picture at that step."
         )
-        h_strip = gr.Gallery(label="Last generation, step by step", columns=STRIP_FRAMES, height=300)
+        h_strip.render()
         for trigger in (h_image.change, h_t.release):
             trigger(show_forward_process, [h_image, h_t, u_model], h_noisy, api_visibility="private")
 

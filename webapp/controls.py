@@ -76,9 +76,10 @@ class SamplingControls:
     restore: gr.File
 
 
-def scheduler_controls(eta_default: float) -> tuple[gr.Radio, gr.Slider, gr.Slider]:
-    """Scheduler, steps (its default follows the scheduler) and eta (shown for DDIM only)."""
-    scheduler = gr.Radio(list(SCHEDULER_CHOICES), value="DDIM", label="Scheduler")
+def scheduler_controls(eta_default: float, choices: dict = SCHEDULER_CHOICES) -> tuple[gr.Radio, gr.Slider, gr.Slider]:
+    """Scheduler (of `choices`, a part of SCHEDULER_CHOICES), steps (its default follows the scheduler) and eta
+    (shown for DDIM only)."""
+    scheduler = gr.Radio(list(choices), value="DDIM", label="Scheduler")
     steps = gr.Slider(1, MAX_STEPS, value=SCHEDULER_CHOICES["DDIM"][1], step=1, label="Steps")
     eta = gr.Slider(0.0, 1.0, value=eta_default, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
     # .input, not .change: a restored scheduler must not reset the restored steps
