@@ -115,7 +115,8 @@ def sampling_controls(eta_default: float) -> SamplingControls:
 
 def result_outputs() -> list:
     """Gallery, the settings as JSON and the seed used."""
-    gallery = gr.Gallery(label="Images", columns=4, format="png")
+    # never an upload field, even where a button reads it (the edit tabs: "use the first result")
+    gallery = gr.Gallery(label="Images", columns=4, format="png", interactive=False)
     used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
     settings = gr.Code(label="Settings (also in each PNG)", language="json")
     return [gallery, settings, used_seed]
