@@ -1,4 +1,5 @@
-"""The served app under load: 32 clients send 4 mixed requests each; every answer is there and is its own request's.
+"""The served app under load: 32 clients send 4 mixed requests each (unconditional, text to image, image to image,
+inpainting); every answer is there and is its own request's.
 
     python -m pytest -m load -s tests/test_load.py      # what .ci/run runs after the default suite
 
@@ -8,6 +9,7 @@ so it takes a few minutes on one core. Also fills the queue past its maximum (re
 Prints the figures: requests sent and answered, errors, peak memory of the server, longest wait.
 """
 
+import functools
 import io
 import json
 import os
@@ -15,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -40,14 +43,37 @@ PROMPTS = ["red heart", "cat face", "pizza", "flag: Japan", "rocket", "sun", "gr
 SCHEDULER_LABELS = ["DDIM", "DDPM", "Euler (diffusers)", "DPM-Solver++ (diffusers)"]
 
 
+@functools.cache
+def edit_files() -> tuple[str, str]:
+    """The picture the edit requests start from (a shipped example) and a paint layer over its right half."""
+    picture = os.path.join(ROOT, "assets", "examples", "red_heart.png")
+    layer = Image.new("RGBA", Image.open(picture).size, (0, 0, 0, 0))
+    layer.paste((255, 0, 255, 255), (layer.width // 2, 0, layer.width, layer.height))
+    path = os.path.join(tempfile.mkdtemp(prefix="load-test-"), "layer.png")
+    layer.save(path)
+    return picture, path
+
+
 def request_for(client: int, i: int) -> tuple[str, tuple]:
-    """The i-th request of a client: endpoints, schedulers and prompts mixed; each with its own seed (and prompt)."""
+    """The i-th request of a client: endpoints (the two tabs, image to image, inpainting), schedulers and prompts
+    mixed; each with its own seed (and prompt)."""
+    from gradio_client import handle_file
+
     seed = 1000 * client + i
     scheduler = SCHEDULER_LABELS[(client + i) % len(SCHEDULER_LABELS)]
-    if (client + i) % 2 == 0:
+    kind = (client + i) % 4
+    if kind == 0:
         return "/unconditional", (MODEL, scheduler, STEPS, 0.0, 1, seed)
     prompt = f"{PROMPTS[(client * REQUESTS_PER_CLIENT + i) % len(PROMPTS)]} {client}.{i}"
-    return "/text_to_image", (prompt, "", 3.0, scheduler, STEPS, 0.0, 1, seed)
+    if kind == 1:
+        return "/text_to_image", (prompt, "", 3.0, scheduler, STEPS, 0.0, 1, seed)
+    picture, layer = edit_files()
+    if kind == 2:  # every scheduler; strength 1 so that all STEPS run
+        sketch = {"background": None, "layers": [], "composite": handle_file(picture)}
+        return "/image_to_image", (sketch, prompt, "", 3.0, 1.0, scheduler, STEPS, 0.0, 1, seed)
+    painted = {"background": handle_file(picture), "layers": [handle_file(layer)], "composite": None}
+    inpaint_scheduler = SCHEDULER_LABELS[(client + i) % 2]  # DDIM or DDPM: RePaint goes back up the chain
+    return "/inpaint", (painted, prompt, "", 3.0, inpaint_scheduler, STEPS, 0.0, 1, seed, 1, 2)
 
 
 @dataclass
@@ -73,8 +99,11 @@ def check_answer(endpoint: str, args: tuple, output, fetch_strip: bool = False) 
     png = fetch_png(gallery[0])
     assert seed == args[-1] and settings["seed"] == args[-1] and png.text["seed"] == str(args[-1]), (args, settings)
     assert settings["steps"] == STEPS and len(gallery) == 1
-    if endpoint == "/text_to_image":
-        assert settings["prompt"] == args[0] and png.text["prompt"] == args[0], (args, settings)
+    if endpoint != "/unconditional":
+        prompt = args[0] if endpoint == "/text_to_image" else args[1]
+        assert settings["prompt"] == prompt and png.text["prompt"] == prompt, (args, settings)
+    if endpoint == "/inpaint":
+        assert settings["inpainting"] is True, (args, settings)
     for entry in strip if fetch_strip else []:  # the same frames for every request with this seed: each file whole
         fetch_png(entry).load()
     return png.tobytes()
