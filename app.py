@@ -247,7 +247,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             api_visibility="private",
         )
 
-    EDIT = edit_tab(MODELS, RESULTS, CONCURRENCY, gpu, h_strip)  # Image to image and Inpaint (webapp/edit_tab.py)
+    EDIT = edit_tab(MODELS, RESULTS, CONCURRENCY, gpu, [h_strip])  # Image to image and Inpaint (webapp/edit_tab.py)
 
     with gr.Tab("How it works"):
         gr.Markdown(

@@ -1,6 +1,6 @@
 """The page's Image to image and Inpaint tabs, and their API.
 
-    edit = edit_tab(MODELS, RESULTS, CONCURRENCY, gpu, h_strip)     # inside the gr.Blocks, after the Text to image tab
+    edit = edit_tab(MODELS, RESULTS, CONCURRENCY, gpu, [h_strip])   # inside the gr.Blocks, after the Text to image tab
 
 API (`gradio_client`), both answering (gallery, settings JSON, seed, reverse-process strip) like /text_to_image:
 
@@ -78,8 +78,9 @@ def use_result_button(gallery: gr.Gallery, editor: gr.ImageEditor) -> None:
     button.click(first_result, gallery, editor, api_visibility="private")
 
 
-def edit_tab(models: Models, results: ResultFolders, concurrency: int, gpu, strip: gr.Gallery) -> EditHandlers:
-    """The Image to image and Inpaint tabs, their events wired (outputs: their results and `strip`); the handlers."""
+def edit_tab(models: Models, results: ResultFolders, concurrency: int, gpu, shared: list) -> EditHandlers:
+    """The Image to image and Inpaint tabs, their events wired; the handlers. `shared`: the outputs every generation
+    tab streams into after its own ("How it works"' reverse-process strip), as many as `stream_to_page` yields."""
     handlers = EditHandlers(models, results)
     with gr.Tab("Image to image"), gr.Row():
         with gr.Column(scale=1):
@@ -142,7 +143,7 @@ def edit_tab(models: Models, results: ResultFolders, concurrency: int, gpu, stri
     i_event = i_generate.click(
         gpu(handlers.image_to_image),
         [sketch, *i_text, strength, *i_run],
-        i_outputs + [strip],
+        i_outputs + shared,
         api_name="image_to_image",
         concurrency_limit=concurrency,
         concurrency_id="sampling",
@@ -152,7 +153,7 @@ def edit_tab(models: Models, results: ResultFolders, concurrency: int, gpu, stri
     p_event = p_generate.click(
         gpu(handlers.inpaint),
         [painted, *p_text, *p_run, jump_length, jump_n_sample],
-        p_outputs + [strip],
+        p_outputs + shared,
         api_name="inpaint",
         concurrency_limit=concurrency,
         concurrency_id="sampling",
