@@ -46,6 +46,7 @@ from webapp.controls import (
     upscale_fields,
     variation_fields,
 )
+from webapp.edit_tab import edit_tab
 from webapp.explore_tab import explore_tab
 from webapp.history import recalled, remember_and_show
 from webapp.live import live_mode
@@ -244,6 +245,15 @@ def keep_in_history(event, history: gr.State, shown: gr.Gallery, outputs: list, 
 with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     gr.Markdown(DESCRIPTION)
     gr.Markdown(DEVICE_NOTE)
+    # made here, shown in "How it works": every generation tab streams its reverse process into it
+    h_strip = gr.Gallery(label="Last generation, step by step", columns=STRIP_FRAMES, height=300, render=False)
+    h_cascade = gr.Gallery(
+        label="Last generation, upscaled: base result, noised low-res input, the upsampler's x_t",
+        columns=STRIP_FRAMES + 2,
+        height=200,
+        visible=UPSCALER is not None,
+        render=False,
+    )
     with gr.Tab("Unconditional"), gr.Row():
         with gr.Column(scale=1):
             u_model = gr.Dropdown(
@@ -306,6 +316,10 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
 
     EXPLORE = explore_tab(MODELS, RESULTS, STYLE_NAMES, gpu, CONCURRENCY)  # /interpolate, /compare
 
+    EDIT = edit_tab(
+        MODELS, RESULTS, CONCURRENCY, gpu, [h_strip, h_cascade]
+    )  # Image to image and Inpaint (webapp/edit_tab.py)
+
     with gr.Tab("How it works"):
         gr.Markdown(
             "**Forward process.** Training takes a picture x_0, picks a timestep t and mixes in Gaussian noise: "
@@ -337,14 +351,9 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             "**Reverse process.** Sampling starts from pure noise x_T and removes a little of it at each step. "
             "Top row: x_t of the first image of your last generation (either tab); bottom row: the network's guess of the final picture at that step."
         )
-        h_strip = gr.Gallery(label="Last generation, step by step", columns=STRIP_FRAMES, height=300)
+        h_strip.render()
         gr.Markdown(CASCADE_TEXT, visible=UPSCALER is not None)
-        h_cascade = gr.Gallery(
-            label="Last generation, upscaled: base result, noised low-res input, the upsampler's x_t",
-            columns=STRIP_FRAMES + 2,
-            height=200,
-            visible=UPSCALER is not None,
-        )
+        h_cascade.render()
         for trigger in (h_image.change, h_t.release):
             trigger(show_forward_process, [h_image, h_t, u_model], h_noisy, api_visibility="private")
 

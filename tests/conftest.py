@@ -9,14 +9,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 import sys  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +25,15 @@ def handlers_leave_the_upsampler_out(monkeypatch):
     app = sys.modules.get("app")
     if app is not None and hasattr(app, "UPSCALE_DEFAULT"):
         monkeypatch.setattr(app, "UPSCALE_DEFAULT", False)
+
+
+@pytest.fixture
+def tiny_txt2img(monkeypatch):
+    """A tiny random text-to-image pipeline in place of the app's shipped one (the app tests' models)."""
+    import app
+    from tests.txt2img_fixtures import tiny_text_encoder, tiny_unet
+    from txt2img.pipeline import TextToImagePipeline
+
+    pipe = TextToImagePipeline(tiny_unet(), tiny_text_encoder(), {"beta_schedule": "squaredcos_cap_v2"}, name="tiny")
+    monkeypatch.setattr(app.MODELS, "txt2img", pipe)
+    return pipe

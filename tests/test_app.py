@@ -206,17 +206,6 @@ def test_served_app_answers_the_api(tmp_path):
         server.wait(timeout=30)
 
 
-@pytest.fixture
-def tiny_txt2img(monkeypatch):
-    """A tiny random text-to-image pipeline in place of the shipped one."""
-    from tests.txt2img_fixtures import tiny_text_encoder, tiny_unet
-    from txt2img.pipeline import TextToImagePipeline
-
-    pipe = TextToImagePipeline(tiny_unet(), tiny_text_encoder(), {"beta_schedule": "squaredcos_cap_v2"}, name="tiny")
-    monkeypatch.setattr(app.MODELS, "txt2img", pipe)
-    return pipe
-
-
 def run_text_to_image(*args):
     return list(app.generate_text_to_image(*args, progress=lambda *a, **k: None))
 

@@ -39,6 +39,7 @@ def test_a_person_generates_and_reads_back_settings_in_chromium(tmp_path):
         )
         assert run.returncode == 0, run.stdout + run.stderr
         assert "PNG settings" in run.stdout and os.path.getsize(screenshot) > 10_000
+        assert "image to image PNG" in run.stdout and "inpainting PNG" in run.stdout
         history = subprocess.run(
             ["node", "history_test.mjs"],
             cwd=BROWSER_DIR,

@@ -1,5 +1,5 @@
-"""The served app under load: 32 clients send 4 mixed requests each (both tabs, strips, grids, live pictures); every
-answer is there and is its own request's.
+"""The served app under load: 32 clients send 4 mixed requests each (both tabs, some through the upsampler, image to
+image, inpainting, strips, grids, live pictures); every answer is there and is its own request's.
 
     python -m pytest -m load -s tests/test_load.py      # what .ci/run runs after the default suite
 
@@ -9,6 +9,7 @@ so it takes a few minutes on one core. Also fills the queue past its maximum (re
 Prints the figures: requests sent and answered, errors, peak memory of the server, longest wait.
 """
 
+import functools
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -39,13 +41,29 @@ DEADLINE_SECONDS = 300  # the whole load phase; a hung server fails the test ins
 PEAK_MEMORY_LIMIT_MB = 2500  # the server's peak resident memory (VmHWM)
 MODEL = "emoji (shipped)"
 PROMPTS = ["red heart", "cat face", "pizza", "flag: Japan", "rocket", "sun", "grinning face", "blue heart"]
+SEED_AT = {"/unconditional": 5, "/text_to_image": 7, "/image_to_image": 9, "/inpaint": 8}  # the seed's argument
+UPSCALE_STEPS = 2
 SCHEDULER_LABELS = ["DDIM", "DDPM", "Euler (diffusers)", "DPM-Solver++ (diffusers)"]
+
+
+@functools.cache
+def edit_files() -> tuple[str, str]:
+    """The picture the edit requests start from (a shipped example) and a paint layer over its right half."""
+    picture = os.path.join(ROOT, "assets", "examples", "red_heart.png")
+    layer = Image.new("RGBA", Image.open(picture).size, (0, 0, 0, 0))
+    layer.paste((255, 0, 255, 255), (layer.width // 2, 0, layer.width, layer.height))
+    path = os.path.join(tempfile.mkdtemp(prefix="load-test-"), "layer.png")
+    layer.save(path)
+    return picture, path
 
 
 def request_for(client: int, i: int) -> tuple[str, tuple]:
     """The i-th request of a client: endpoints, schedulers and prompts mixed; each with its own seed (and prompt).
 
-    One request in eight is a two-frame strip (/interpolate), one a one-cell grid (/compare), one a live picture."""
+    One request in eight is a two-frame strip (/interpolate), one a one-cell grid (/compare), one a live picture; the
+    others go round the two tabs (every other one through the upsampler, 2 steps), image to image and inpainting."""
+    from gradio_client import handle_file
+
     seed = 1000 * client + i
     scheduler = SCHEDULER_LABELS[(client + i) % len(SCHEDULER_LABELS)]
     slot = (client * REQUESTS_PER_CLIENT + i) % 8
@@ -57,9 +75,19 @@ def request_for(client: int, i: int) -> tuple[str, tuple]:
         return "/compare", ("Unconditional", MODEL, "", "", 3.0, seed, ["DDIM, eta 0"], [5])
     if slot == 7:
         return "/live", (True, prompt, "", 3.0, seed, "any")
-    if (client + i) % 2 == 0:
-        return "/unconditional", (MODEL, scheduler, STEPS, 0.0, 1, seed)
-    return "/text_to_image", (prompt, "", 3.0, scheduler, STEPS, 0.0, 1, seed)
+    kind = (client + i) % 4
+    extra = (1, 0.0, client % 2 == 0, UPSCALE_STEPS, 50)  # variation off; upscaled for even clients
+    if kind == 0:
+        return "/unconditional", (MODEL, scheduler, STEPS, 0.0, 1, seed, *extra)
+    if kind == 1:
+        return "/text_to_image", (prompt, "", 3.0, scheduler, STEPS, 0.0, 1, seed, False, 0.995, 1.5, "any", *extra)
+    picture, layer = edit_files()
+    if kind == 2:  # every scheduler; strength 1 so that all STEPS run
+        sketch = {"background": None, "layers": [], "composite": handle_file(picture)}
+        return "/image_to_image", (sketch, prompt, "", 3.0, 1.0, scheduler, STEPS, 0.0, 1, seed)
+    painted = {"background": handle_file(picture), "layers": [handle_file(layer)], "composite": None}
+    inpaint_scheduler = SCHEDULER_LABELS[(client + i) % 2]  # DDIM or DDPM: RePaint goes back up the chain
+    return "/inpaint", (painted, prompt, "", 3.0, inpaint_scheduler, STEPS, 0.0, 1, seed, 1, 2)
 
 
 @dataclass
@@ -106,13 +134,19 @@ def check_answer(endpoint: str, args: tuple, output, fetch_strip: bool = False) 
     """The answer names its own request's seed (and prompt) in the page and in the PNG; returns its pixels."""
     if endpoint in ("/interpolate", "/compare", "/live"):
         return check_explore_answer(endpoint, args, output)
-    gallery, settings_json, seed, strip = output
+    gallery, settings_json, seed, strip, _ = output
     settings = json.loads(settings_json)
     png = fetch_png(gallery[0])
-    assert seed == args[-1] and settings["seed"] == args[-1] and png.text["seed"] == str(args[-1]), (args, settings)
+    asked = args[SEED_AT[endpoint]]
+    assert seed == asked and settings["seed"] == asked and png.text["seed"] == str(asked), (args, settings)
     assert settings["steps"] == STEPS and len(gallery) == 1
-    if endpoint == "/text_to_image":
-        assert settings["prompt"] == args[0] and png.text["prompt"] == args[0], (args, settings)
+    upscaled = endpoint in ("/unconditional", "/text_to_image") and args[SEED_AT[endpoint] + 3]
+    assert settings["size"] == (128 if upscaled else 32), (args, settings)  # the PNG is 128 px either way (shown 4x)
+    if endpoint != "/unconditional":
+        prompt = args[0] if endpoint == "/text_to_image" else args[1]
+        assert settings["prompt"] == prompt and png.text["prompt"] == prompt, (args, settings)
+    if endpoint == "/inpaint":
+        assert settings["inpainting"] is True, (args, settings)
     for entry in strip if fetch_strip else []:  # the same frames for every request with this seed: each file whole
         fetch_png(entry).load()
     return png.tobytes()

@@ -76,9 +76,10 @@ class SamplingControls:
     restore: gr.File
 
 
-def scheduler_controls(eta_default: float) -> tuple[gr.Radio, gr.Slider, gr.Slider]:
-    """Scheduler, steps (its default follows the scheduler) and eta (shown for DDIM only)."""
-    scheduler = gr.Radio(list(SCHEDULER_CHOICES), value="DDIM", label="Scheduler")
+def scheduler_controls(eta_default: float, choices: dict = SCHEDULER_CHOICES) -> tuple[gr.Radio, gr.Slider, gr.Slider]:
+    """Scheduler (of `choices`, a part of SCHEDULER_CHOICES), steps (its default follows the scheduler) and eta
+    (shown for DDIM only)."""
+    scheduler = gr.Radio(list(choices), value="DDIM", label="Scheduler")
     steps = gr.Slider(1, MAX_STEPS, value=SCHEDULER_CHOICES["DDIM"][1], step=1, label="Steps")
     eta = gr.Slider(0.0, 1.0, value=eta_default, step=0.05, label="Eta (DDIM: 0 deterministic, 1 like DDPM)")
     # .input, not .change: a restored scheduler must not reset the restored steps
@@ -114,7 +115,8 @@ def sampling_controls(eta_default: float) -> SamplingControls:
 
 def result_outputs() -> list:
     """Gallery, the settings as JSON and the seed used."""
-    gallery = gr.Gallery(label="Images", columns=4, format="png")
+    # never an upload field, even where a button reads it (the edit tabs: "use the first result")
+    gallery = gr.Gallery(label="Images", columns=4, format="png", interactive=False)
     used_seed = gr.Number(label="Seed used", precision=0, interactive=False)
     settings = gr.Code(label="Settings (also in each PNG)", language="json")
     return [gallery, settings, used_seed]
