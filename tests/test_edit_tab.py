@@ -10,7 +10,7 @@ from PIL import Image
 import app
 from uncond.edit import fit_picture
 
-SIZE = 8  # the tiny text-to-image model's pictures; the result PNGs are 4x that
+SIZE = 8  # the tiny text-to-image model's pictures; the result PNGs are enlarged to 128 px
 
 
 def picture_file(tmp_path, name="picture.png", size=(24, 16), mode="RGBA") -> tuple[str, Image.Image]:
@@ -47,9 +47,10 @@ def run(handler, *args) -> list:
 
 
 def result_pixels(outputs, index: int = 0) -> np.ndarray:
-    """The result PNG of the last output, shrunk back to the model's pixels (it is enlarged 4x, nearest)."""
+    """The result PNG of the last output, shrunk back to the model's SIZE pixels (it is enlarged to 128 px, nearest)."""
     image = Image.open(outputs[-1][0][index][0]).convert("RGB")
-    return np.asarray(image)[::4, ::4]
+    step = image.width // SIZE
+    return np.asarray(image)[::step, ::step]
 
 
 def test_strength_0_returns_the_picture_at_the_models_resolution(tiny_txt2img, tmp_path):

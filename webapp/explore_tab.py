@@ -36,7 +36,7 @@ from webapp.controls import (
 )
 from webapp.grid_picture import grid_picture
 from webapp.models import ANY_STYLE, Models
-from webapp.streaming import ResultFolders, sampling_error, save_png
+from webapp.streaming import ResultFolders, display_scale, sampling_error, save_png
 
 SOURCES = ["Unconditional", "Text to image"]
 BETWEEN = ["Two seeds", "Two prompts"]
@@ -119,7 +119,7 @@ class Explore:
                 yield list(entries), gr.skip(), gr.skip()
             animations = [f"{folder}/strip.gif", f"{folder}/strip.webp"]
             for path in animations:
-                save_animation(images, path, duration_ms=FRAME_MS, scale=4, boomerang=True)
+                save_animation(images, path, duration_ms=FRAME_MS, scale=display_scale(images[0].width), boomerang=True)
             yield entries, animations, json.dumps({**summary, "frames": settings}, indent=2)
         except gr.Error:
             raise
