@@ -56,8 +56,10 @@ def bench_cascade(pipes: dict, up, base_steps: int, repeats: int, matmul, matmul
         }
         log({f"cascade_{tab}": result[tab]})
     forward = upsampler_forward(up, FORWARD_BATCH, device)
-    with torch.inference_mode():
+    # the FLOP counter does not know our packed CPU convolutions: with autograd on they are nn.Conv2d's, which it counts
+    with torch.enable_grad():
         flops = count_flops(forward)
+    with torch.inference_mode():
         seconds = compare({"forward": forward, "matmul": matmul}, max(repeats, 3), device)
     result["forward"] = {
         "batch": FORWARD_BATCH,
