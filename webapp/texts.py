@@ -10,8 +10,8 @@ picture (a cascade, as in Imagen: "How it works" shows it step by step). Untick 
 CREDITS = """**Credits.** The text-to-image model and its CLIP were trained on emoji rendered from seven sets: Noto
 Color Emoji (Google, SIL Open Font License 1.1), Twemoji (Twemoji graphics by Twitter, Inc and other contributors,
 CC BY 4.0), OpenMoji colour and line art ("All emojis designed by OpenMoji – the open-source emoji and icon project.
-License: CC BY-SA 4.0") and Microsoft's Fluent Emoji flat, high contrast and 3D (MIT). The unconditional model was
-trained on Noto Color Emoji. Captions: Unicode CLDR names and keywords. The README's Credits section lists every set,
+License: CC BY-SA 4.0") and Microsoft's Fluent Emoji flat, high contrast and 3D (MIT). The upsampler was trained on the
+same seven sets; the unconditional model on Noto Color Emoji. Captions: Unicode CLDR names and keywords. The README's Credits section lists every set,
 its licence and attribution."""
 CASCADE_TEXT = """**Upscaling (a cascade, as in Imagen).** The base model draws 32x32 pictures. A second diffusion model, the
 upsampler, draws the 128x128 picture: its UNet sees x_t and, as extra input channels, the 32 px picture enlarged
