@@ -45,6 +45,7 @@ try {
   if ((await seed.inputValue()) !== "31") fail(`seed is ${await seed.inputValue()} after the click`);
   if ((await steps.inputValue()) !== "3") fail(`steps is ${await steps.inputValue()} after the click`);
   console.log("history restored seed 31, 3 steps");
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
 } catch (error) {
   fail(error.stack || String(error));
 } finally {
