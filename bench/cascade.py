@@ -12,8 +12,7 @@ import torch
 
 from bench.app_timings import APP_TXT2IMG, APP_UNCOND
 from bench.measure import compare, count_flops, time_alternately
-from uncond.upscale_pipeline import upscale_result
-from webapp.models import Upscaling
+from uncond.upscale_pipeline import DEFAULT_STEPS, upscale_result
 
 CASCADE_BUDGET = 2.5  # the cascade's time over the base request's, at most
 FORWARD_BATCH = 4  # the app's default number of images
@@ -31,7 +30,7 @@ def upsampler_forward(up, batch: int, device):
 def bench_cascade(pipes: dict, up, base_steps: int, repeats: int, matmul, matmul_flops: int, device, log) -> dict:
     """Seconds of each tab's default request alone and with the upsampler (the app's default steps), their ratio, and
     the upsampler's forward FLOP/s; `pipes` is {"uncond": pipeline, "txt2img": pipeline}."""
-    steps = Upscaling().steps
+    steps = DEFAULT_STEPS  # the app's
     result = {"upscale_steps": steps, "noise_level": up.config.noise_level}
     for tab, settings in (("uncond", APP_UNCOND), ("txt2img", APP_TXT2IMG)):
         pipe, settings = pipes[tab], {**settings, "num_inference_steps": base_steps}

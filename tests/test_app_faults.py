@@ -221,7 +221,8 @@ def test_stop_frees_the_worker_within_a_step_and_the_next_request_runs(served, m
     pipe = SlowPipeline()
     monkeypatch.setitem(app.MODELS.uncond, app.MODELS.default_uncond, pipe)
     client = Client(served, verbose=False)
-    job = client.submit(app.MODELS.default_uncond, "DDPM", 1000, 0.0, 1, 0, api_name="/unconditional")
+    # upscale off: the fake pipeline has no pictures for the upsampler
+    job = client.submit(app.MODELS.default_uncond, "DDPM", 1000, 0.0, 1, 0, 1, 0.0, False, api_name="/unconditional")
     wait_until(lambda: len(pipe.step_ends) >= 3)
     pressed = time.monotonic()
     job.cancel()  # what the page's Stop button sends
@@ -230,7 +231,10 @@ def test_stop_frees_the_worker_within_a_step_and_the_next_request_runs(served, m
     # yield (every step yields) and closes it, which closes the pipeline's stream
     assert steps_after(pipe, pressed) <= 2 and pipe.stopped_at - pressed < 2 * STEP_SECONDS + 0.2
     monkeypatch.setitem(app.MODELS.uncond, app.MODELS.default_uncond, SlowPipeline(step_seconds=0.01))
-    assert client.predict(app.MODELS.default_uncond, "DDIM", 3, 0.0, 2, 5, api_name="/unconditional")[2] == 5
+    assert (
+        client.predict(app.MODELS.default_uncond, "DDIM", 3, 0.0, 2, 5, 1, 0.0, False, api_name="/unconditional")[2]
+        == 5
+    )
 
 
 @pytest.mark.slow

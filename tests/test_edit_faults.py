@@ -147,14 +147,14 @@ def test_the_served_endpoints_refuse_bad_input_by_name_and_keep_serving(tmp_path
         half = layer_file(tmp_path, (40, 40), (20, 0, 40, 40))
         full = layer_file(tmp_path, (40, 40), (0, 0, 40, 40), name="full.png")
         sketch = {"background": None, "layers": [], "composite": handle_file(path)}
-        gallery, settings, seed, strip = client.predict(
+        gallery, settings, seed, *_ = client.predict(
             sketch, "heart", "", 4.0, 0.5, "DDIM", 4, 0.0, 1, 7, api_name="/image_to_image"
         )
         assert seed == 7 and len(gallery) == 1 and '"strength": 0.5' in settings
         with pytest.raises(Exception, match="Strength must be a number from 0 to 1, got 2.0"):
             client.predict(sketch, "heart", "", 4.0, 2.0, "DDIM", 4, 0.0, 1, 7, api_name="/image_to_image")
         painted = {"background": handle_file(path), "layers": [handle_file(half)], "composite": None}
-        gallery, settings, seed, strip = client.predict(
+        gallery, settings, seed, *_ = client.predict(
             painted, "blue heart", "", 4.0, "DDIM", 4, 0.0, 1, 8, 2, 2, api_name="/inpaint"
         )
         assert seed == 8 and '"inpainting": true' in settings

@@ -42,6 +42,7 @@ from uncond.unet import UNet
 from uncond.upscale import DEFAULT_SCALE_FACTOR, check_noise_level, conditioning, low_res_model_fn
 
 UPSCALE_CONFIG_NAME = "upscale_config.json"
+DEFAULT_STEPS = 15  # the upsampler's DDIM steps by default (the app's; README "The cascade" measured them)
 MAX_OUTPUT_SIZE = 1024  # pixels per side; a larger request is refused rather than run out of memory
 
 
@@ -190,7 +191,7 @@ class UpscalePipeline:
     def stream(
         self,
         images,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = DEFAULT_STEPS,
         noise_level: int | None = None,
         seed: int = 0,
         scheduler: str = "ddim",

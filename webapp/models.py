@@ -28,7 +28,7 @@ from uncond.pipeline import SampleOutput, UnconditionalPipeline, forward_diffuse
 from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
 from uncond.sampling import Step
 from uncond.sources import STYLES
-from uncond.upscale_pipeline import UpscalePipeline, cascade_stream
+from uncond.upscale_pipeline import DEFAULT_STEPS, UpscalePipeline, cascade_stream
 from webapp.startup import load_models
 
 
@@ -48,7 +48,7 @@ class Upscaling:
     """The Upscale control: the 32 -> 128 px stage on (the default) or off, its steps and the low-res input's level."""
 
     enabled: bool = True
-    steps: int = 15  # DDIM steps of the upsampler (15: measured in README "The cascade"; the 2.5x budget holds)
+    steps: int = DEFAULT_STEPS  # DDIM steps of the upsampler
     noise_level: int | None = None  # augmentation level of the low-res input; None: the model folder's default
 
 
