@@ -42,6 +42,7 @@ PEAK_MEMORY_LIMIT_MB = 2500  # the server's peak resident memory (VmHWM)
 MODEL = "emoji (shipped)"
 PROMPTS = ["red heart", "cat face", "pizza", "flag: Japan", "rocket", "sun", "grinning face", "blue heart"]
 SEED_AT = {"/unconditional": 5, "/text_to_image": 7, "/image_to_image": 9, "/inpaint": 8}  # the seed's argument
+UPSCALE_AT = {"/unconditional": 8, "/text_to_image": 14}  # the upscale argument's
 UPSCALE_STEPS = 2
 SCHEDULER_LABELS = ["DDIM", "DDPM", "Euler (diffusers)", "DPM-Solver++ (diffusers)"]
 
@@ -140,7 +141,7 @@ def check_answer(endpoint: str, args: tuple, output, fetch_strip: bool = False) 
     asked = args[SEED_AT[endpoint]]
     assert seed == asked and settings["seed"] == asked and png.text["seed"] == str(asked), (args, settings)
     assert settings["steps"] == STEPS and len(gallery) == 1
-    upscaled = endpoint in ("/unconditional", "/text_to_image") and args[SEED_AT[endpoint] + 3]
+    upscaled = endpoint in UPSCALE_AT and args[UPSCALE_AT[endpoint]]
     assert settings["size"] == (128 if upscaled else 32), (args, settings)  # the PNG is 128 px either way (shown 4x)
     if endpoint != "/unconditional":
         prompt = args[0] if endpoint == "/text_to_image" else args[1]
