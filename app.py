@@ -31,6 +31,7 @@ from PIL import Image
 
 from uncond.checks import check_choice, check_int
 from uncond.settings import read_settings
+from uncond.upscale_pipeline import DEFAULT_STEPS
 from webapp.checks import load_picture, page_errors
 from webapp.controls import (
     MAX_GUIDANCE,
@@ -94,7 +95,7 @@ MODELS = Models.load(WEIGHTS_DIR, ARGS.uncond_model)  # or SystemExit naming the
 STYLE_CHOICES = MODELS.styles()  # {label: style}; empty for a model trained on one style
 STYLE_NAMES = list(STYLE_CHOICES.values())
 UPSCALER = MODELS.upscale_defaults()  # None without weights/upscale: no Upscale control, 32 px pictures
-UPSCALE_DEFAULT, UPSCALE_STEPS = UPSCALER is not None, UPSCALER.steps if UPSCALER else 15
+UPSCALE_DEFAULT, UPSCALE_STEPS = UPSCALER is not None, UPSCALER.steps if UPSCALER else DEFAULT_STEPS
 NOISE_LEVEL, MAX_NOISE_LEVEL = (UPSCALER.noise_level, UPSCALER.max_noise_level) if UPSCALER else (0, None)
 CONCURRENCY, QUEUE_SIZE = queue_settings(MODELS.device)
 DEVICE_NOTE = device_note(MODELS.device, MODELS.dtype, CONCURRENCY, QUEUE_SIZE)

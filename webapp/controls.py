@@ -12,6 +12,7 @@ import gradio as gr
 from PIL import Image
 
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
+from uncond.upscale_pipeline import DEFAULT_STEPS
 from webapp.checks import warn_without_letters
 from webapp.models import ANY_STYLE, Prompt, Sampling, UpscaleDefaults, Upscaling, Variation
 
@@ -24,6 +25,7 @@ Image.MAX_IMAGE_PIXELS = (
     MAX_PICTURE_SIDE**2
 )  # Pillow's decompression-bomb guard: a warning above, an error above twice this
 # picker label -> (scheduler name in the pipelines, default steps); the last two are diffusers' samplers in our loop
+ON_OFF = {True: True, False: False}  # a checkbox's two values, for check_choice
 SCHEDULER_CHOICES = {
     "DDPM": ("ddpm", 1000),
     "DDIM": ("ddim", 50),
@@ -55,7 +57,7 @@ def prompt_fields(
         prompt=prompt,
         negative_prompt=check_text("Negative prompt", negative_prompt, MAX_PROMPT_CHARS),
         guidance_scale=check_float("Guidance scale", guidance_scale, 0.0, MAX_GUIDANCE, parse_text=True),
-        thresholding=check_choice("Dynamic thresholding", thresholding, {True: True, False: False}),
+        thresholding=check_choice("Dynamic thresholding", thresholding, ON_OFF),
         dynamic_thresholding_ratio=check_float("Thresholding percentile", ratio, 0.5, 1.0, parse_text=True),
         sample_max_value=check_float("Thresholding max", max_value, 1.0, 10.0, parse_text=True),
         style=check_choice("Style", style, styles or [ANY_STYLE]),
@@ -123,7 +125,6 @@ def result_outputs() -> list:
 
 
 MAX_UPSCALE_STEPS = 100
-ON_OFF = {True: True, False: False}
 
 
 def variation_fields(variation_seed, variation_strength) -> Variation | None:
@@ -170,7 +171,7 @@ def extra_controls(upscaler: UpscaleDefaults | None) -> ExtraControls:
     upscale = gr.Checkbox(value=on, label="Upscale to 128 px (the super-resolution stage)", visible=on)
     with gr.Accordion("Upscale settings", open=False, visible=on):
         upscale_steps = gr.Slider(
-            1, MAX_UPSCALE_STEPS, value=upscaler.steps if on else 15, step=1, label="Upscale steps (DDIM)"
+            1, MAX_UPSCALE_STEPS, value=upscaler.steps if on else DEFAULT_STEPS, step=1, label="Upscale steps (DDIM)"
         )
         noise_level = gr.Slider(
             0,

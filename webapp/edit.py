@@ -16,7 +16,7 @@ from PIL import Image
 
 from uncond.checks import check_choice, check_float, check_int
 from uncond.edit import fit_mask, steps_for_strength
-from uncond.repaint import MAX_JUMPS, repaint_positions
+from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE, MAX_JUMPS, repaint_positions
 from webapp.checks import load_picture, page_errors, painted_mask
 from webapp.controls import MAX_PICTURE_SIDE, MAX_STEPS, SCHEDULER_CHOICES, prompt_fields, sampling_fields
 from webapp.models import ANY_STYLE, Models, StartPicture
@@ -152,8 +152,8 @@ class EditHandlers:
         eta,
         num_images,
         seed,
-        jump_length=10,
-        jump_n_sample=3,
+        jump_length=DEFAULT_JUMP_LENGTH,
+        jump_n_sample=DEFAULT_JUMP_N_SAMPLE,
         progress=gr.Progress(),
     ):
         """RePaint: the editor's painted region of its picture filled, everything else kept exactly."""

@@ -21,7 +21,7 @@ import gradio as gr
 from uncond.checks import MAX_SEED, check_choice, check_int
 from uncond.sampling import Step
 from webapp.checks import page_errors
-from webapp.controls import prompt_fields
+from webapp.controls import ON_OFF, prompt_fields
 from webapp.models import Models, Sampling
 from webapp.streaming import ResultFolders, save_png
 
@@ -87,7 +87,7 @@ class Live:
         ticket = self.newest.arrive(getattr(request, "session_hash", None))  # even "off" makes the older ones stale
         drew = False
         try:
-            if not check_choice("Live", live, {True: True, False: False}):
+            if not check_choice("Live", live, ON_OFF):
                 return gr.skip(), gr.skip()
             text = prompt_fields(prompt, negative_prompt, guidance_scale, False, 0.995, 1.5, style, self.styles)
             seed = check_int("Seed", seed, 0, MAX_SEED, parse_text=True)
