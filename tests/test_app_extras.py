@@ -5,13 +5,10 @@ import json
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from test_upscale_pipeline import SCHEDULE
+from test_upscale_pipeline import tiny_pipe
 
 import app
-from uncond.unet import UNet, UNetConfig
-from uncond.upscale_pipeline import UpscaleConfig, UpscalePipeline
 from webapp.restore import TEXT_CONTROLS, UNCOND_CONTROLS
 
 MODEL = app.MODELS.default_uncond
@@ -49,19 +46,7 @@ def test_without_an_upsampler_upscale_is_refused_by_name(monkeypatch):
 @pytest.fixture
 def tiny_upscaler(monkeypatch):
     """An untrained 32 -> 128 px upsampler (tiny channels) in place of the shipped one (or of none)."""
-    torch.manual_seed(0)
-    config = UNetConfig(
-        sample_size=128,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        attention_resolutions=(),
-        mid_block_attention=False,
-        attention_head_dim=None,
-        norm_num_groups=4,
-        low_res_channels=3,
-        noise_level_embedding=True,
-    )
-    up = UpscalePipeline(UNet(config), SCHEDULE, UpscaleConfig(scale_factor=4, max_noise_level=200, noise_level=20))
+    up = tiny_pipe(sample_size=128)  # max_noise_level 200, noise_level 20
     monkeypatch.setattr(app.MODELS, "upscaler", up)
     monkeypatch.setattr(app, "MAX_NOISE_LEVEL", 200)
     monkeypatch.setattr(app, "LIMITS", app.Limits(app.STYLE_NAMES, 200, app.LIMITS.models))

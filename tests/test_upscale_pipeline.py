@@ -19,10 +19,11 @@ SCHEDULE = {
 }
 
 
-def tiny_pipe(seed: int = 0) -> UpscalePipeline:
+def tiny_pipe(seed: int = 0, sample_size: int = 32) -> UpscalePipeline:
+    """A random 4x upsampler with channels 8-16, to `sample_size` px (the default: 8 -> 32)."""
     torch.manual_seed(seed)
     config = UNetConfig(
-        sample_size=32,
+        sample_size=sample_size,
         block_out_channels=(8, 16),
         layers_per_block=1,
         attention_resolutions=(),

@@ -125,8 +125,6 @@ def step_outputs(step: Step, done: int, total: int, seed: int, rate: float, fold
 class Stages:
     """Where a stream is: the base model's steps, then (in a cascade) the upsampler's, told apart by x_t's size."""
 
-    steps: int  # the base model's planned steps
-    upscale_steps: int = 0  # the upsampler's, 0 without one
     size: int | None = None  # x_t's size in the current stage
     offset: int = 0  # steps done in the stages before the current one
     upscaling: bool = False
@@ -165,7 +163,7 @@ def stream_to_page(
     strip and (for a cascade of `upscale_steps` more steps) the upscaling strip."""
     started = time.perf_counter()
     folder = folders.new()
-    stages, total = Stages(steps, upscale_steps), steps + upscale_steps
+    stages, total = Stages(), steps + upscale_steps
     keep, keep_up, strip, frames = strip_steps(steps), strip_steps(upscale_steps), [], []
     try:
         for event in events:
