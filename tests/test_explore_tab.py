@@ -170,6 +170,40 @@ def test_newest_drops_the_older_requests_of_a_session_only():
     assert newest.newest == {"a": 4}  # b is forgotten; a's newest request has not ended
 
 
+def test_a_repeat_of_the_unfinished_newest_request_changes_nothing():
+    newest = Newest()
+    first = newest.arrive("a", ("red", 4))
+    assert newest.arrive("a", ("red", 4)) is None and not newest.stale(first)  # the page's repeat: first stays
+    other = newest.arrive("b", ("red", 4))
+    assert other is not None and not newest.stale(first)  # another session's same inputs are its own request
+    assert newest.take_turn(first)
+    newest.done(first, drew=True)
+    again = newest.arrive("a", ("red", 4))  # the first one has ended: the same inputs are drawn again
+    assert again is not None and newest.take_turn(other) is True
+    newest.done(other, drew=True)
+    changed = newest.arrive("a", ("red h", 4))
+    assert newest.stale(again) and not newest.stale(changed)
+    assert newest.arrive(None, ("red", 4)) != newest.arrive(None, ("red", 4))  # no session: never a repeat
+    newest.done(changed, drew=False)
+    assert newest.inputs == {None: ("red", 4)} and set(newest.newest) == {None}  # a and b are forgotten
+
+
+def test_a_repeated_live_request_answers_at_once_and_the_first_one_draws(monkeypatch):
+    pipe = SlowText()
+    monkeypatch.setattr(app.MODELS, "txt2img", pipe)
+    answers = []
+    first = threading.Thread(
+        target=lambda: answers.append(app.LIVE.generate(True, "red", "", 3.0, 0, "any", request=Session("rep")))
+    )
+    first.start()
+    time.sleep(0.1)  # the first request is drawing
+    started = time.perf_counter()
+    assert app.LIVE.generate(True, "red", "", 3.0, 0, "any", request=Session("rep")) == (gr.skip(), gr.skip())
+    assert time.perf_counter() - started < 0.05  # it did not wait for the picture
+    first.join(timeout=10)
+    assert pipe.finished == ["red"] and '"prompt": "red"' in answers[0][1]
+
+
 def test_live_draws_one_picture_with_few_steps_and_nothing_when_off(tiny):
     path, settings = app.LIVE.generate(True, "red heart", "", 3.0, 4, "any", request=Session("s"))
     assert f'"steps": {LIVE_STEPS}' in settings and '"prompt": "red heart"' in settings

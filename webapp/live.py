@@ -6,6 +6,8 @@ API: /live (live, prompt, negative_prompt, guidance_scale, seed, style) -> (pict
 LIVE_STEPS steps, eta 0, one image. Only a session's newest request is drawn: each request registers as its
 session's newest when it arrives; one that is no longer the newest is dropped before it starts or at the next
 step of its loop, and answers with no change (gr.skip). So a burst of keystrokes costs one picture, not a queue.
+A request with the same inputs as its session's unfinished newest one changes nothing and answers at once: the
+page sends such repeats after the last keystroke, and restarting the picture for them cost a step each.
 
 Why not Gradio's trigger_mode="always_last" alone: it holds the page's next request until the running one
 answers (a full picture late), and it does nothing for API callers. Here every change is sent at once (trigger
@@ -25,7 +27,9 @@ from webapp.controls import ON_OFF, prompt_fields
 from webapp.models import Models, Sampling
 from webapp.streaming import ResultFolders, save_png
 
-LIVE_STEPS = 10
+LIVE_STEPS = (
+    6  # DDIM 6 and 10 draw the same pictures with the shipped model (eight prompts looked at); 6 is 0.2 s sooner
+)
 LIVE_ADMITTED = 16  # requests inside the handler at once: waiting for their turn, or dropped as stale
 
 
@@ -35,14 +39,19 @@ class Newest:
     def __init__(self):
         self.changed = threading.Condition()
         self.newest: dict = {}  # session -> number of its newest request
+        self.inputs: dict = {}  # session -> the inputs of its newest request
         self.count = 0
         self.drawing = False
 
-    def arrive(self, session) -> tuple:
-        """A new request of `session`: from now on its older ones are stale. Returns its ticket."""
+    def arrive(self, session, inputs=None) -> tuple | None:
+        """A new request of `session`: from now on its older ones are stale. Returns its ticket, or None for a repeat
+        of the session's unfinished newest request's `inputs` (which stays the newest; never without a session or inputs)."""
         with self.changed:
+            if None not in (session, inputs) and session in self.newest and self.inputs[session] == inputs:
+                return None
             self.count += 1
             self.newest[session] = self.count
+            self.inputs[session] = inputs
             self.changed.notify_all()
             return session, self.count
 
@@ -67,7 +76,7 @@ class Newest:
             if drew:
                 self.drawing = False
             if not self.stale(ticket):
-                del self.newest[ticket[0]]
+                del self.newest[ticket[0]], self.inputs[ticket[0]]
             self.changed.notify_all()
 
 
@@ -84,7 +93,10 @@ class Live:
     @page_errors
     def generate(self, live, prompt, negative_prompt, guidance_scale, seed, style, request: gr.Request = None):
         """One picture for the prompt (DDIM LIVE_STEPS steps) when live mode is on and no newer change has come."""
-        ticket = self.newest.arrive(getattr(request, "session_hash", None))  # even "off" makes the older ones stale
+        inputs = (live, prompt, negative_prompt, guidance_scale, seed, style)
+        ticket = self.newest.arrive(getattr(request, "session_hash", None), inputs)  # even "off": older ones stale
+        if ticket is None:
+            return gr.skip(), gr.skip()  # the same request is already under way
         drew = False
         try:
             if not check_choice("Live", live, ON_OFF):
