@@ -21,6 +21,7 @@ import torch
 
 from bench.app_timings import bench_live, bench_requests, bench_startup, load_shipped_pipelines
 from bench.cascade import bench_cascade, cascade_target, shipped_upscaler, tiny_upscaler
+from bench.live_page import bench_live_page
 from bench.measure import (
     diffusers_ddim_pipeline,
     diffusers_text_to_image,
@@ -323,9 +324,11 @@ def main(argv=None) -> dict:
     result["requests"]["live"] = bench_live(txt2img_pipe, log)
     run_app = args.app if args.app is not None else not args.tiny
     result["app"] = bench_startup(log) if run_app and device.type == "cpu" else None
-    result["targets"] = targets(rows, result["scheduler"], result["app"], result["requests"]["live"]) + cascade_target(
-        result["cascade"]
-    )
+    result["requests"]["live_page"] = bench_live_page(log) if run_app and device.type == "cpu" else None
+    requests = result["requests"]
+    result["targets"] = targets(
+        rows, result["scheduler"], result["app"], requests["live"], requests["live_page"]
+    ) + cascade_target(result["cascade"])
 
     print(format_table(result))
     out = args.out or (None if args.tiny else os.path.join(ROOT, "bench", f"results_{device.type}.json"))

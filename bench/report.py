@@ -3,7 +3,9 @@
 from bench.cascade import cascade_lines
 
 
-def targets(rows: list, scheduler: dict, app: dict | None, live: dict | None = None) -> list:
+def targets(
+    rows: list, scheduler: dict, app: dict | None, live: dict | None = None, live_page: dict | None = None
+) -> list:
     """The issue's targets, each with the measured value and whether it holds."""
     checks = []
     for row in rows:
@@ -48,8 +50,13 @@ def targets(rows: list, scheduler: dict, app: dict | None, live: dict | None = N
         )
     if live is not None:
         checks.append(
-            {"target": "live mode: a picture within 1 s of the last keystroke", "value": live["live_s"],
+            {"target": "live mode: a picture within 1 s of the request", "value": live["live_s"],
              "holds": live["live_s"] < 1.0}
+        )  # fmt: skip
+    if live_page is not None:
+        checks.append(
+            {"target": "live mode in Chromium: the picture within 1 s of the last keystroke",
+             "value": live_page["live_page_s"], "holds": live_page["live_page_s"] < 1.0}
         )  # fmt: skip
     return checks
 
@@ -119,6 +126,12 @@ def format_table(result: dict) -> str:
         lines.append(
             f"Request live (txt2img, DDIM {live['num_inference_steps']} steps, {live['num_images']} image): "
             f"{live['live_s']:.2f} s median ({live['live_cpu_s']:.2f} CPU s) from the request to the picture"
+        )
+    live_page = requests.get("live_page")
+    if live_page:
+        lines.append(
+            f"Live mode in Chromium (typing a key every {live_page['type_ms']} ms): {live_page['live_page_s']:.2f} s "
+            "median from the last keystroke to the picture on the page"
         )
     lines.append("")
     for check in result["targets"]:
