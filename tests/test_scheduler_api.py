@@ -317,3 +317,69 @@ def test_timestep_as_int_cpu_tensor_or_device_tensor(name):
             x = scheduler.step(fake_model(x, t), as_type(t), x, generator=generator).prev_sample
         results.append(x)
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("t", [0, 1, 487, 999])
+@pytest.mark.parametrize("kind", ["fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"])
+def test_private_variance_of_every_type_matches_diffusers(kind, t):
+    """`_get_variance` with the model's variance channels too (learned: σ_t² itself; learned_range: v in [-1, 1])."""
+    predicted = torch.linspace(-0.9, 0.9, 6).reshape(1, 6, 1, 1)
+    mine = ours.DDPMScheduler(beta_schedule="squaredcos_cap_v2")._get_variance(t, predicted, kind)
+    theirs = diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2")._get_variance(t, predicted, kind)
+    torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=1e-5)
+
+
+def _set(name, **kwargs):
+    scheduler = CLASSES[name][0](num_train_timesteps=100)
+    scheduler.set_timesteps(**kwargs)
+    return scheduler
+
+
+def _ddpm_off_schedule(call):
+    scheduler = _set("ddpm", num_inference_steps=10)
+    return call(scheduler)
+
+
+def _both_noises():
+    scheduler = _set("ddim", num_inference_steps=10)
+    x = torch.zeros(1, 1, 2, 2)
+    scheduler.step(x, 91, x, eta=1.0, generator=torch.Generator(), variance_noise=x)
+
+
+EXACT_ERRORS = [
+    (lambda: _set("ddpm", num_inference_steps=5, timesteps=[3, 2]),
+     "Can only pass one of `num_inference_steps` or `custom_timesteps`."),
+    (lambda: ours.DDPMScheduler(num_train_timesteps=10, trained_betas=[0.1] * 5).step(
+        torch.zeros(1, 1, 2, 2), 9, torch.zeros(1, 1, 2, 2)), "trained_betas holds 5 betas, num_train_timesteps is 10"),
+    (lambda: _ddpm_off_schedule(lambda s: s.previous_timestep(3)),
+     "timestep 3 is not in scheduler.timesteps: DDPM steps along the set_timesteps() schedule"),
+    (lambda: _ddpm_off_schedule(lambda s: s.step(torch.zeros(1, 1, 2, 2), 3, torch.zeros(1, 1, 2, 2))),
+     "timestep 3 is not in scheduler.timesteps: DDPM steps along the set_timesteps() schedule"),
+    (lambda: ours.DDPMScheduler(variance_type="learned").step(torch.zeros(1, 1, 2, 2), 999, torch.zeros(1, 1, 2, 2)),
+     "variance_type='learned' needs a model_output with twice the sample's channels (the second half predicts the"
+     " variance)"),
+    (lambda: ours.DDIMScheduler().previous_timestep(999),
+     "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"),
+    (_both_noises, "pass either generator or variance_noise, not both"),
+    (lambda: _set("ddim", num_inference_steps=0), "num_inference_steps must be an int in [1, num_train_timesteps=100]; got 0"),
+    (lambda: _set("ddim", num_inference_steps=101),
+     "`num_inference_steps`: 101 cannot be larger than `self.config.train_timesteps`: 100 as the unet model trained"
+     " with this scheduler can only handle maximal 100 timesteps."),
+    (lambda: _set("ddpm", timesteps=[]), "`custom_timesteps` must hold at least one timestep."),
+    (lambda: _set("ddpm", timesteps=[5, 5]), "`custom_timesteps` must be in descending order."),
+    (lambda: _set("ddpm", timesteps=[100, 5]), "`timesteps` must start before `self.config.train_timesteps`: 100."),
+    (lambda: _set("ddpm", timesteps=[5, -1]), "`custom_timesteps` must be >= 0; got -1."),
+    (lambda: ours.DDIMScheduler(num_train_timesteps=True), "num_train_timesteps must be an int >= 1; got True"),
+    (lambda: ours.DDIMScheduler(thresholding=True, dynamic_thresholding_ratio=0),
+     "dynamic_thresholding_ratio must be in (0, 1]; got 0"),
+    (lambda: ours.DDIMScheduler(num_train_timesteps=100, steps_offset=10, timestep_spacing="leading").set_timesteps(
+        10), "steps_offset=10 puts timestep 100 past num_train_timesteps - 1 = 99"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "message"), EXACT_ERRORS, ids=range(len(EXACT_ERRORS)))
+def test_every_scheduler_error_says_what_is_wrong_in_full(call, message):
+    """Each ValueError's whole message (a mutant that blanks or changes one fails here, not only a match on a word)."""
+    with pytest.raises(ValueError) as raised:
+        call()
+    assert str(raised.value) == message
