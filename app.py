@@ -22,7 +22,6 @@ except ImportError:  # anywhere else the decorator does nothing
 
 
 import argparse
-import json
 import sys
 import threading
 
@@ -49,7 +48,7 @@ from webapp.controls import (
 )
 from webapp.edit_tab import edit_tab
 from webapp.explore_tab import explore_tab
-from webapp.history import recalled, remember_and_show
+from webapp.history import keep_in_history
 from webapp.live import live_mode
 from webapp.models import ANY_STYLE, Models, Sampling, Upscaling, schedule_table
 from webapp.restore import TEXT_CONTROLS, UNCOND_CONTROLS, Limits, restored_values
@@ -216,29 +215,6 @@ def restore_settings(file, names: list[str]) -> list:
         raise gr.Error(f"Settings file: {str(error).rstrip('.')}.") from None
 
 
-def history_restorer(names: list[str]):
-    """The click handler of a tab's history: the entry's controls (`names`), then its gallery, settings and seed."""
-
-    @page_errors
-    def restore(history, selected: gr.SelectData) -> list:
-        entry = recalled(history, selected.index)
-        values = restored_values(entry["settings"], names, LIMITS)
-        return values + [entry["files"], json.dumps(entry["settings"], indent=2), entry["settings"].get("seed")]
-
-    return restore
-
-
-def keep_in_history(event, history: gr.State, shown: gr.Gallery, outputs: list, controls: list, names: list[str]):
-    """A finished generation joins the tab's history; a click on one restores it."""
-    event.success(
-        remember_and_show,
-        [history, outputs[0], outputs[1]],
-        [history, shown],
-        api_visibility="private",
-    )
-    shown.select(history_restorer(names), history, controls + outputs, api_visibility="private")
-
-
 # ---- the page ----
 
 
@@ -395,8 +371,8 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     )
     t.stop.click(None, None, None, cancels=[t_event], api_visibility="private")
     u.restore.change(lambda f: restore_settings(f, UNCOND_CONTROLS), u.restore, u_controls, api_visibility="private")
-    keep_in_history(u_event, u_history, u_shown, u_outputs, u_controls, UNCOND_CONTROLS)
-    keep_in_history(t_event, t_history, t_shown, t_outputs, t_controls, TEXT_CONTROLS)
+    keep_in_history(u_event, u_history, u_shown, u_outputs, u_controls, UNCOND_CONTROLS, LIMITS)
+    keep_in_history(t_event, t_history, t_shown, t_outputs, t_controls, TEXT_CONTROLS, LIMITS)
     u_model.change(lambda model: schedule_table(MODELS, model), u_model, h_plot, api_visibility="private")
     gr.Markdown(CREDITS)
 

@@ -9,6 +9,7 @@ from PIL import Image
 from test_upscale_pipeline import tiny_pipe
 
 import app
+from webapp.history import history_restorer, remember_and_show
 from webapp.restore import TEXT_CONTROLS, UNCOND_CONTROLS
 
 MODEL = app.MODELS.default_uncond
@@ -94,16 +95,16 @@ class Click:
 def test_history_keeps_each_generation_and_a_click_restores_its_pictures_and_controls():
     history = []
     first = run_unconditional(MODEL, "Euler (diffusers)", 3, 0.0, 2, 41, 7, 0.2)[-1]
-    history, shown = app.remember_and_show(history, first[0], first[1])
+    history, shown = remember_and_show(history, first[0], first[1])
     second = run_unconditional(MODEL, "DDIM", 4, 1.0, 1, 42)[-1]
-    history, shown = app.remember_and_show(history, second[0], second[1])
+    history, shown = remember_and_show(history, second[0], second[1])
     assert [caption for _, caption in shown] == ["ddim 4, seed 42", "euler 3, seed 41"]  # newest first
-    restored = app.history_restorer(UNCOND_CONTROLS)(history, Click(1))
+    restored = history_restorer(UNCOND_CONTROLS, app.LIMITS)(history, Click(1))
     controls, (gallery, settings, seed) = restored[: len(UNCOND_CONTROLS)], restored[len(UNCOND_CONTROLS) :]
     assert controls == [MODEL, "Euler (diffusers)", 3, 0.0, 41, 7, 0.2, False, gr.skip(), gr.skip()]
     assert gallery == [path for path, _ in first[0]] and seed == 41 and json.loads(settings)["seed"] == 41
     with pytest.raises(gr.Error, match="History has no entry 5"):
-        app.history_restorer(UNCOND_CONTROLS)(history, Click(5))
+        history_restorer(UNCOND_CONTROLS, app.LIMITS)(history, Click(5))
 
 
 def test_history_restores_the_prompt_and_the_style_apart(monkeypatch):
@@ -117,6 +118,6 @@ def test_history_restores_the_prompt_and_the_style_apart(monkeypatch):
     args = ("owl", "", 3.0, "DDIM", 2, 0.0, 1, 3, True, 0.9, 2.0, "openmoji-line")
     final = list(app.generate_text_to_image(*args, progress=lambda *a, **k: None))[-1]
     assert json.loads(final[1])["prompt"] == "owl, line art"  # what the model was given
-    history, _ = app.remember_and_show([], final[0], final[1])
-    controls = app.history_restorer(TEXT_CONTROLS)(history, Click(0))[: len(TEXT_CONTROLS)]
+    history, _ = remember_and_show([], final[0], final[1])
+    controls = history_restorer(TEXT_CONTROLS, app.LIMITS)(history, Click(0))[: len(TEXT_CONTROLS)]
     assert controls[:11] == ["owl", "", 3.0, "openmoji-line", True, 0.9, 2.0, "DDIM", 2, 0.0, 3]

@@ -7,6 +7,11 @@ carries), so restoring one brings back exactly that result, and every control th
 
 import json
 
+import gradio as gr
+
+from webapp.checks import page_errors
+from webapp.restore import Limits, restored_values
+
 MAX_ENTRIES = 12  # generations a session keeps; older ones drop off
 
 
@@ -51,3 +56,22 @@ def remember_and_show(history: list | None, gallery, settings_json: str) -> tupl
     """`remember`, and the history gallery's items after it."""
     history = remember(history, gallery, settings_json)
     return history, history_items(history)
+
+
+def history_restorer(names: list[str], limits: Limits):
+    """The click handler of a tab's history: the entry's controls (`names`), then its gallery, settings and seed."""
+
+    @page_errors
+    def restore(history, selected: gr.SelectData) -> list:
+        entry = recalled(history, selected.index)
+        values = restored_values(entry["settings"], names, limits)
+        return values + [entry["files"], json.dumps(entry["settings"], indent=2), entry["settings"].get("seed")]
+
+    return restore
+
+
+def keep_in_history(event, history, shown, outputs: list, controls: list, names: list[str], limits: Limits) -> None:
+    """Wire a tab's history: a finished generation (`event`) joins it; a click on one restores it into `controls`
+    and `outputs` (gallery, settings, seed)."""
+    event.success(remember_and_show, [history, outputs[0], outputs[1]], [history, shown], api_visibility="private")
+    shown.select(history_restorer(names, limits), history, controls + outputs, api_visibility="private")
