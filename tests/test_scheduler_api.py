@@ -296,8 +296,9 @@ def test_ddpm_timestep_off_the_schedule_raises():
 # --- timesteps on devices ---
 
 
-def test_timesteps_device():
-    scheduler = ours.DDIMScheduler()
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_timesteps_device(name):
+    scheduler = CLASSES[name][0]()
     scheduler.set_timesteps(10, device="meta")
     assert scheduler.timesteps.device.type == "meta" and scheduler.timesteps.dtype == torch.int64
     scheduler.set_timesteps(10)
@@ -368,7 +369,7 @@ EXACT_ERRORS = [
     (lambda: _set("ddpm", timesteps=[]), "`custom_timesteps` must hold at least one timestep."),
     (lambda: _set("ddpm", timesteps=[5, 5]), "`custom_timesteps` must be in descending order."),
     (lambda: _set("ddpm", timesteps=[100, 5]), "`timesteps` must start before `self.config.train_timesteps`: 100."),
-    (lambda: _set("ddpm", timesteps=[5, -1]), "`custom_timesteps` must be >= 0; got -1."),
+    (lambda: _set("ddpm", timesteps=[5, 3, -2]), "`custom_timesteps` must be >= 0; got -2."),
     (lambda: ours.DDIMScheduler(num_train_timesteps=True), "num_train_timesteps must be an int >= 1; got True"),
     (lambda: ours.DDIMScheduler(thresholding=True, dynamic_thresholding_ratio=0),
      "dynamic_thresholding_ratio must be in (0, 1]; got 0"),
@@ -383,3 +384,37 @@ def test_every_scheduler_error_says_what_is_wrong_in_full(call, message):
     with pytest.raises(ValueError) as raised:
         call()
     assert str(raised.value) == message
+
+
+def test_eta_0_draws_no_noise_from_the_generator_like_diffusers():
+    """A deterministic step leaves the generator as it was (so the next draw is the same in both libraries)."""
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    for cls in CLASSES["ddim"]:
+        scheduler = cls()
+        scheduler.set_timesteps(10)
+        generator = torch.Generator().manual_seed(5)
+        scheduler.step(fake_model(x, 901), 901, x, eta=0.0, generator=generator)
+        assert torch.equal(generator.get_state(), torch.Generator().manual_seed(5).get_state()), cls
+
+
+def test_custom_timesteps_flag_is_diffusers_own():
+    """`custom_timesteps` is True after a custom list and False again after a step count, in both libraries."""
+    for cls in CLASSES["ddpm"]:
+        scheduler = cls()
+        scheduler.set_timesteps(timesteps=[900, 500, 3])
+        assert scheduler.custom_timesteps is True
+        scheduler.set_timesteps(10)
+        assert scheduler.custom_timesteps is False, cls
+
+
+def test_dynamic_threshold_defaults_are_diffusers_config_defaults():
+    """dynamic_threshold(x) with its defaults is diffusers' default (ratio 0.995, max 1.0): clip to [-1, 1]."""
+    from uncond.schedule import dynamic_threshold
+
+    x = torch.linspace(-3, 3, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+    torch.testing.assert_close(dynamic_threshold(x), x.clamp(-1, 1), atol=0, rtol=0)
+    defaults = {
+        k: v.default for k, v in inspect.signature(dynamic_threshold).parameters.items() if k != "pred_original_sample"
+    }
+    config = diffusers.DDPMScheduler().config
+    assert defaults == {"ratio": config.dynamic_thresholding_ratio, "max_value": config.sample_max_value}
