@@ -12,11 +12,8 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
-import time
-import urllib.request
 
-from bench.measure import _free_port
+from bench.measure import served_app
 from bench.models import ROOT
 
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
@@ -36,21 +33,6 @@ def missing_tools() -> str | None:
     return None
 
 
-def wait_until_served(server: subprocess.Popen, port: int, timeout: float = 180.0) -> None:
-    """Block until the app answers HTTP 200, or raise if it exits or takes longer than `timeout`."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if server.poll() is not None:
-            raise RuntimeError(f"app.py exited with {server.returncode} before serving")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"app.py did not serve within {timeout:.0f} s")
-
-
 def bench_live_page(log, prompts: list[str] = PROMPTS) -> dict | None:
     """Seconds from the last keystroke to the live picture's last change, per prompt and their median (None, with
     the reason logged, where node, Chromium or the npm set are missing)."""
@@ -58,13 +40,7 @@ def bench_live_page(log, prompts: list[str] = PROMPTS) -> dict | None:
     if missing:
         log({"live_page": f"skipped: needs {missing}"})
         return None
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_until_served(server, port)
+    with served_app(ROOT) as (port, env, _):
         run = subprocess.run(
             ["node", "live_latency.mjs"],
             cwd=BROWSER_DIR,
@@ -79,9 +55,6 @@ def bench_live_page(log, prompts: list[str] = PROMPTS) -> dict | None:
                 "TYPE_MS": str(TYPE_MS),
             },  # fmt: skip
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     if run.returncode != 0:
         raise RuntimeError(f"live_latency.mjs failed:\n{run.stdout}{run.stderr}")
     rounds = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]

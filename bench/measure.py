@@ -5,6 +5,7 @@ neither side always runs on a warm cache or right after the other's garbage), af
 median of the repeats is kept.
 """
 
+import contextlib
 import os
 import socket
 import statistics
@@ -169,10 +170,43 @@ def diffusers_diffusion_loss(model, scheduler, x_0, generator, **model_kwargs) -
 # ---- the app ----
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_app(root: str, timeout: float = 180.0):
+    """Run `python app.py` in `root` on a free port for the `with` block: yields (port, env, seconds until its page
+    answered HTTP 200); raises RuntimeError if it exits first or does not answer within `timeout`."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"app.py exited with {server.returncode} before serving")
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"app.py did not serve within {timeout:.0f} s")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        yield port, env, time.perf_counter() - started
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def app_startup_seconds(root: str, timeout: float = 120.0) -> tuple[float | None, float]:
@@ -183,30 +217,11 @@ def app_startup_seconds(root: str, timeout: float = 120.0) -> tuple[float | None
     import resource
 
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     try:
-        while time.perf_counter() - started < timeout and server.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    if response.status == 200:
-                        ready = time.perf_counter() - started
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            ready = None
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        with served_app(root, timeout) as (_, _, ready):
+            pass
+    except RuntimeError:
+        ready = None
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ready, (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
 

@@ -181,3 +181,37 @@ def test_time_alternately_gives_every_run_its_wall_and_cpu_seconds():
     assert all(0 < c <= w + 1e-3 for k in work for c, w in zip(cpu[k], wall[k]))
     with pytest.raises(ValueError, match="repeats"):
         time_alternately(work, repeats=0)
+
+
+FAKE_APP = """
+import http.server, os, sys
+if os.environ.get("FAKE_APP_FAILS"):
+    sys.exit(3)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["GRADIO_SERVER_PORT"])), http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
+
+def test_served_app_yields_once_the_page_answers_and_stops_the_app(tmp_path):
+    import urllib.request
+
+    from bench.measure import served_app
+
+    (tmp_path / "app.py").write_text(FAKE_APP)
+    with served_app(str(tmp_path), timeout=60) as (port, env, seconds):
+        assert env["GRADIO_SERVER_PORT"] == str(port) and env["HF_HUB_OFFLINE"] == "1"
+        assert 0 < seconds < 60
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            assert response.status == 200
+    with pytest.raises(OSError):  # stopped when the block ends
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+
+
+def test_served_app_names_an_app_that_exits_before_serving(tmp_path, monkeypatch):
+    from bench.measure import app_startup_seconds, served_app
+
+    (tmp_path / "app.py").write_text(FAKE_APP)
+    monkeypatch.setenv("FAKE_APP_FAILS", "1")
+    with pytest.raises(RuntimeError, match="exited with 3 before serving"), served_app(str(tmp_path), timeout=60):
+        pass
+    ready, cpu = app_startup_seconds(str(tmp_path), timeout=60)
+    assert ready is None and cpu >= 0
