@@ -79,6 +79,33 @@ def test_timesteps_match_diffusers_for_every_step_count(spacing, steps_offset):
         assert spaced_timesteps(spacing, n, 1000, steps_offset) == expected, n
 
 
+def test_spaced_timesteps_known_values_and_default_offset():
+    assert spaced_timesteps("leading", 10, 1000) == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]  # offset 0
+    assert spaced_timesteps("trailing", 4, 1000) == [999, 749, 499, 249]
+    assert spaced_timesteps("linspace", 2, 1000) == [999, 0]
+    assert spaced_timesteps("linspace", 1, 1000) == [0]
+
+
+def test_schedule_functions_name_the_bad_argument():
+    with pytest.raises(ValueError, match="^beta_schedule must be one of"):
+        make_betas("cosine", 1000, 1e-4, 0.02)
+    with pytest.raises(ValueError, match="^timestep_spacing must be one of"):
+        spaced_timesteps("uniform", 10, 1000)
+
+
+@pytest.mark.parametrize("schedule", BETA_SCHEDULES)
+def test_betas_are_float32_whatever_the_default_dtype(schedule):
+    # diffusers builds betas in float32; a float64 default dtype (set by a user or a library) must not change them
+    expected = make_betas(schedule, 100, 1e-4, 0.02)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        betas = make_betas(schedule, 100, 1e-4, 0.02)
+    finally:
+        torch.set_default_dtype(previous)
+    assert betas.dtype == torch.float32 and torch.equal(betas, expected)
+
+
 # --- dynamic thresholding ---
 
 

@@ -31,7 +31,7 @@ def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, 
     if beta_schedule == "scaled_linear":  # linear in √β (Stable Diffusion's schedule)
         return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
     if beta_schedule == "sigmoid":  # GeoDiff's (Xu et al. 2022): β rises along a sigmoid over [-6, 6]
-        return torch.sigmoid(torch.linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start
+        return torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float32)) * (beta_end - beta_start) + beta_start
 
     def alpha_bar(s):  # ᾱ at time s in [0, 1], with the paper's offset 0.008 so β_1 is not tiny
         return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
