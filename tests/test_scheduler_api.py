@@ -418,3 +418,28 @@ def test_dynamic_threshold_defaults_are_diffusers_config_defaults():
     }
     config = diffusers.DDPMScheduler().config
     assert defaults == {"ratio": config.dynamic_thresholding_ratio, "max_value": config.sample_max_value}
+
+
+@pytest.mark.parametrize("name", ["DDPMScheduler", "DDIMScheduler"])
+def test_a_float64_default_dtype_changes_no_step(name):
+    # The schedule's coefficients are float32 numbers, as diffusers' are: a float64 default dtype set by other code
+    # (a notebook, a library) must not move a single bit of the steps of float32 samples.
+    def run():
+        scheduler = getattr(ours, name)(beta_schedule="squaredcos_cap_v2")
+        scheduler.set_timesteps(10)
+        generator = torch.Generator().manual_seed(0)
+        x_t = torch.randn(2, 3, 4, 4, generator=generator, dtype=torch.float32)
+        kwargs = {"eta": 1.0} if name == "DDIMScheduler" else {}
+        for t in scheduler.timesteps:
+            model_output = 0.5 * x_t  # a stand-in model: the step's own formulas are what is tested
+            x_t = scheduler.step(model_output, t, x_t, generator=generator, **kwargs).prev_sample
+        return x_t
+
+    expected = run()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = run()
+    finally:
+        torch.set_default_dtype(previous)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
