@@ -247,8 +247,15 @@ BAD_ARGUMENTS = [
 @pytest.mark.parametrize(("argument", "kwargs"), BAD_ARGUMENTS)
 @pytest.mark.parametrize("name", ["ddpm", "ddim"])
 def test_bad_constructor_arguments_raise(name, argument, kwargs):
-    with pytest.raises(ValueError, match=argument):
+    with pytest.raises(ValueError, match=f"^{argument} must be "):  # the message starts with the argument's name
         CLASSES[name][0](**kwargs)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_a_one_step_training_schedule_is_allowed(name):
+    scheduler = CLASSES[name][0](num_train_timesteps=1)  # the smallest schedule: T = 1 is valid, T = 0 is not
+    scheduler.set_timesteps(1)
+    assert scheduler.timesteps.tolist() == [0] and len(scheduler.alphas_cumprod) == 1
 
 
 def test_options_off_are_accepted_whatever_their_settings():
