@@ -92,3 +92,16 @@ def test_both_sampling_commands_upscale(tmp_path):
     for out in ("a", "b"):
         with Image.open(os.path.join(tmp_path, out, "000.png")) as image:
             assert image.size == (32, 32) and image.text["noise_level"] == "20" and image.text["base_size"] == "8"
+
+
+def test_both_sample_commands_upscale_with_the_apps_default_steps():
+    import argparse
+
+    from uncond.sample import add_upscale_arguments
+    from uncond.upscale_pipeline import DEFAULT_STEPS
+    from webapp.models import Upscaling
+
+    parser = argparse.ArgumentParser()
+    add_upscale_arguments(parser)  # txt2img.sample adds the same arguments
+    args = parser.parse_args(["--upscale"])
+    assert args.upscale_steps == DEFAULT_STEPS == Upscaling().steps == 15

@@ -1,7 +1,7 @@
 """Sample images from a trained unconditional model.
 
     python -m uncond.sample --model weights/uncond --num-images 16 --steps 50 --scheduler ddim --seed 0 --out samples/
-    python -m uncond.sample ... --upscale runs/upscale --upscale-steps 25    (then the 32 -> 128 px stage)
+    python -m uncond.sample ... --upscale runs/upscale --upscale-steps 15    (then the 32 -> 128 px stage)
 
 Writes one PNG per image (its settings in PNG text chunks) and a grid.
 """
@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from uncond.images import save_grid
 from uncond.pipeline import UnconditionalPipeline
 from uncond.settings import save_with_settings
+from uncond.upscale_pipeline import DEFAULT_STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(ROOT, "weights", "uncond")
@@ -41,7 +42,12 @@ def add_upscale_arguments(parser: argparse.ArgumentParser) -> None:
         help="upsample the samples with a super-resolution folder (python -m uncond.train_upscale); "
         "without FOLDER: weights/upscale",
     )
-    parser.add_argument("--upscale-steps", type=int, default=25, help="DDIM steps of the upsampler")
+    parser.add_argument(
+        "--upscale-steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"DDIM steps of the upsampler (default {DEFAULT_STEPS}, the app's)",
+    )
     parser.add_argument(
         "--noise-level", type=int, default=None, help="augmentation level of the low-res input (default: the folder's)"
     )
