@@ -258,6 +258,13 @@ def test_a_one_step_training_schedule_is_allowed(name):
     assert scheduler.timesteps.tolist() == [0] and len(scheduler.alphas_cumprod) == 1
 
 
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_a_dynamic_thresholding_ratio_of_1_is_allowed(name):
+    # ratio 1 takes s = max |x_0| per sample (the edge of diffusers' range, (0, 1]); diffusers accepts it too
+    scheduler = CLASSES[name][0](thresholding=True, dynamic_thresholding_ratio=1.0, sample_max_value=2.0)
+    assert scheduler.config.dynamic_thresholding_ratio == 1.0
+
+
 def test_options_off_are_accepted_whatever_their_settings():
     ours.DDIMScheduler(thresholding=False, dynamic_thresholding_ratio=1.5, trained_betas=None)
 
