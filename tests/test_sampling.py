@@ -329,3 +329,10 @@ def test_a_run_may_revisit_timesteps():
     assert [s.timestep for s in steps] == [int(v) for v in run]
     again = scheduler.step(toy_model(steps[0].x_t, t[1]), t[1], steps[0].x_t).prev_sample
     assert torch.equal(steps[1].x_t, again)
+
+
+def test_make_scheduler_takes_the_options_its_scheduler_has_and_refuses_others_by_name():
+    ddim = make_scheduler("ddim", SCHEDULE, thresholding=True, dynamic_thresholding_ratio=0.9)
+    assert ddim.config.thresholding is True and ddim.config.dynamic_thresholding_ratio == 0.9
+    with pytest.raises(ValueError, match="^thresholding is not available with the euler scheduler$"):
+        make_scheduler("euler", SCHEDULE, thresholding=True)  # diffusers' Euler has no thresholding
