@@ -103,7 +103,7 @@ class DDPMScheduler(NoiseSchedule):
         T = self.config.num_train_timesteps
         if len(self.alphas_cumprod) != T:
             raise ValueError(f"trained_betas holds {len(self.alphas_cumprod)} betas, num_train_timesteps is {T}")
-        self._use_timesteps(list(range(T - 1, -1, -1)), self.timesteps.device)
+        self._use_timesteps(list(range(T - 1, -1, -1)))  # only ever before set_timesteps, so on the CPU
 
     def previous_timestep(self, timestep):
         """The timestep a step from `timestep` lands on: the next one in the schedule, -1 after the last."""
