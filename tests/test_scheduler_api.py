@@ -457,3 +457,19 @@ def test_a_float64_default_dtype_changes_no_step(name):
     finally:
         torch.set_default_dtype(previous)
     assert got.dtype == torch.float32 and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["DDPMScheduler", "DDIMScheduler"])
+def test_step_noise_is_drawn_on_the_generators_device(name):
+    # As diffusers: a CPU generator draws on the CPU whatever the samples' device, so a seed gives the same noise on
+    # every device. On the meta device a draw would not advance the CPU generator; the step's draw must.
+    scheduler = getattr(ours, name)()
+    scheduler.set_timesteps(10)
+    x_t = torch.zeros(1, 3, 4, 4, device="meta")
+    generator = torch.Generator().manual_seed(0)
+    kwargs = {"eta": 1.0} if name == "DDIMScheduler" else {}
+    prev_sample = scheduler.step(x_t, scheduler.timesteps[0], x_t, generator=generator, **kwargs).prev_sample
+    reference = torch.Generator().manual_seed(0)
+    torch.randn(1, 3, 4, 4, generator=reference)  # the one draw of the step
+    assert prev_sample.device.type == "meta"
+    assert torch.equal(torch.randn(8, generator=generator), torch.randn(8, generator=reference))
