@@ -96,10 +96,11 @@ def test_tiny_benchmark_runs_and_writes_its_json(tmp_path):
     cascade = written["cascade"]
     for tab in ("uncond", "txt2img"):
         c = cascade[tab]
-        assert 0 < c["base_s"] < c["cascade_s"] and c["ratio"] == pytest.approx(c["cascade_s"] / c["base_s"])
+        # no order of the two times is asserted: a test times nothing (on busy cores a median of 2 can invert)
+        assert c["base_s"] > 0 and c["cascade_s"] > 0 and c["ratio"] == pytest.approx(c["cascade_s"] / c["base_s"])
     assert cascade["forward"]["flops"] > 0 and cascade["forward"]["fraction_of_peak"] > 0
     assert any(check["target"].startswith("text-to-image request + upsampler") for check in written["targets"])
-    live = written["requests"]["live"]  # live mode's picture: one image, DDIM 10
+    live = written["requests"]["live"]  # live mode's picture: one image, LIVE_STEPS steps
     assert live["num_images"] == 1 and live["num_inference_steps"] == LIVE_STEPS and len(live["runs_s"]) == 5
     assert live["live_s"] > 0 and any(c["target"].startswith("live mode") for c in written["targets"])
     assert written["parameters"]["uncond"]["ratio"] == 1.0 and written["app"] is None
