@@ -6,12 +6,14 @@ No speed is asserted here: speeds are ratios the benchmark prints (python -m ben
 import ast
 import json
 import os
+import urllib.request
 
 import pytest
 import torch
 from txt2img_fixtures import TINY_UNET
 
 from bench.__main__ import main as bench_main
+from bench.measure import app_startup_seconds, served_app
 from bench.models import (
     ROOT,
     count_parameters,
@@ -193,10 +195,6 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["GRADIO_SERVER_PORT"])), htt
 
 
 def test_served_app_yields_once_the_page_answers_and_stops_the_app(tmp_path):
-    import urllib.request
-
-    from bench.measure import served_app
-
     (tmp_path / "app.py").write_text(FAKE_APP)
     with served_app(str(tmp_path), timeout=60) as (port, env, seconds):
         assert env["GRADIO_SERVER_PORT"] == str(port) and env["HF_HUB_OFFLINE"] == "1"
@@ -208,8 +206,6 @@ def test_served_app_yields_once_the_page_answers_and_stops_the_app(tmp_path):
 
 
 def test_served_app_names_an_app_that_exits_before_serving(tmp_path, monkeypatch):
-    from bench.measure import app_startup_seconds, served_app
-
     (tmp_path / "app.py").write_text(FAKE_APP)
     monkeypatch.setenv("FAKE_APP_FAILS", "1")
     with pytest.raises(RuntimeError, match="exited with 3 before serving"), served_app(str(tmp_path), timeout=60):

@@ -4,6 +4,7 @@ oracle model that knows x_0 leads it back to x_0."""
 import diffusers
 import pytest
 import torch
+from default_dtype import default_dtype
 
 from uncond.sampling import (
     SHARED_SCHEDULE_KEYS,
@@ -266,12 +267,8 @@ def test_the_loop_keeps_x_t_and_t_on_the_samples_device(name):
 
 def test_the_starting_noise_goes_to_the_device_and_is_float32_whatever_the_default_dtype():
     assert initial_noise((1, 2), seed=0, device="meta")[0].device.type == "meta"  # meta: a GPU's stand-in
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # a caller's setting must not change the seed's numbers
-    try:
+    with default_dtype(torch.float64):  # a caller's setting must not change the seed's numbers
         x_t, _ = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
-    finally:
-        torch.set_default_dtype(previous)
     expected = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
     assert torch.equal(x_t, expected.double())
 

@@ -3,6 +3,7 @@
 import diffusers
 import pytest
 import torch
+from default_dtype import default_dtype
 from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr as diffusers_rescale_zero_terminal_snr
 
 from uncond import scheduler as ours
@@ -97,12 +98,8 @@ def test_schedule_functions_name_the_bad_argument():
 def test_betas_are_float32_whatever_the_default_dtype(schedule):
     # diffusers builds betas in float32; a float64 default dtype (set by a user or a library) must not change them
     expected = make_betas(schedule, 100, 1e-4, 0.02)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         betas = make_betas(schedule, 100, 1e-4, 0.02)
-    finally:
-        torch.set_default_dtype(previous)
     assert betas.dtype == torch.float32 and torch.equal(betas, expected)
 
 

@@ -11,6 +11,7 @@ import os
 import diffusers
 import pytest
 import torch
+from default_dtype import default_dtype
 from diffusers.utils import BaseOutput
 
 from uncond import scheduler as ours
@@ -450,12 +451,8 @@ def test_a_float64_default_dtype_changes_no_step(name):
         return x_t
 
     expected = run()
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         got = run()
-    finally:
-        torch.set_default_dtype(previous)
     assert got.dtype == torch.float32 and torch.equal(got, expected)
 
 
