@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from uncond.images import save_grid
 from uncond.pipeline import UnconditionalPipeline
 from uncond.settings import save_with_settings
-from uncond.upscale_pipeline import DEFAULT_STEPS
+from uncond.upscale_pipeline import DEFAULT_STEPS, UpscalePipeline, upscale_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(ROOT, "weights", "uncond")
@@ -57,8 +57,6 @@ def upscaled(result, args, device=None):
     """The result upsampled by the --upscale folder with the same seed, or the result itself without --upscale."""
     if not args.upscale:
         return result
-    from uncond.upscale_pipeline import UpscalePipeline, upscale_result
-
     upscaler = UpscalePipeline.from_pretrained(args.upscale, device=device)
     bar, advance = progress_callback(args.upscale_steps, f"upscale x {len(result.images)}")
     result = upscale_result(
