@@ -73,9 +73,12 @@ def test_command_writes_report_grids_and_table(folders, tmp_path, some_pairs, ca
             report["held_out_style_pairs"][judge]["style_and_emoji"] <= report["held_out_style_pairs"][judge]["style"]
         )
     assert report["diversity"]["prompts"] == 4 and report["diversity"]["cosine"]["real"] > 0
+    ceiling = report["natural"]["CLIP on the real images"]
+    assert set(ceiling) == {"natural_top5", "exact_top5"} and all(0 <= v <= 1 for v in ceiling.values())
     names = {p.name for p in tmp_path.iterdir()}
     assert {"samples_natural.png", "samples_exact.png", "samples_held_out_styles.png"} <= names
-    assert "| natural prompts, top 5 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| natural prompts, top 5 |" in printed and "| CLIP on the real pictures (its ceiling)" in printed
 
 
 def test_real_images_as_samples_are_judged_right_by_the_pixel_judge(folders, tmp_path, some_pairs, monkeypatch):
@@ -120,6 +123,20 @@ def test_real_images_as_samples_are_judged_right_by_the_pixel_judge(folders, tmp
         "held_out_style_pairs": True,
     }
     assert report["met"]["diversity_ratio"] is True
+
+
+def test_real_image_share_averages_per_prompt_over_its_real_pictures():
+    """Six candidates; each real picture's scores rank its own emoji first, except the two that rank it last."""
+    groups = natural.EmojiGroups(["a", "b", "c", "d", "e", "f", "g"])
+    real_names = ["a", "a", "a", "a", "b", "c"]
+    scores = torch.eye(7)[[groups.index[n] for n in real_names]]  # (6 pictures, 7 groups): own emoji on top
+    scores[[1, 5]] = 1 - scores[[1, 5]]  # picture 1 (an "a") and picture 5 (the "c") rank theirs last
+    real_of = {"a": [0, 1, 2, 3], "b": [4], "c": [5]}
+    # "a": 3 of 4, "b": 1 of 1, "c": 0 of 1; "x" has no picture and is not counted
+    assert natural.real_image_share(scores, real_of, groups, [["a"], ["b"], ["c"], ["x"]]) == round(1.75 / 3, 4)
+    # a prompt with two acceptable emoji judges the pictures of both against both
+    assert natural.real_image_share(scores, real_of, groups, [["a", "c"]]) == round(3 / 5, 4)
+    assert natural.real_image_share(scores, real_of, groups, [["x"]]) is None
 
 
 def test_bad_arguments_are_named(folders, tmp_path):
