@@ -126,7 +126,7 @@ def test_real_images_as_samples_are_judged_right_by_the_pixel_judge(folders, tmp
 
 
 def test_real_image_share_averages_per_prompt_over_its_real_pictures():
-    """Six candidates; each real picture's scores rank its own emoji first, except the two that rank it last."""
+    """Seven candidates, six real pictures; each ranks its own emoji first, except the two that rank it last."""
     groups = natural.EmojiGroups(["a", "b", "c", "d", "e", "f", "g"])
     real_names = ["a", "a", "a", "a", "b", "c"]
     scores = torch.eye(7)[[groups.index[n] for n in real_names]]  # (6 pictures, 7 groups): own emoji on top
