@@ -25,8 +25,9 @@ computed with the same float32 operations, in the same order, as diffusers, whic
 Deliberate differences from diffusers 0.42: invalid option values raise a ValueError naming the argument at
 construction (diffusers accepts e.g. variance_type="other"); "fixed_large_log" steps with σ_t = exp(½ log β_t)
 (diffusers takes √(log β_t), which is NaN); "trailing" spacing never adds diffusers' stray t = -1 (e.g. at n = 61);
-DDIM's direction coefficient √(1 - ᾱ_prev - σ_t²) is clamped at 0 (at zero terminal SNR with eta = 1 rounding
-makes it negative there, and diffusers returns NaN); DDIM takes no custom timesteps, as diffusers' does not.
+DDIM's direction coefficient √(1 - ᾱ_prev - σ_t²) is clamped at 0 (at zero terminal SNR with eta = 1 the radicand
+is 0 up to rounding: where it rounds below 0 diffusers returns NaN; where above, both keep the square root of the
+rounding error); DDIM takes no custom timesteps, as diffusers' does not.
 """
 
 from dataclasses import dataclass
