@@ -3,8 +3,9 @@
 N seeded samples for each sampler setting (default DDPM 1000 steps, DDIM 10/25/50/100), compared with the whole data
 set: FID_CLIP (Fréchet distance of the project's CLIP image embeddings; Inception weights cannot be downloaded here, so
 numbers are not comparable with published FIDs), precision / recall of the k-NN manifolds (Kynkäänniemi et al. 2019),
-and the memorisation rate (share of samples within an RMS pixel distance of a training image). For scale the report
-adds the same metrics between two random halves of the data set. Batch b uses seed `seed + b`.
+the memorisation rate (share of samples within an RMS pixel distance of a training image) and the filled rate (share
+of pictures whose ink covers 70% of the frame: the coloured-square mode, `uncond.metrics.filled_rate`). For scale the
+report adds the same metrics between two random halves of the data set, and the data set's own filled rate. Batch b uses seed `seed + b`.
 """
 
 import os
@@ -25,7 +26,13 @@ from evaluation.common import (
 from txt2img.clip import CLIPEmbedder
 from uncond.data import ImageCaptionDataset
 from uncond.images import save_grid
-from uncond.metrics import frechet_distance, memorisation_rate, nearest_training_image, precision_recall
+from uncond.metrics import (
+    filled_rate,
+    frechet_distance,
+    memorisation_rate,
+    nearest_training_image,
+    precision_recall,
+)
 from uncond.pipeline import UnconditionalPipeline, default_device
 
 SAMPLERS = ("ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100")
@@ -87,7 +94,11 @@ def evaluate_uncond(
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
     half_a, half_b = real_features[order[: len(real) // 2]], real_features[order[len(real) // 2 :]]
     reference = {"fid_clip": frechet_distance(half_a, half_b), **precision_recall(half_a, half_b, k)}
-    log(f"{len(real)} training images, {size}x{size}; data halves: FID_CLIP {reference['fid_clip']:.4f}")
+    reference["filled_rate"] = filled_rate(real_pixels)
+    log(
+        f"{len(real)} training images, {size}x{size}; data halves: FID_CLIP {reference['fid_clip']:.4f}; "
+        f"filled {reference['filled_rate']:.1%}"
+    )
 
     os.makedirs(out_dir, exist_ok=True)
     results = []
@@ -105,6 +116,7 @@ def evaluate_uncond(
             "fid_clip": frechet_distance(real_features, fake_features),
             **precision_recall(real_features, fake_features, k),
             "memorisation_rate": memorisation_rate(distances, threshold),
+            "filled_rate": filled_rate(fake.float() / 255),
             "nearest_distance_median": distances.median().item(),
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -115,7 +127,7 @@ def evaluate_uncond(
         )
         log(
             f"{sampler_label(name, eta)} {steps:4d} steps: FID_CLIP {row['fid_clip']:.4f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}, "
-            f"memorised {row['memorisation_rate']:.1%} ({row['seconds']} s)"
+            f"memorised {row['memorisation_rate']:.1%}, filled {row['filled_rate']:.1%} ({row['seconds']} s)"
         )
     report = {
         "task": "uncond",

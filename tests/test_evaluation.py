@@ -14,6 +14,7 @@ from evaluation.txt2img import evaluation_captions
 from tests.txt2img_fixtures import save_tiny_clip_model, tiny_text_encoder, tiny_unet
 from txt2img.pipeline import TextToImagePipeline
 from uncond.captions import SKIN_TONES
+from uncond.metrics import filled_rate
 from uncond.pipeline import UnconditionalPipeline
 from uncond.scheduler import DDPMScheduler
 from uncond.splits import held_out_skin_tones
@@ -151,6 +152,8 @@ def test_uncond_samples_that_copy_the_data_are_memorised(folders, tmp_path, monk
     row = report["results"][0]
     assert row["memorisation_rate"] == 1.0 and row["nearest_distance_median"] == pytest.approx(0.0, abs=1e-6)
     assert row["precision"] == 1.0  # every sample is a data point
+    assert row["filled_rate"] == filled_rate(data[:12].float() / 255)  # copies fill their frames as the data does
+    assert report["reference_data_halves"]["filled_rate"] == filled_rate(data.float() / 255)
 
 
 def test_uncond_generation_is_seeded_and_batched(folders):

@@ -1,4 +1,4 @@
-"""Metrics on cases with known answers: FID, precision/recall, memorisation, retrieval, CLIP score."""
+"""Metrics on cases with known answers: FID, precision/recall, memorisation, filled frames, retrieval, CLIP score."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,9 @@ import torch
 
 from txt2img.metrics import clip_score, retrieval_accuracy
 from uncond.metrics import (
+    filled_rate,
     frechet_distance,
+    ink_coverage,
     memorisation_rate,
     nearest_training_image,
     pixel_distance,
@@ -139,6 +141,39 @@ def test_memorisation_rejects_uint8_and_bad_threshold():
         memorisation_rate(torch.zeros(2), 0.0)
     with pytest.raises(ValueError, match="same feature shape"):
         nearest_training_image(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 8, 8))
+
+
+# ---- filled frames (the coloured-square mode) ----
+
+
+def square(side: int, colour=(0.9, 0.4, 0.1), size: int = 32) -> torch.Tensor:
+    """A (3, size, size) white picture with a centred `side` x `side` square of `colour`."""
+    picture = torch.ones(3, size, size)
+    start = (size - side) // 2
+    picture[:, start : start + side, start : start + side] = torch.tensor(colour).view(3, 1, 1)
+    return picture
+
+
+def test_ink_coverage_is_the_share_of_non_white_pixels():
+    pictures = torch.stack([square(0), square(16), square(32), square(16, colour=(0.95, 0.95, 0.95))])
+    assert ink_coverage(pictures).tolist() == pytest.approx([0.0, 0.25, 1.0, 0.0])  # near-white is background
+
+
+def test_filled_rate_counts_the_squares_that_fill_the_frame():
+    pictures = torch.stack([square(28), square(28, colour=(0.1, 0.1, 0.3)), square(20), square(0)])  # 77%, 77%, 39%, 0
+    assert filled_rate(pictures) == 0.5
+    assert filled_rate(pictures, threshold=0.3) == 0.75
+
+
+def test_filled_rate_rejects_bad_pixels_and_threshold():
+    with pytest.raises(ValueError, match="uint8"):
+        filled_rate(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        filled_rate(torch.full((2, 3, 4, 4), 255.0))
+    with pytest.raises(ValueError, match="threshold"):
+        filled_rate(torch.ones(2, 3, 4, 4), threshold=1.5)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        filled_rate(torch.ones(3, 4, 4))
 
 
 # ---- retrieval and CLIP score ----

@@ -3,6 +3,7 @@
     frechet_distance(real_features, fake_features)          # FID when the features are Inception's; here CLIP's
     precision_recall(real_features, fake_features, k=3)     # {"precision": ..., "recall": ...}
     memorisation_rate(samples, training_images, 0.05)       # share of samples that copy a training image
+    filled_rate(images)                                     # share of pictures that fill their frame (colour squares)
     retrieval_accuracy(similarity, targets, ks=(1, 5))      # {"top1": ..., "top5": ...}
     clip_score(image_features, text_features)               # (B,) per pair
 
@@ -113,3 +114,29 @@ def memorisation_rate(distances, threshold: float = 0.05) -> float:
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold > 0:
         raise ValueError(f"threshold must be a positive number, got {threshold!r}")
     return (as_float64(distances, "distances", 1) < threshold).double().mean().item()
+
+
+# ---- the colour-square mode ----
+
+INK = 0.1  # a pixel is ink where its mean distance from white, over channels in [0, 1], exceeds this
+FILLED = 0.7  # a picture is filled where ink covers more than this share of it
+
+
+def ink_coverage(images) -> torch.Tensor:
+    """Share (N,) of each picture's pixels that are not white background; images (N, C, H, W) in [0, 1]."""
+    images = as_float64(images, "images", 4)
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError("images must be in [0, 1] (uint8 / 255)")
+    return ((1 - images).mean(dim=1) > INK).flatten(1).double().mean(dim=1)
+
+
+def filled_rate(images, threshold: float = FILLED) -> float:
+    """Share of pictures whose ink covers more than `threshold` of the frame: the coloured-square mode.
+
+    Every emoji of the data set is centred on white with a margin, so few cover 70% of their 32 x 32 frame (1.9%
+    of the four colour styles: square buttons, keycaps, flags); the samples of an undertrained model that draw a
+    plain rounded square, in one emoji colour, cover 75-77%.
+    """
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    return (ink_coverage(images) > threshold).double().mean().item()
