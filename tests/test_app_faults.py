@@ -51,13 +51,13 @@ def truncate(path):
 @pytest.mark.parametrize(
     "broken, damage, command",
     [
-        ("uncond", shutil.rmtree, "python -m uncond.train --data data/emoji32"),
+        ("uncond", shutil.rmtree, "python -m uncond.train --data data/emoji-colour/32"),
         ("uncond", lambda folder: truncate(folder / "model.safetensors"), "python -m uncond.train"),
         ("uncond", lambda folder: (folder / "config.json").write_text("{not json"), "python -m uncond.train"),
         (
             "txt2img",
             lambda folder: truncate(folder / "unet" / "model.safetensors"),
-            "python -m txt2img.train --data data/emoji32 --clip",
+            "python -m txt2img.train --data data/emoji-multi/32 --clip",
         ),
         ("txt2img", lambda folder: (folder / "pipeline.json").write_text("]"), "python -m txt2img.train"),
         ("clip", shutil.rmtree, "python -m txt2img.train_clip --data data/emoji"),

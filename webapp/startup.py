@@ -14,13 +14,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FOLDERS = {
     "uncond": (
         "unconditional model",
-        "python -m uncond.train --data data/emoji32 --config configs/uncond_cpu32.json --out {folder}",
+        "python -m uncond.train --data data/emoji-colour/32 --config configs/uncond_cpu32.json --out {folder}",
     ),
     "txt2img": (
         "text-to-image model",
-        "python -m txt2img.train --data data/emoji32 --clip {clip} --config configs/txt2img_cpu32.json --out {folder}",
+        "python -m txt2img.train --data data/emoji-multi/32 --clip {clip} --config configs/txt2img_cpu32.json --out {folder}",
     ),
-    "clip": ("CLIP text encoder", "python -m txt2img.train_clip --data data/emoji --out {folder}"),
+    "clip": ("CLIP text encoder", "python -m txt2img.train_clip --data data/emoji-multi/32 --out {folder}"),
 }
 
 MAX_UPLOAD = "5mb"  # any uploaded file (the PNG whose settings are restored, the picture of "How it works")
