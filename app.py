@@ -300,7 +300,9 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
     with gr.Tab("How it works"):
         gr.Markdown(
             "**Forward process.** Training takes a picture x_0, picks a timestep t and mixes in Gaussian noise: "
-            "x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise. The network learns to predict that noise. "
+            "x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise. The network learns to predict that noise, or "
+            "(all three shipped models) the velocity v = sqrt(alpha-bar_t) noise - sqrt(1 - alpha-bar_t) x_0, which still "
+            "says what the picture is where almost only noise is left (Salimans & Ho 2022). "
             "Move t to see what it is shown. The plot's last curve is the schedule rescaled to zero terminal SNR "
             "(Lin et al. 2024): alpha-bar at the last step exactly 0, so training sees the pure noise sampling starts "
             "from. The shipped cosine schedule already ends at 2.4e-9, so the two alpha-bar curves overlap here."
