@@ -5,7 +5,8 @@ set: FID_CLIP (Fréchet distance of the project's CLIP image embeddings; Incepti
 numbers are not comparable with published FIDs), precision / recall of the k-NN manifolds (Kynkäänniemi et al. 2019),
 the memorisation rate (share of samples within an RMS pixel distance of a training image) and the filled rate (share
 of pictures whose ink covers 70% of the frame: the coloured-square mode, `uncond.metrics.filled_rate`). For scale the
-report adds the same metrics between two random halves of the data set, and the data set's own filled rate. Batch b uses seed `seed + b`.
+report adds the same metrics between two random halves of the data set, and the data set's own filled rate. Batch b
+uses seed `seed + b`.
 """
 
 import os
@@ -108,7 +109,8 @@ def evaluate_uncond(
             images = generate_uncond(pipe, num_samples, name, steps, batch_size, seed, eta)
         fake = to_uint8(images)  # (N, C, H, W)
         fake_features = clip_image_features(embedder, fake, batch_size)
-        distances, _ = nearest_training_image(fake.float() / 255, real_pixels)  # (N,) RMS pixel distance
+        fake_pixels = fake.float() / 255
+        distances, _ = nearest_training_image(fake_pixels, real_pixels)  # (N,) RMS pixel distance
         row = {
             "sampler": name,
             "steps": steps,
@@ -116,7 +118,7 @@ def evaluate_uncond(
             "fid_clip": frechet_distance(real_features, fake_features),
             **precision_recall(real_features, fake_features, k),
             "memorisation_rate": memorisation_rate(distances, threshold),
-            "filled_rate": filled_rate(fake.float() / 255),
+            "filled_rate": filled_rate(fake_pixels),
             "nearest_distance_median": distances.median().item(),
             "seconds": round(time.perf_counter() - started, 1),
         }

@@ -3,8 +3,9 @@
 nice python assets/samples/make_cascade.py                 # the shipped models -> assets/samples/cascade128.png
 nice python assets/samples/make_cascade.py out.png         # another file
 
-Rows: the Text to image tab's example prompts (guidance 4, DDIM 50, eta 0), then the Unconditional tab (DDIM 50,
-eta 1); each request's four 32 px images go through the upsampler (DDIM 15, its default noise level), as the app does.
+Rows: four prompts (a name, a keyword, a sentence, another language; the Text to image tab's defaults: guidance 4,
+DDIM 50, eta 0), then the Unconditional tab (DDIM 50, eta 1); each request's four 32 px images go through the
+upsampler (DDIM 15, its default noise level), as the app does.
 """
 
 import os
