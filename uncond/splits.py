@@ -2,9 +2,9 @@
 
 Three kinds, each picked by CRC-32 of names (the same on every machine and run, and independent of the rest of
 the data set wherever it can be):
-- (emoji, skin tone) pairs: the split `txt2img.evaluate.held_out_captions` has always used, same membership
-  (it is computed over the names Noto draws, the data set it was defined on); every image of such a caption is
-  held out, in all styles.
+- (emoji, skin tone) pairs: the split the evaluation has always used (`held_out_captions` of the old
+  `txt2img/evaluate.py`), same membership (it is computed over the names Noto draws, the data set it was defined
+  on); every image of such a caption is held out, in all styles.
 - (emoji, style) pairs: about one emoji in `STYLE_PAIR_EVERY` loses one of its styles; the emoji keeps its other
   styles and the style keeps its other emoji, so each held-out image pairs a known emoji with a known style.
 - keywords and templates: about one English CLDR keyword in `KEYWORD_EVERY` (plain words only, never an emoji's
@@ -45,7 +45,7 @@ def skin_tone_pair(caption: str) -> tuple[str, str] | None:
 
 
 def held_out_skin_tones(captions: list, every: int = SKIN_TONE_EVERY) -> list:
-    """The held-out (emoji, skin tone) captions, the same as `txt2img.evaluate.held_out_captions`.
+    """The held-out (emoji, skin tone) captions, the same as the old `txt2img/evaluate.py` held out.
 
     Among emoji with at least three single-tone captions, about one in `every` (picked by a CRC-32 of its name)
     loses one tone (also picked by CRC-32); each held-out tone keeps other emoji.
