@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from uncond.checkpoint import find_checkpoint, load_checkpoint, optimizer_to_tensors, save_checkpoint
+from uncond.recipes import assign_noise, min_snr_weights, sample_timesteps
 from uncond.scheduler import DDPMScheduler
 from uncond.train import (
     TrainConfig,
@@ -246,6 +247,37 @@ def test_batch_draws_are_a_function_of_seed_and_step():
     # a process's share is its slice of the same global draws
     half = task.batch(2, slice(2, 4), "cpu")
     assert torch.equal(half["x_t"], first["x_t"][2:]) and torch.equal(half["timesteps"], first["timesteps"][2:])
+
+
+def test_recipes_change_the_draws_and_weights_as_their_modules_say():
+    plain = UnconditionalTask(TinyDataset(), tiny_config()).batch(2, slice(0, 4), "cpu")
+    assert plain["weights"] is None  # no weighting: the plain mean
+    task = UnconditionalTask(TinyDataset(), tiny_config(timestep_sampling="laplace", loss_weighting="min_snr"))
+    batch = task.batch(2, slice(0, 4), "cpu")
+    generator = step_generator(3, 2)
+    noise = torch.randn(4, 3, 8, 8, generator=generator)
+    timesteps = sample_timesteps("laplace", 4, task.scheduler.alphas_cumprod, generator)
+    assert torch.equal(batch["timesteps"], timesteps) and torch.equal(batch["target"], noise)
+    torch.testing.assert_close(
+        batch["weights"], min_snr_weights(task.scheduler.alphas_cumprod, timesteps, 5.0, "epsilon")
+    )
+    # the weighted loss: each item's mean squared error, weighted, then averaged
+    output = torch.zeros_like(batch["target"])
+    expected = (batch["target"].pow(2).flatten(1).mean(1) * batch["weights"]).mean()
+    torch.testing.assert_close(mse_loss(output, batch["target"], batch["weights"]), expected)
+
+
+def test_immiscible_batches_pair_the_same_noise_draws_by_least_distance():
+    plain = UnconditionalTask(TinyDataset(), tiny_config()).batch(2, slice(0, 4), "cpu")
+    assigned = UnconditionalTask(TinyDataset(), tiny_config(immiscible=True)).batch(2, slice(0, 4), "cpu")
+    assert torch.equal(assigned["timesteps"], plain["timesteps"])
+    assert sorted(assigned["target"].flatten(1).sum(1).tolist()) == sorted(plain["target"].flatten(1).sum(1).tolist())
+    assert torch.equal(assigned["target"], assign_noise(plain["x_0"], plain["target"]))
+
+    def distance(batch):
+        return (batch["x_0"] - batch["target"]).pow(2).sum().item()
+
+    assert distance(assigned) <= distance(plain)
 
 
 def test_batch_indices_walk_seeded_epochs():
@@ -492,6 +524,9 @@ def test_bad_config_raises():
         (dict(clip_sample_range=0), "clip_sample_range"),
         (dict(lr_scheduler="step"), "lr_scheduler"),
         (dict(ema_decay=1.0), "ema_decay"),
+        (dict(loss_weighting="p2"), "loss_weighting"),
+        (dict(snr_gamma=0), "snr_gamma"),
+        (dict(timestep_sampling="cosine"), "timestep_sampling"),
     ]:
         with pytest.raises(ValueError, match=name):
             TrainConfig(**bad)

@@ -264,3 +264,57 @@ def test_caption_draws_are_independent_of_caption_dropout(encoder):
     captions = task.batch_captions(torch.arange(6).repeat(50), step_generator(task.config.seed, 0), 0)
     kept = [c for c in captions if c]
     assert 100 < len(kept) < 200 and 0.3 < kept.count("red") / len(kept) < 0.7
+
+
+def styled_colours():
+    dataset = multi_caption_colours()
+    dataset.styles = ["noto", "openmoji-line", "twemoji", "fluent-high-contrast", "openmoji-line", "noto"]
+    return dataset
+
+
+def test_p_name_draws_the_name_that_often_and_off_keeps_the_plain_draws(encoder):
+    dataset = multi_caption_colours()
+    indices = torch.zeros(4000, dtype=torch.long)  # image 0: "red", "scarlet", "rot"
+
+    def captions(**overrides):
+        task = TextToImageTask(dataset, encoder, tiny_config(p_uncond=0.0, **overrides), log=lambda *_: None)
+        return task.batch_captions(indices, torch.Generator().manual_seed(0), 3)
+
+    plain, named = captions(), captions(p_name=0.5)
+    assert plain == captions(p_name=0.0)  # off: the draws of before
+    assert plain.count("red") == pytest.approx(4000 / 3, abs=120)
+    assert named.count("red") == pytest.approx(4000 * (0.5 + 0.5 / 3), abs=120)  # the name, or drawn as before
+    assert all(n == p for n, p in zip(named, plain) if n != "red")
+
+
+def test_always_styled_styles_carry_their_style_words(encoder):
+    config = tiny_config(p_uncond=0.0, always_styled=["openmoji-line", "fluent-high-contrast"])
+    task = TextToImageTask(styled_colours(), encoder, config, log=lambda *_: None)
+    captions = task.batch_captions(torch.arange(6), torch.Generator().manual_seed(0), 0)
+    plain = TextToImageTask(styled_colours(), encoder, tiny_config(p_uncond=0.0), log=lambda *_: None)
+    drawn = plain.batch_captions(torch.arange(6), torch.Generator().manual_seed(0), 0)
+    assert captions[0] == drawn[0] and captions[2] == drawn[2] and captions[5] == drawn[5]  # colour styles: as drawn
+    assert captions[1] == "blue, line art" and captions[4] == "dark blue, line art"
+    assert captions[3] == "red, high contrast style"
+
+
+def test_with_style_leaves_captions_that_name_the_style_and_the_empty_prompt():
+    from txt2img.train import with_style
+
+    assert with_style("owl, black and white line art", "openmoji-line", ["openmoji-line"]).count("line art") == 1
+    assert with_style("LINE ART", "openmoji-line", ["openmoji-line"]) == "LINE ART"
+    assert with_style("owl", "noto", ["openmoji-line"]) == "owl"
+    assert with_style("owl", "", ["openmoji-line"]) == "owl"
+
+
+def test_dropped_captions_stay_empty_with_always_styled(encoder):
+    config = tiny_config(p_uncond=1.0, always_styled=["openmoji-line"])
+    task = TextToImageTask(styled_colours(), encoder, config, log=lambda *_: None)
+    assert task.batch_captions(torch.arange(6), torch.Generator().manual_seed(0), 0) == [""] * 6
+
+
+def test_caption_mix_settings_are_checked():
+    with pytest.raises(ValueError, match="p_name"):
+        tiny_config(p_name=1.5)
+    with pytest.raises(ValueError, match="always_styled"):
+        tiny_config(always_styled=["sketch"])

@@ -38,10 +38,12 @@ from txt2img.pipeline import sample_images
 from txt2img.unet import TextUNet, TextUNetConfig
 from uncond import train_loop
 from uncond.images import save_grid
+from uncond.sources import STYLES
 from uncond.train import TrainConfig, UnconditionalTask, samples_path, scheduler_config, write_configs
 from uncond.train_config import config_from_args, training_parser
 from uncond.train_loop import CAPTION_STREAM, caption_lists, draw_captions, step_generator
 
+NAME_STREAM = 2  # step_generator stream of the name-or-list draws (p_name)
 VALIDATION_PROMPTS = ("red heart", "blue heart", "cat face", "pizza", "flag: Japan", "grinning face", "rocket", "sun")
 
 
@@ -54,6 +56,8 @@ class TextToImageTrainConfig(TrainConfig):
     validation_prompts: list = field(default_factory=lambda: list(VALIDATION_PROMPTS))
     validation_guidance_scale: float = 4.0  # guidance of the sample grids
     hold_out: bool = True  # leave out uncond.splits.held_out (emoji-tone and emoji-style pairs, keywords, a template)
+    p_name: float = 0.0  # probability of training an image's CLDR name instead of a caption drawn from its list
+    always_styled: list = field(default_factory=list)  # styles whose captions always carry the style ("owl, line art")
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,6 +66,12 @@ class TextToImageTrainConfig(TrainConfig):
         if not self.validation_prompts or not all(isinstance(p, str) for p in self.validation_prompts):
             raise ValueError(f"validation_prompts must be a non-empty list of strings, got {self.validation_prompts!r}")
         self.validation_prompts = list(self.validation_prompts)
+        if isinstance(self.p_name, bool) or not isinstance(self.p_name, (int, float)) or not 0.0 <= self.p_name <= 1.0:
+            raise ValueError(f"p_name must be in [0, 1], got {self.p_name!r}")
+        unknown = [s for s in self.always_styled if s not in STYLES]
+        if unknown:
+            raise ValueError(f"always_styled: unknown styles {unknown}; the styles are {', '.join(STYLES)}")
+        self.always_styled = list(self.always_styled)
 
 
 def encode_batch(text_encoder: TextEncoder, captions: list) -> TextEmbeddings:
@@ -74,6 +84,18 @@ def encode_batch(text_encoder: TextEncoder, captions: list) -> TextEmbeddings:
     # a clone: `encode` runs in inference mode, and autograd may not save inference tensors for backward
     hidden_states = encoded.hidden_states[:, :length].float().clone()
     return TextEmbeddings(hidden_states, encoded.attention_mask[:, :length].clone(), encoded.truncated)
+
+
+def with_style(caption: str, style: str, always_styled: list) -> str:
+    """`caption` with its style's first words after it ("owl" -> "owl, line art") when `style` is one of
+    `always_styled` and the caption names none of the style's words, so that a prompt without a style never
+    asks for those styles (colour unless asked)."""
+    if style not in always_styled:
+        return caption
+    words = STYLES[style].words
+    if any(w.casefold() in caption.casefold() for w in words):
+        return caption
+    return f"{caption}, {words[0]}"
 
 
 def is_local(clip: str) -> bool:
@@ -104,8 +126,17 @@ class TextToImageTask(UnconditionalTask):
         )
 
     def batch_captions(self, indices: torch.Tensor, generator: torch.Generator, step: int) -> list:
-        """The global batch's captions: one drawn per image, each replaced by "" with probability p_uncond."""
-        captions = draw_captions(self.caption_lists, indices, step_generator(self.config.seed, step, CAPTION_STREAM))
+        """The global batch's captions: one drawn per image (its name with probability p_name), the style added for
+        `always_styled` styles, each replaced by "" with probability p_uncond."""
+        c = self.config
+        captions = draw_captions(self.caption_lists, indices, step_generator(c.seed, step, CAPTION_STREAM))
+        if c.p_name:
+            take_name = torch.rand(len(indices), generator=step_generator(c.seed, step, NAME_STREAM)) < c.p_name
+            names = [self.dataset.captions[i] for i in indices.tolist()]
+            captions = [name if take else caption for caption, name, take in zip(captions, names, take_name.tolist())]
+        if c.always_styled:
+            styles = [self.dataset.styles[i] for i in indices.tolist()]
+            captions = [with_style(caption, style, c.always_styled) for caption, style in zip(captions, styles)]
         # the drops come from the step's own stream, drawn whatever p_uncond, where the trainer of one cached
         # embedding per caption drew them: with one caption per image, the same drops and noise as it
         drop = torch.rand(len(indices), generator=generator) < self.config.p_uncond

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from uncond import train_loop
+from uncond.recipes import LOSS_WEIGHTINGS, TIMESTEP_SAMPLINGS, assign_noise, min_snr_weights, sample_timesteps
 from uncond.schedule import TIMESTEP_SPACINGS
 from uncond.scheduler import DDPMScheduler
 from uncond.train_config import LoopConfig, config_from_args, training_parser
@@ -50,6 +51,11 @@ class TrainConfig(LoopConfig):
     sample_every: int = 1000
     num_sample_images: int = 16
     balance_variants: bool = False  # repeat rare emoji in each epoch (uncond.data.repeat_factors)
+    # recipes (uncond/recipes.py), all off by default
+    loss_weighting: str = "none"  # or "min_snr" (Hang et al. 2023)
+    snr_gamma: float = 5.0  # γ of min-SNR-γ
+    timestep_sampling: str = "uniform"  # or "lognormal" (EDM), "laplace" (Hang et al. 2024)
+    immiscible: bool = False  # pair the batch's noise draws with its images by least distance (Li et al. 2024)
     init_from: str = ""  # a model folder to start from instead of random weights; ignored when resuming
     unet: dict = field(default_factory=dict)  # UNetConfig fields; sample_size follows image_size
 
@@ -65,6 +71,12 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if self.sample_every < 1:
             raise ValueError(f"sample_every must be >= 1, got {self.sample_every}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if isinstance(self.snr_gamma, bool) or not isinstance(self.snr_gamma, (int, float)) or self.snr_gamma <= 0:
+            raise ValueError(f"snr_gamma must be a number > 0, got {self.snr_gamma!r}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}")
 
 
 def build_scheduler(config: TrainConfig) -> DDPMScheduler:
@@ -94,6 +106,25 @@ def draw_noise(shape: tuple, num_train_timesteps: int, generator: torch.Generato
     return noise, timesteps
 
 
+def draw_training_noise(x_0: torch.Tensor, scheduler, config: TrainConfig, generator: torch.Generator) -> tuple:
+    """ε and t of a global batch x_0 (B, C, H, W) under the config's recipes; the plain draw when all are off."""
+    if config.timestep_sampling == "uniform":
+        noise, timesteps = draw_noise(x_0.shape, config.num_train_timesteps, generator)
+    else:
+        noise = torch.randn(x_0.shape, generator=generator)
+        timesteps = sample_timesteps(config.timestep_sampling, x_0.shape[0], scheduler.alphas_cumprod, generator)
+    if config.immiscible:
+        noise = assign_noise(x_0, noise)
+    return noise, timesteps
+
+
+def loss_weights(scheduler, config: TrainConfig, timesteps: torch.Tensor) -> torch.Tensor | None:
+    """(B,) per-item loss weights of the config's weighting, None for the plain mean."""
+    if config.loss_weighting == "none":
+        return None
+    return min_snr_weights(scheduler.alphas_cumprod, timesteps, float(config.snr_gamma), config.prediction_type)
+
+
 def noisy_inputs(scheduler, x_0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, prediction_type: str):
     """(x_t, target): x_t from q(x_t | x_0) (Ho et al. eq. 4) and the regression target, ε or v."""
     x_t = scheduler.add_noise(x_0, noise, timesteps)
@@ -101,9 +132,13 @@ def noisy_inputs(scheduler, x_0: torch.Tensor, noise: torch.Tensor, timesteps: t
     return x_t, target
 
 
-def mse_loss(model_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over all elements of (model_output - target)², in float32 (Ho et al. eq. 14)."""
-    return F.mse_loss(model_output.float(), target.float())
+def mse_loss(model_output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over all elements of (model_output - target)², in float32 (Ho et al. eq. 14); with (B,) `weights`,
+    each item's mean is weighted first (min-SNR-γ)."""
+    if weights is None:
+        return F.mse_loss(model_output.float(), target.float())
+    per_item = (model_output.float() - target.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
+    return (per_item * weights.to(per_item.device)).mean()
 
 
 def diffusion_loss(
@@ -164,18 +199,21 @@ class UnconditionalTask(TrainingTask):
         generator = step_generator(c.seed, step)
         x_0 = load_batch(self.dataset, indices, c.random_flip, generator)  # (B, C, H, W)
         model_kwargs = self.model_kwargs(step, indices, generator, part, device)
-        noise, timesteps = draw_noise(x_0.shape, c.num_train_timesteps, generator)
+        noise, timesteps = draw_training_noise(x_0, self.scheduler, c, generator)
+        weights = loss_weights(self.scheduler, c, timesteps[part])
         x_0, noise, timesteps = x_0[part].to(device), noise[part].to(device), timesteps[part].to(device)
         x_t, target = noisy_inputs(self.scheduler, x_0, noise, timesteps, c.prediction_type)
-        return {"x_0": x_0, "timesteps": timesteps, "x_t": x_t, "target": target, "model_kwargs": model_kwargs}
+        batch = {"x_0": x_0, "timesteps": timesteps, "x_t": x_t, "target": target, "model_kwargs": model_kwargs}
+        return {**batch, "weights": weights}
 
     def model_kwargs(self, step: int, indices: torch.Tensor, generator: torch.Generator, part: slice, device) -> dict:
         """Extra inputs of the model for step `step`'s global batch at `indices`, `part` kept (none: unconditional)."""
         return {}
 
     def loss(self, model, batch: dict) -> torch.Tensor:
-        """||target - model(x_t, t)||², averaged."""
-        return mse_loss(model(batch["x_t"], batch["timesteps"], **batch["model_kwargs"]), batch["target"])
+        """||target - model(x_t, t)||², averaged (each item weighted first where a weighting is set)."""
+        output = model(batch["x_t"], batch["timesteps"], **batch["model_kwargs"])
+        return mse_loss(output, batch["target"], batch.get("weights"))
 
     def save_model(self, out_dir: str, model, config: TrainConfig) -> None:
         """The EMA model in `from_pretrained` form, with its scheduler and training configs."""
