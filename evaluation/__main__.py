@@ -5,14 +5,18 @@
         --guidance-scales 1 2 3 5 7 --out eval/txt2img
     python -m evaluation natural --model weights/txt2img --clip weights/clip --data data/emoji-multi/32 --out eval/natural
     python -m evaluation upscale --model weights/upscale --data data/emoji-multi/128 --out eval/upscale
+    python -m evaluation loss --model weights/txt2img --data data/emoji-multi/32 --out eval/loss
 
-`evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py` and `evaluation/upscale.py` say what each measures.
+`evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py`, `evaluation/upscale.py` and
+`evaluation/loss.py` say what each measures.
 """
 
 import argparse
+import json
 import os
 
 from evaluation.common import WEIGHTS
+from evaluation.loss import held_out_loss
 from evaluation.natural import PROMPTS_FILE, evaluate_natural, markdown_table
 from evaluation.txt2img import GUIDANCE_SCALES, evaluate_txt2img
 from evaluation.uncond import MEMORISATION_THRESHOLD, SAMPLERS, evaluate_uncond
@@ -35,6 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     upscale = sub.add_parser(
         "upscale", help="the upsampler: PSNR / SSIM / consistency on held-out pictures, FID_CLIP of both tabs' cascades"
     )
+    loss = sub.add_parser("loss", help="the text-to-image model's denoising loss on the held-out pictures")
+    loss.add_argument("--model", default=os.path.join(WEIGHTS, "txt2img"), help="pipeline folder (default: shipped)")
+    loss.add_argument("--data", default="data/emoji-multi/32", help="image folder with metadata.jsonl")
+    loss.add_argument("--out", required=True, help="folder for report.json")
+    loss.add_argument("--batch-size", type=int, default=64)
+    loss.add_argument("--seed", type=int, default=0)
+    loss.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     for p, data, model in (
         (uncond, "data/emoji32", "uncond"),
         (txt2img, "data/emoji", "txt2img"),
@@ -115,6 +126,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     """Run the evaluation the command line names; returns its report."""
     args = parse_args(argv)
+    if args.task == "loss":
+        report = held_out_loss(args.model, args.data, batch_size=args.batch_size, seed=args.seed, device=args.device)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print(f"held-out loss {report['loss']} over {report['images']} images; wrote {args.out}/report.json")
+        return report
     common = dict(
         model=args.model,
         clip=args.clip,
