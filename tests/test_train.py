@@ -638,3 +638,14 @@ def test_the_ema_model_evaluated_in_training_computes_with_the_ema_weights():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(ema_model.eval()(x, 10), model(x, 10))
+
+
+def test_bf16_training_on_a_cpu_takes_the_math_attention_backend():
+    from uncond.train_loop import training_attention
+
+    with training_attention(torch.device("cpu"), "bf16"):
+        assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled()  # restored after
+    for device, precision in (("cpu", "no"), ("cuda", "bf16")):
+        with training_attention(torch.device(device), precision):
+            assert torch.backends.cuda.flash_sdp_enabled()

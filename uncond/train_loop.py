@@ -17,6 +17,7 @@ cosine); diffusers' `EMAModel`, whose decay warms up as min(decay, (1 + n) / (10
 update after the first (the first update copies the weights, decay 0).
 """
 
+import contextlib
 import copy
 import json
 import math
@@ -205,6 +206,19 @@ def prepare(out_dir: str, config, task: TrainingTask, resume: bool, log) -> Run:
     return Run(accelerator, task, config, model, optimizer, lr_schedule, ema, ema_model, start_step, part)
 
 
+def training_attention(device: torch.device, mixed_precision: str):
+    """SDPA's math backend for bf16 training on a CPU, else PyTorch's choice.
+
+    PyTorch 2.13 picks its flash kernel on CPUs, whose backward in bf16 took a third of a text-to-image step
+    (profiled: 1.8 s of 5.3 s at batch 64, one thread); the math backend (two batched matmuls and a softmax)
+    made the whole step 15% cheaper in CPU seconds (2.0 against 2.3-2.5 s). Sampling keeps the flash kernel."""
+    if torch.device(device).type != "cpu" or mixed_precision != "bf16":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def optimiser_step(run: Run, step: int) -> torch.Tensor:
     """One optimiser step (its gradient accumulation micro-steps), then the EMA; returns the last micro-step's loss."""
     accelerator, config, model, optimizer = run.accelerator, run.config, run.model, run.optimizer
@@ -212,7 +226,7 @@ def optimiser_step(run: Run, step: int) -> torch.Tensor:
         global_step = step * config.gradient_accumulation_steps + micro
         torch.manual_seed(config.seed + global_step)  # dropout, if any
         batch = run.task.batch(global_step, run.part, accelerator.device)
-        with accelerator.accumulate(model):
+        with accelerator.accumulate(model), training_attention(accelerator.device, config.mixed_precision):
             with accelerator.autocast():
                 loss = run.task.loss(model, batch)
             accelerator.backward(loss)
