@@ -72,29 +72,46 @@ def run_lever(lever: str, args, base: TextToImageTrainConfig) -> dict:
     config = lever_config(base, lever, args.steps, args.seed)
     started = time.time()
     train_text_to_image(args.data, run_dir, config, resume=True)
-    train_seconds = time.time() - started
-    loss = held_out_loss(run_dir, args.data)
+    row = {"lever": lever, "fields": LEVERS[lever], "steps": args.steps, "threads": torch.get_num_threads()}
+    row.update(train_seconds=round(time.time() - started), **measure(run_dir, args))
+    with open(row_path, "w") as f:
+        json.dump(row, f, indent=2)
+    return row
+
+
+def measure(model_dir: str, args) -> dict:
+    """The ablation's measures of a pipeline folder: held-out loss, both judges on the prompt subset, diversity."""
+    loss = held_out_loss(model_dir, args.data)
     natural = evaluate_natural(
-        run_dir,
+        model_dir,
         os.path.join(WEIGHTS, "clip"),
         args.data,
-        os.path.join(run_dir, "eval"),
+        os.path.join(args.out, "eval", os.path.basename(os.path.normpath(model_dir))),
         prompts_file=subset_prompts(args.out),
         num_images=2,
         steps=20,
         batch_size=64,
         precision="bf16",
     )
-    row = {"lever": lever, "fields": LEVERS[lever], "steps": args.steps, "threads": torch.get_num_threads()}
-    row.update(train_seconds=round(train_seconds), held_out_loss=loss["loss"])
+    row = {"held_out_loss": loss["loss"]}
     for judge, name in (("CLIP", "CLIP"), ("pixels", "nearest real image")):
         scores = natural["natural"][name]
         row[f"exact_{judge}"], row[f"natural_{judge}"] = scores["exact_top5"], scores["natural_top5"]
     row["diversity"] = natural["diversity"]["cosine"]["ratio"]
     row["style_pairs_pixels"] = natural["held_out_style_pairs"]["nearest real image"]["style_and_emoji"]
-    with open(row_path, "w") as f:
-        json.dump(row, f, indent=2)
     return row
+
+
+def reference_row(args) -> dict:
+    """The shipped model measured the same way, as the table's step-0 row (OUT/shipped.json, written once)."""
+    path = os.path.join(args.out, "shipped.json")
+    if not os.path.isfile(path):
+        row = {"lever": "shipped (0 steps)", "fields": {}, "steps": 0, "train_seconds": 0}
+        row.update(measure(os.path.join(WEIGHTS, "txt2img"), args))
+        with open(path, "w") as f:
+            json.dump(row, f, indent=2)
+    with open(path) as f:
+        return json.load(f)
 
 
 def table(rows: list) -> str:
@@ -122,12 +139,13 @@ def main(argv=None) -> list:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--reference", action="store_true", help="measure the shipped model first (a step-0 row)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     base = load_config(os.path.join(WEIGHTS, "txt2img", "train_config.json"), TextToImageTrainConfig)
-    rows = []
+    rows = [reference_row(args)] if args.reference else []
     for lever in args.levers:
         rows.append(run_lever(lever, args, base))
         with open(os.path.join(args.out, "ablation.md"), "w") as f:
