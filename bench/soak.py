@@ -49,16 +49,21 @@ def check_args(minutes: float, clients: int, steps: int, images: int, think: flo
         raise ValueError(f"--every must be in [0.1, 600] seconds, got {every}")
 
 
-def slope_per_minute(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, value) points, in value per minute."""
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points."""
     if len(points) < 2:
         raise ValueError(f"points: a slope needs at least 2, got {len(points)}")
-    mean_t = statistics.fmean(t for t, _ in points)
-    mean_v = statistics.fmean(v for _, v in points)
-    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
     if spread == 0:
-        raise ValueError("points: all at the same time, no slope")
-    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+        raise ValueError("points: all at the same x, no slope")
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+
+
+def slope_per_minute(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, in value per minute."""
+    return 60 * slope(points)
 
 
 def folder_mb(path: str) -> float:
@@ -146,6 +151,10 @@ def summary(samples: list[dict], warm_up: float) -> dict:
             "min": min(values),
             "max": max(values),
             "slope_per_minute": slope_per_minute([(s["t"], s[key]) for s in after]) if len(after) > 1 else 0.0,
+            # per 100 requests: comparable between runs that got different shares of the CPU
+            "slope_per_100_requests": 100 * slope([(s["answers"], s[key]) for s in after])
+            if len({s["answers"] for s in after}) > 1
+            else 0.0,
         }
     figures["rss_mb"]["before_warm_up"] = samples[0]["rss_mb"]
     return figures
@@ -206,7 +215,7 @@ def report(result: dict, args) -> str:
         f = figures[key]
         lines.append(
             f"SOAK:   {key}: {f['start']:.1f} -> {f['end']:.1f} {unit} (range {f['min']:.1f}-{f['max']:.1f}), "
-            f"slope {f['slope_per_minute']:+.2f} {unit}/min"
+            f"slope {f['slope_per_minute']:+.2f} {unit}/min, {f['slope_per_100_requests']:+.2f} {unit}/100 requests"
         )
     lines += [f"SOAK: error: {e['endpoint']}: {e['error']}" for e in errors[:5]]
     return "\n".join(lines)

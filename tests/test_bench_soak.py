@@ -55,11 +55,12 @@ def test_a_process_sample_reads_this_process_from_proc(tmp_path):
 
 
 def test_the_summary_starts_after_the_warm_up():
-    samples = [dict(t=60.0 * i, rss_mb=500.0 + (100 if i < 2 else 2 * i), threads=10, open_files=12, folder_mb=i)
-               for i in range(10)]  # fmt: skip
+    samples = [dict(t=60.0 * i, rss_mb=500.0 + (100 if i < 2 else 2 * i), threads=10, open_files=12, folder_mb=i,
+                    answers=50 * i) for i in range(10)]  # fmt: skip
     figures = summary(samples, warm_up=120)
     assert figures["rss_mb"]["start"] == 504 and figures["rss_mb"]["end"] == 518
     assert figures["rss_mb"]["slope_per_minute"] == pytest.approx(2.0) and figures["rss_mb"]["before_warm_up"] == 600
+    assert figures["rss_mb"]["slope_per_100_requests"] == pytest.approx(4.0)
     assert figures["threads"]["slope_per_minute"] == 0.0 and figures["folder_mb"]["max"] == 9
 
 
