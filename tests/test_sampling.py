@@ -283,9 +283,12 @@ def test_the_loop_keeps_x_t_and_t_on_the_samples_device(name):
 def test_the_starting_noise_goes_to_the_device_and_is_float32_whatever_the_default_dtype():
     assert initial_noise((1, 2), seed=0, device="meta")[0].device.type == "meta"  # meta: a GPU's stand-in
     with default_dtype(torch.float64):  # a caller's setting must not change the seed's numbers
-        x_t, _ = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
+        x_t, _ = initial_noise((2, 3), seed=5, device="cpu")
+        x_t_64, _ = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
     expected = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
-    assert torch.equal(x_t, expected.double())
+    assert x_t.dtype == torch.float32 and torch.equal(x_t, expected)
+    expected_64 = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.equal(x_t_64, expected_64)
 
 
 @pytest.mark.parametrize("name", ["ddim", "euler"])
