@@ -162,3 +162,10 @@ def test_the_pins_are_not_degenerate(pinned):
     finals = [pinned[f"{name}/x_0"] for name, _, _ in CASES]
     assert all(x.std() > 0.05 for x in finals)
     assert len({tuple(x.flatten()[:8].tolist()) for x in finals}) == len(finals)
+
+
+def test_the_pinned_loops_run_in_float64(pipes, pinned):
+    # float64 end to end is what makes the pins CPU-proof (module docstring): a float32 weight or loop would undo it
+    assert pipes["uncond"].dtype == pipes["txt2img"].dtype == torch.float64
+    assert next(pipes["txt2img"].text_encoder.text_model.parameters()).dtype == torch.float64
+    assert all(pinned[f"{name}/x_0"].dtype == torch.float64 for name, _, _ in CASES)
