@@ -17,8 +17,9 @@ takes (eta, generator, ...) are read from its signature, as diffusers' pipelines
 Seeds are device-independent: x_T and DDPM's per-step noise come from a CPU `torch.Generator` and are moved to the
 device. Precision: x_t and the scheduler's arithmetic stay float32 whatever the UNet runs in (`sample_dtype`); the model
 function casts the UNet's input down and its output back up, so rounding does not pile up over the steps in half
-precision. A float64 UNet gets a float64 loop, noise included: the pinned tests run so, where rounding then differs
-between CPUs by about 1e-15 instead of float32's 1e-6, which a few steps amplify to a flipped 8-bit pixel.
+precision. In the unconditional and text-to-image pipelines a float64 UNet gets a float64 loop, noise included: the
+pinned tests run so, where rounding then differs between CPUs by about 1e-14 instead of float32's 1e-6, which a few
+steps amplify to a flipped 8-bit pixel.
 On a GPU the loop never waits for the device: the timesteps go over once, the CPU noise is drawn into pinned memory.
 """
 
