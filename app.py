@@ -50,6 +50,7 @@ from webapp.edit_tab import edit_tab
 from webapp.explore_tab import explore_tab
 from webapp.history import keep_in_history
 from webapp.live import live_mode
+from webapp.memory import limit_arenas
 from webapp.models import ANY_STYLE, Models, Sampling, Upscaling, schedule_table
 from webapp.restore import TEXT_CONTROLS, UNCOND_CONTROLS, Limits, restored_values
 from webapp.startup import device_note, launch_options, queue_settings
@@ -71,6 +72,7 @@ PROMPT_EXAMPLES = [
 ]
 EXAMPLES_DIR = os.path.join(HERE, "assets", "examples")
 KEEP_RESULTS = 64  # requests whose PNGs stay in the app's own folder
+limit_arenas()  # before Gradio's worker threads exist: its requests share two malloc arenas (webapp/memory.py)
 
 
 def parse_args(argv=None):

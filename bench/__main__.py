@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 taskset -c 1 python -m bench   # pinned to one core
     python -m bench --tiny --out /tmp/bench.json     # a tiny configuration in seconds (what the test runs)
     python -m bench --device cuda --dtype bfloat16 --compile --cuda-graphs --out bench/results_cuda.json
+    python -m bench soak --minutes 30 --clients 3    # the served app over a long run: memory flat? (bench/soak.py)
 
 Every speed is a ratio of medians measured side by side (see bench/measure.py): "speedup" is diffusers' time
 over ours, so > 1 means ours is faster. Both models of a pair hold the same weights (bench/models.py), and the
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 
 import torch
 
@@ -340,4 +342,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["soak"]:  # python -m bench soak ...: the served app over a long run (bench/soak.py)
+        from bench.soak import main as soak_main
+
+        soak_main(sys.argv[2:])
+    else:
+        main()

@@ -14,6 +14,7 @@ from uncond.sampling import (
     make_scheduler,
     model_dtype,
     sample,
+    sample_dtype,
     step_kwargs,
     unet_model_fn,
 )
@@ -229,13 +230,27 @@ def test_model_dtype_is_the_first_parameters_or_the_default():
     assert model_dtype(torch.nn.ReLU(), torch.bfloat16) == torch.bfloat16
 
 
-def test_the_starting_noise_comes_in_the_asked_dtype_drawn_in_float32():
+def test_the_starting_noise_comes_in_the_asked_dtype_drawn_in_float32_or_float64():
+    x_t, generator = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float16)
+    expected_generator = torch.Generator().manual_seed(5)
+    assert x_t.dtype == torch.float16
+    assert torch.equal(x_t, torch.randn((2, 3), generator=expected_generator).half())  # the float32 run's noise
+    # the generator goes on where x_T ended (DDPM's per-step noise)
+    assert torch.equal(torch.randn(4, generator=generator), torch.randn(4, generator=expected_generator))
+    # float64 is drawn in float64 (float32's draw differs in the last bit between CPU kernels)
     x_t, generator = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
     expected_generator = torch.Generator().manual_seed(5)
     assert x_t.dtype == torch.float64
-    assert torch.equal(x_t, torch.randn((2, 3), generator=expected_generator).double())
+    assert torch.equal(x_t, torch.randn((2, 3), generator=expected_generator, dtype=torch.float64))
     # the generator goes on where x_T ended (DDPM's per-step noise)
     assert torch.equal(torch.randn(4, generator=generator), torch.randn(4, generator=expected_generator))
+
+
+def test_the_loop_runs_in_float32_except_for_a_float64_unet():
+    assert sample_dtype(torch.nn.Linear(2, 2)) == torch.float32
+    assert sample_dtype(torch.nn.Linear(2, 2).half()) == torch.float32  # half-precision UNets: x_t stays float32
+    assert sample_dtype(torch.nn.ReLU()) == torch.float32
+    assert sample_dtype(torch.nn.Linear(2, 2).double()) == torch.float64
 
 
 def test_a_model_without_parameters_computes_in_float32():
@@ -268,9 +283,12 @@ def test_the_loop_keeps_x_t_and_t_on_the_samples_device(name):
 def test_the_starting_noise_goes_to_the_device_and_is_float32_whatever_the_default_dtype():
     assert initial_noise((1, 2), seed=0, device="meta")[0].device.type == "meta"  # meta: a GPU's stand-in
     with default_dtype(torch.float64):  # a caller's setting must not change the seed's numbers
-        x_t, _ = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
+        x_t, _ = initial_noise((2, 3), seed=5, device="cpu")
+        x_t_64, _ = initial_noise((2, 3), seed=5, device="cpu", dtype=torch.float64)
     expected = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
-    assert torch.equal(x_t, expected.double())
+    assert x_t.dtype == torch.float32 and torch.equal(x_t, expected)
+    expected_64 = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.equal(x_t_64, expected_64)
 
 
 @pytest.mark.parametrize("name", ["ddim", "euler"])

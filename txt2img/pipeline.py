@@ -55,7 +55,7 @@ from uncond.pipeline import (
     sampling_stream,
 )
 from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
-from uncond.sampling import Callback, Step, make_scheduler, run_to_end
+from uncond.sampling import Callback, Step, make_scheduler, run_to_end, sample_dtype
 
 
 def check_prompts(prompt, negative_prompt) -> tuple[list, list]:
@@ -133,6 +133,7 @@ def sample_images(
         seed,
         next(unet.parameters()).device,
         num_inference_steps,
+        dtype=sample_dtype(unet),
         eta=eta,
         use_clipped_model_output=guidance_scale != 1.0,
     )
@@ -358,6 +359,7 @@ class TextToImagePipeline:
             variation_seed=variation_seed,
             variation_strength=variation_strength,
             edit=edit,
+            dtype=sample_dtype(self.unet),
             eta=eta,
             # DDIM, when guided: eps from the clipped x_0 (as improved-diffusion's DDIM always does); the guided
             # output extrapolates far past the data range, and an unclipped eps would carry back what clip_sample removed

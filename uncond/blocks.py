@@ -13,15 +13,21 @@ from uncond.conv import Conv2d
 
 
 def timestep_embedding(
-    timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0
+    timesteps: torch.Tensor,
+    dim: int,
+    flip_sin_to_cos: bool = True,
+    freq_shift: float = 0.0,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Sinusoidal embedding of (B,) timesteps to (B, dim) (Vaswani et al. 2017, sec. 3.5)."""
+    """Sinusoidal embedding of (B,) timesteps to (B, dim) (Vaswani et al. 2017, sec. 3.5), computed in `dtype`.
+
+    float32, as diffusers computes it whatever the UNet's dtype; a float64 UNet passes float64, since float32's exp,
+    sin and cos differ in the last bit between CPU kernels (vectorised or not) and float64 runs are the CPU-proof ones.
+    """
     half = dim // 2
     # frequencies 10000^(-i / (half - freq_shift)), i = 0..half-1
-    exponent = (
-        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / (half - freq_shift)
-    )
-    args = timesteps[:, None].float() * torch.exp(exponent)[None, :]  # (B, half)
+    exponent = -math.log(10000.0) * torch.arange(half, dtype=dtype, device=timesteps.device) / (half - freq_shift)
+    args = timesteps[:, None].to(dtype) * torch.exp(exponent)[None, :]  # (B, half)
     if flip_sin_to_cos:
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     else:

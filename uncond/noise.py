@@ -31,7 +31,8 @@ def slerp(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         return low.clone()
     if t == 1:
         return high.clone()
-    flat_low, flat_high = low.reshape(low.shape[0], -1).float(), high.reshape(high.shape[0], -1).float()  # (B, N)
+    wide = torch.promote_types(low.dtype, torch.float32)  # float32 at least; float64 stays float64
+    flat_low, flat_high = low.reshape(low.shape[0], -1).to(wide), high.reshape(high.shape[0], -1).to(wide)  # (B, N)
     cos = (flat_low / flat_low.norm(dim=1, keepdim=True) * flat_high / flat_high.norm(dim=1, keepdim=True)).sum(1)
     omega = cos.clamp(-1, 1).acos()  # (B,)
     sin = omega.sin()
@@ -40,7 +41,7 @@ def slerp(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     w_low = torch.where(near, torch.full_like(sin, 1 - t), ((1 - t) * omega).sin() / safe)
     w_high = torch.where(near, torch.full_like(sin, t), (t * omega).sin() / safe)
     shape = (-1,) + (1,) * (low.ndim - 1)
-    return (w_low.reshape(shape) * low.float() + w_high.reshape(shape) * high.float()).to(low.dtype)
+    return (w_low.reshape(shape) * low.to(wide) + w_high.reshape(shape) * high.to(wide)).to(low.dtype)
 
 
 def check_variation(variation_seed, variation_strength) -> tuple[int | None, float]:
@@ -52,13 +53,18 @@ def check_variation(variation_seed, variation_strength) -> tuple[int | None, flo
 
 
 def starting_noise(
-    shape: tuple, seed: int, device, variation_seed: int | None = None, variation_strength: float = 0.0
+    shape: tuple,
+    seed: int,
+    device,
+    variation_seed: int | None = None,
+    variation_strength: float = 0.0,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Generator]:
     """x_T for `seed`, moved `variation_strength` of the way (on the sphere) towards `variation_seed`'s x_T,
     and the generator of the nearer seed for the per-step noise. Without a variation seed: `initial_noise`."""
-    x_t, generator = initial_noise(shape, seed, "cpu")
+    x_t, generator = initial_noise(shape, seed, "cpu", dtype)
     if variation_seed is not None and variation_strength > 0:
-        other, other_generator = initial_noise(shape, variation_seed, "cpu")
+        other, other_generator = initial_noise(shape, variation_seed, "cpu", dtype)
         x_t = slerp(variation_strength, x_t, other)
         generator = other_generator if variation_strength >= 0.5 else generator
     pinned = torch.device(device).type == "cuda"

@@ -37,6 +37,7 @@ from uncond.sampling import (
     denoise,
     make_scheduler,
     run_to_end,
+    sample_dtype,
     unet_model_fn,
 )
 from uncond.scheduler import DDPMScheduler
@@ -123,12 +124,14 @@ def sampling_stream(
     variation_seed: int | None = None,
     variation_strength: float = 0.0,
     edit: Edit | None = None,
+    dtype: torch.dtype = torch.float32,
     **options,
 ):
     """The scheduler set to its steps, x_T drawn from `seed` (moved towards `variation_seed`'s), then the loop, from
-    noise (`denoise`) or from a picture (`uncond.edit.edit_stream`): yields its steps, returns (x_0, steps done)."""
+    noise (`denoise`) or from a picture (`uncond.edit.edit_stream`): yields its steps, returns (x_0, steps done).
+    `dtype`: x_t's (`uncond.sampling.sample_dtype` of the UNet: float32, or float64 for a float64 UNet)."""
     scheduler.set_timesteps(num_inference_steps)
-    x_t, generator = starting_noise(shape, seed, device, variation_seed, variation_strength)  # float32 always
+    x_t, generator = starting_noise(shape, seed, device, variation_seed, variation_strength, dtype)
     if edit is not None:
         return (yield from edit_stream(model_fn, scheduler, edit, x_t, generator, callback, **options))
     return (yield from denoise(model_fn, scheduler, x_t, generator, callback, **options))
@@ -157,7 +160,10 @@ def sample_images(
     was_training = unet.training
     unet.eval()
     shape = (num_images, channels, size, size)
-    stream = sampling_stream(unet_model_fn(unet), scheduler, shape, seed, device, num_inference_steps, eta=eta)
+    model_fn = unet_model_fn(unet)
+    stream = sampling_stream(
+        model_fn, scheduler, shape, seed, device, num_inference_steps, dtype=sample_dtype(unet), eta=eta
+    )
     x_0, _ = run_to_end(stream)
     unet.train(was_training)
     return to_pil(x_0)
@@ -289,6 +295,7 @@ class UnconditionalPipeline:
             variation_seed=variation_seed,
             variation_strength=variation_strength,
             edit=edit,
+            dtype=sample_dtype(self.unet),
             eta=eta,
         )
         elapsed = time.perf_counter() - started

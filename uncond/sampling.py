@@ -15,8 +15,11 @@ takes (eta, generator, ...) are read from its signature, as diffusers' pipelines
 (a callback returning True, or closing the generator), or stream it to a web page; `sample` runs it to the end.
 
 Seeds are device-independent: x_T and DDPM's per-step noise come from a CPU `torch.Generator` and are moved to the
-device. Precision: x_t and the scheduler's arithmetic stay float32 whatever the UNet runs in; the model function
-casts the UNet's input down and its output back up, so rounding does not pile up over the steps in half precision.
+device. Precision: x_t and the scheduler's arithmetic stay float32 whatever the UNet runs in (`sample_dtype`); the model
+function casts the UNet's input down and its output back up, so rounding does not pile up over the steps in half
+precision. In the unconditional and text-to-image pipelines a float64 UNet gets a float64 loop, noise included: the
+pinned tests run so, where rounding then differs between CPUs by about 1e-14 instead of float32's 1e-6, which a few
+steps amplify to a flipped 8-bit pixel.
 On a GPU the loop never waits for the device: the timesteps go over once, the CPU noise is drawn into pinned memory.
 """
 
@@ -43,7 +46,7 @@ SHARED_SCHEDULE_KEYS = (
     "steps_offset",
 )
 
-# model_fn(x_t (B, C, H, W) float32, t (a 0-d tensor on x_t's device)) -> model_output (B, C, H, W) float32
+# model_fn(x_t (B, C, H, W) float32 (float64 for a float64 UNet), t (a 0-d tensor on x_t's device)) -> model_output (B, C, H, W) float32
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # callback(step, timestep, x_t, pred_original_sample) -> truthy to stop the loop after this step
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], bool | None]
@@ -57,7 +60,7 @@ class Step:
 
     index: int
     timestep: int
-    x_t: torch.Tensor  # the sample after this step (B, C, H, W), float32
+    x_t: torch.Tensor  # the sample after this step (B, C, H, W), float32 (float64 for a float64 UNet)
     pred_original_sample: torch.Tensor  # the step's estimate of x_0, for previews
 
 
@@ -84,10 +87,14 @@ def make_scheduler(name: str, config: dict, **options):
 
 
 def initial_noise(shape: tuple, seed: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Generator]:
-    """x_T ~ N(0, I) drawn on the CPU from `seed` (device-independent), and the generator for later noise."""
+    """x_T ~ N(0, I) drawn on the CPU from `seed` (device-independent), and the generator for later noise.
+
+    Drawn in float32 and cast to `dtype` (a half-precision run gets the float32 run's noise), except float64, drawn
+    in float64: float32's draw is vectorised per CPU (its log and cos differ in the last bit between kernels)."""
     generator = torch.Generator().manual_seed(seed)
     pinned = torch.device(device).type == "cuda"  # pinned memory: the copy below does not block the host
-    x_t = torch.randn(shape, generator=generator, dtype=torch.float32, pin_memory=pinned)
+    draw = torch.float64 if dtype == torch.float64 else torch.float32
+    x_t = torch.randn(shape, generator=generator, dtype=draw, pin_memory=pinned)
     return x_t.to(device=device, dtype=dtype, non_blocking=True), generator
 
 
@@ -95,6 +102,11 @@ def model_dtype(module, default: torch.dtype) -> torch.dtype:
     """The dtype a module computes in (its first parameter's), or `default` for one without parameters."""
     parameter = next(module.parameters(), None)
     return default if parameter is None else parameter.dtype
+
+
+def sample_dtype(unet) -> torch.dtype:
+    """x_t's dtype for a UNet: float32, whatever the UNet computes in, except float64 for a float64 UNet."""
+    return torch.float64 if model_dtype(unet, torch.float32) == torch.float64 else torch.float32
 
 
 def unet_model_fn(unet) -> ModelFn:

@@ -190,8 +190,9 @@ class UNet(nn.Module):
             values = torch.tensor([values], dtype=torch.float32)
         # a host tensor goes to the device without a sync; a scalar is broadcast over the batch
         values = values.to(dim_like.device, non_blocking=True).reshape(-1).expand(batch)
+        dtype = torch.float64 if dim_like.dtype == torch.float64 else torch.float32
         emb = timestep_embedding(
-            values, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift
+            values, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift, dtype
         )
         return emb.to(dim_like.dtype)
 

@@ -22,6 +22,7 @@ from PIL import Image
 from uncond.images import to_pil
 from uncond.sampling import Step
 from uncond.settings import save_with_settings
+from webapp.memory import trim
 
 PREVIEW_EVERY = 5  # steps between live previews
 STRIP_FRAMES = 8  # frames of the reverse process kept for "How it works"
@@ -68,9 +69,11 @@ class ResultFolders:
         return folder
 
     def release(self, folder: str) -> None:
-        """The request is done with `folder`: it may go once it is among the oldest."""
+        """The request is done with `folder`: it may go once it is among the oldest; the memory its tensors held
+        goes back to the OS (`webapp.memory.trim`: otherwise the server's resident memory creeps up)."""
         with self.lock:
             self.in_use.discard(folder)
+        trim()
 
 
 def display_scale(width: int) -> int:
