@@ -4,14 +4,17 @@
     python -m evaluation txt2img --model weights/txt2img --clip weights/clip --data data/emoji --captions 200 \
         --guidance-scales 1 2 3 5 7 --out eval/txt2img
     python -m evaluation natural --model weights/txt2img --clip weights/clip --data data/emoji-multi/32 --out eval/natural
+    python -m evaluation best_of --num-prompts 30 --candidates 1 2 4 8 16 --out eval/best_of
     python -m evaluation upscale --model weights/upscale --data data/emoji-multi/128 --out eval/upscale
 
-`evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py` and `evaluation/upscale.py` say what each measures.
+`evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py`, `evaluation/best_of.py` and `evaluation/upscale.py` say what each measures.
 """
 
 import argparse
 import os
 
+from evaluation.best_of import CANDIDATES, evaluate_best_of
+from evaluation.best_of import markdown_table as best_of_table
 from evaluation.common import WEIGHTS
 from evaluation.natural import PROMPTS_FILE, evaluate_natural, markdown_table
 from evaluation.txt2img import GUIDANCE_SCALES, evaluate_txt2img
@@ -32,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "natural",
         help="natural prompts vs exact names, diversity and held-out style pairs, judged by CLIP and by pixels",
     )
+    best_of = sub.add_parser(
+        "best_of", help="best of N: natural prompts and exact names by both judges, diversity and seconds per N"
+    )
     upscale = sub.add_parser(
         "upscale", help="the upsampler: PSNR / SSIM / consistency on held-out pictures, FID_CLIP of both tabs' cascades"
     )
@@ -39,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         (uncond, "data/emoji32", "uncond"),
         (txt2img, "data/emoji", "txt2img"),
         (natural, "data/emoji-multi/32", "txt2img"),
+        (best_of, "data/emoji-multi/32", "txt2img"),
         (upscale, "data/emoji-multi/128", "upscale"),
     ):
         p.add_argument(
@@ -93,6 +100,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     natural.add_argument("--steps", type=int, default=25)
     natural.add_argument("--scheduler", choices=list(SCHEDULER_NAMES), default="ddim")
     natural.add_argument("--batch-size", type=int, default=128)
+    best_of.add_argument("--prompts", default=PROMPTS_FILE, help="natural prompts JSON (default: the shipped list)")
+    best_of.add_argument("--num-prompts", type=int, default=30, help="natural prompts (every k-th), with their names")
+    best_of.add_argument("--candidates", nargs="+", type=int, default=list(CANDIDATES), help="the N to score")
+    best_of.add_argument("--num-images", type=int, default=4, help="images kept per prompt")
+    best_of.add_argument("--guidance-scale", type=float, default=4.0)
+    best_of.add_argument("--steps", type=int, default=20)
+    best_of.add_argument("--timing-steps", type=int, default=50, help="DDIM steps of the seconds-per-N timing")
+    best_of.add_argument("--no-style", action="store_true", help="no colour style added to the prompts")
+    best_of.add_argument("--batch-size", type=int, default=256)
     upscale.add_argument("--uncond", default=os.path.join(WEIGHTS, "uncond"), help="base model of the first tab")
     upscale.add_argument("--txt2img", default=os.path.join(WEIGHTS, "txt2img"), help="base model of the second tab")
     upscale.add_argument("--num-images", type=int, default=64, help="held-out pictures to reconstruct")
@@ -147,6 +163,19 @@ def main(argv=None) -> dict:
             **common,
         )
         print(markdown_tables(report))
+    elif args.task == "best_of":
+        report = evaluate_best_of(
+            prompts_file=args.prompts,
+            num_prompts=args.num_prompts,
+            candidates=args.candidates,
+            num_images=args.num_images,
+            guidance_scale=args.guidance_scale,
+            steps=args.steps,
+            timing_steps=args.timing_steps,
+            add_style=not args.no_style,
+            **common,
+        )
+        print(best_of_table(report))
     elif args.task == "natural":
         report = evaluate_natural(
             prompts_file=args.prompts,
