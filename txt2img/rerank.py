@@ -19,6 +19,7 @@ from txt2img.clip import CLIPEmbedder, TextEmbeddings
 from uncond.checks import check_int
 
 MAX_CANDIDATES = 16
+DEFAULT_CANDIDATES = 4  # the app's and the sampling command's N: the measured gain for its cost (README, Best of N)
 
 
 def check_num_candidates(num_candidates) -> int:
