@@ -6,6 +6,7 @@
     python -m evaluation natural --model weights/txt2img --clip weights/clip --data data/emoji-multi/32 --out eval/natural
     python -m evaluation best_of --num-prompts 30 --candidates 1 2 4 8 16 --out eval/best_of
     python -m evaluation colour --out eval/colour   # --no-style: the prompts as typed
+    python -m evaluation background --num-samples 8 --out eval/background
     python -m evaluation upscale --model weights/upscale --data data/emoji-multi/128 --out eval/upscale
 
 `evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py`, `evaluation/best_of.py` and `evaluation/upscale.py` say what each measures.
@@ -14,6 +15,8 @@
 import argparse
 import os
 
+from evaluation.background import evaluate_background
+from evaluation.background import markdown_table as background_table
 from evaluation.best_of import CANDIDATES, evaluate_best_of
 from evaluation.best_of import markdown_table as best_of_table
 from evaluation.colour import evaluate_colour
@@ -42,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "best_of", help="best of N: natural prompts and exact names by both judges, diversity and seconds per N"
     )
     colour = sub.add_parser("colour", help="hearts, circles and squares of the CLDR colours, judged by hue")
+    background = sub.add_parser(
+        "background", help="the cascade's corners (levels off white) and the detail the upsampler adds, both tabs"
+    )
     upscale = sub.add_parser(
         "upscale", help="the upsampler: PSNR / SSIM / consistency on held-out pictures, FID_CLIP of both tabs' cascades"
     )
@@ -52,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         (best_of, "data/emoji-multi/32", "txt2img"),
         (colour, "data/emoji-multi/32", "txt2img"),
         (upscale, "data/emoji-multi/128", "upscale"),
+        (background, "data/emoji-multi/128", "upscale"),
     ):
         p.add_argument(
             "--model",
@@ -120,6 +127,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     colour.add_argument("--guidance-scale", type=float, default=4.0)
     colour.add_argument("--steps", type=int, default=50)
     colour.add_argument("--no-style", action="store_true", help="no colour style added to the prompts")
+    background.add_argument("--uncond", default=os.path.join(WEIGHTS, "uncond"), help="base model of the first tab")
+    background.add_argument("--txt2img", default=os.path.join(WEIGHTS, "txt2img"), help="base model of the second tab")
+    background.add_argument("--num-samples", type=int, default=8, help="base samples per tab")
+    background.add_argument("--num-real", type=int, default=256, help="real 128 px pictures")
+    background.add_argument("--steps", type=int, default=15, help="the upsampler's DDIM steps")
+    background.add_argument("--base-steps", type=int, default=25, help="the base models' DDIM steps")
     upscale.add_argument("--uncond", default=os.path.join(WEIGHTS, "uncond"), help="base model of the first tab")
     upscale.add_argument("--txt2img", default=os.path.join(WEIGHTS, "txt2img"), help="base model of the second tab")
     upscale.add_argument("--num-images", type=int, default=64, help="held-out pictures to reconstruct")
@@ -187,6 +200,21 @@ def main(argv=None) -> dict:
             **common,
         )
         print(best_of_table(report))
+    elif args.task == "background":
+        report = evaluate_background(
+            model=args.model,
+            uncond=args.uncond,
+            txt2img=args.txt2img,
+            data=args.data,
+            out_dir=args.out,
+            num_samples=args.num_samples,
+            num_real=args.num_real,
+            steps=args.steps,
+            base_steps=args.base_steps,
+            seed=args.seed,
+            device=args.device,
+        )
+        print(background_table(report))
     elif args.task == "colour":
         report = evaluate_colour(
             model=args.model,
