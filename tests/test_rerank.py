@@ -104,3 +104,21 @@ def test_n_equals_one_is_the_first_candidate_of_any_n(pipe):
     best = pipe("red", num_images=2, num_candidates=4, num_inference_steps=3, seed=1)
     assert np.array_equal(pixels(plain.images), pixels(best.candidates[:2]))  # same x_T rows, same images
     assert plain.candidates == [] and plain.settings["num_candidates"] == 1
+
+
+def test_the_sampling_command_keeps_the_best_of_its_candidates(tmp_path):
+    from PIL import Image
+
+    from txt2img.clip import TextEncoder
+    from txt2img.sample import main as sample_main
+
+    clip = save_tiny_clip_model(tmp_path / "clip", 8, 4)  # both towers: the text encoder and the ranker
+    pipe = TextToImagePipeline(tiny_unet(), TextEncoder.from_pretrained(clip), SCHEDULE)
+    pipe.save_pretrained(str(tmp_path / "model"), text_encoder_reference=clip)
+    out = tmp_path / "out"
+    sample_main(
+        ["--model", str(tmp_path / "model"), "--prompt", "sun", "--num-images", "2", "--steps", "2"]
+        + ["--out", str(out)]
+    )
+    with Image.open(out / "001.png") as image:
+        assert image.text["num_candidates"] == "4"  # the command's default
