@@ -127,6 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     colour.add_argument("--guidance-scale", type=float, default=4.0)
     colour.add_argument("--steps", type=int, default=50)
     colour.add_argument("--no-style", action="store_true", help="no colour style added to the prompts")
+    colour.add_argument("--shapes", nargs="+", default=["heart", "circle", "square"], help="heart, circle, square")
     background.add_argument("--uncond", default=os.path.join(WEIGHTS, "uncond"), help="base model of the first tab")
     background.add_argument("--txt2img", default=os.path.join(WEIGHTS, "txt2img"), help="base model of the second tab")
     background.add_argument("--num-samples", type=int, default=8, help="base samples per tab")
@@ -228,6 +229,7 @@ def main(argv=None) -> dict:
             seed=args.seed,
             device=args.device,
             precision=args.precision,
+            shapes=args.shapes,
         )
         print(colour_table(report))
     elif args.task == "natural":

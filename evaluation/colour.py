@@ -113,11 +113,14 @@ def evaluate_colour(
     seed: int = 0,
     device=None,
     precision: str = "fp32",
+    shapes=SHAPES,
     log=print,
 ) -> dict:
     """Hearts, circles and squares of the CLDR colours, judged by hue; writes OUT/report.json, plot.png, grid.png."""
     pipe = TextToImagePipeline.from_pretrained(model, device=device or default_device())
-    prompts = prompts_of()
+    if not shapes or any(shape not in SHAPES for shape in shapes):
+        raise ValueError(f"shapes must be some of {', '.join(SHAPES)}, got {shapes!r}")
+    prompts = prompts_of(shapes=shapes)
     images, judged = [], []
     with autocast(pipe.device, precision):
         for prompt, _, _ in prompts:
@@ -147,7 +150,7 @@ def evaluate_colour(
         "seed": seed,
         "by_shape": rows,
         "summary": summary,
-        "judge_on_real_pictures": real_accuracy(data),
+        "judge_on_real_pictures": real_accuracy(data, shapes=shapes),
     }
     log(f"colour adherence: {summary}; the judge on the real pictures: {report['judge_on_real_pictures']}")
     os.makedirs(out_dir, exist_ok=True)
