@@ -33,10 +33,12 @@ from uncond.settings import read_settings
 from uncond.upscale_pipeline import DEFAULT_STEPS
 from webapp.checks import load_picture, page_errors
 from webapp.controls import (
+    DEFAULT_CANDIDATES,
     MAX_GUIDANCE,
     MAX_PICTURE_SIDE,
     MAX_PROMPT_CHARS,
     MAX_STEPS,
+    candidates_control,
     extra_controls,
     history_gallery,
     prompt_fields,
@@ -165,11 +167,20 @@ def generate_text_to_image(
     upscale=None,
     upscale_steps=UPSCALE_STEPS,
     noise_level=NOISE_LEVEL,
+    num_candidates=DEFAULT_CANDIDATES,
     progress=gr.Progress(),
 ):
-    """Sample images for a prompt with classifier-free guidance (a variation, upscaled), streaming previews."""
+    """Sample images for a prompt with classifier-free guidance (a variation, upscaled, best of N), streaming previews."""
     text = prompt_fields(
-        prompt, negative_prompt, guidance_scale, thresholding, threshold_ratio, threshold_max, style, STYLE_NAMES
+        prompt,
+        negative_prompt,
+        guidance_scale,
+        thresholding,
+        threshold_ratio,
+        threshold_max,
+        style,
+        STYLE_NAMES,
+        num_candidates,
     )
     sampling = sampling_fields(scheduler, steps, eta, num_images, seed)
     variation = variation_fields(variation_seed, variation_strength)
@@ -256,13 +267,14 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
                     visible=MODELS.has_captions(),
                 )
                 t_style = gr.Dropdown(
-                    list(STYLE_CHOICES.items()) or [("any style", ANY_STYLE)],
+                    list(STYLE_CHOICES.items()) or [("any colour style", ANY_STYLE)],
                     value=ANY_STYLE,
                     label="Style (added to the prompt)",
                     visible=bool(STYLE_CHOICES),
                 )
                 t_negative = gr.Textbox(label="Negative prompt", value="", max_lines=2, max_length=MAX_PROMPT_CHARS)
                 t_guidance = gr.Slider(0.0, MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance scale (1: no guidance)")
+                t_candidates = candidates_control()
                 with gr.Accordion("Dynamic thresholding (Imagen): for high guidance scales", open=False):
                     gr.Markdown(
                         "Each step's estimate of the picture is clipped at its own percentile s of |x_0| (at least 1, "
@@ -290,7 +302,7 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
         )
         t_suggestions.input(lambda caption: caption, t_suggestions, t_prompt, api_visibility="private")
         t_controls = [t_prompt, t_negative, t_guidance, t_style, t_thresholding, t_threshold_ratio, t_threshold_max]
-        t_controls += [t.scheduler, t.steps, t.eta, t.seed] + t_extra.inputs()
+        t_controls += [t.scheduler, t.steps, t.eta, t.seed] + t_extra.inputs() + [t_candidates]
         t.restore.change(lambda f: restore_settings(f, TEXT_CONTROLS), t.restore, t_controls, api_visibility="private")
 
     EXPLORE = explore_tab(MODELS, RESULTS, STYLE_NAMES, gpu, CONCURRENCY)  # /interpolate, /compare
@@ -366,7 +378,8 @@ with gr.Blocks(title="Emoji from noise", delete_cache=(600, 3600)) as demo:
             t_threshold_max,
             t_style,
         ]
-        + t_extra.inputs(),
+        + t_extra.inputs()
+        + [t_candidates],
         t_outputs + [h_strip, h_cascade],
         api_name="text_to_image",
         concurrency_limit=CONCURRENCY,

@@ -4,17 +4,26 @@
     python -m evaluation txt2img --model weights/txt2img --clip weights/clip --data data/emoji --captions 200 \
         --guidance-scales 1 2 3 5 7 --out eval/txt2img
     python -m evaluation natural --model weights/txt2img --clip weights/clip --data data/emoji-multi/32 --out eval/natural
+    python -m evaluation best_of --num-prompts 30 --candidates 1 2 4 8 16 --out eval/best_of
+    python -m evaluation colour --out eval/colour   # --no-style: the prompts as typed
+    python -m evaluation background --num-samples 8 --out eval/background
     python -m evaluation upscale --model weights/upscale --data data/emoji-multi/128 --out eval/upscale
     python -m evaluation loss --model weights/txt2img --data data/emoji-multi/32 --out eval/loss
 
-`evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py`, `evaluation/upscale.py` and
-`evaluation/loss.py` say what each measures.
+`evaluation/uncond.py`, `evaluation/txt2img.py`, `evaluation/natural.py`, `evaluation/best_of.py`, `evaluation/colour.py`,
+`evaluation/background.py`, `evaluation/upscale.py` and `evaluation/loss.py` say what each measures.
 """
 
 import argparse
 import json
 import os
 
+from evaluation.background import evaluate_background
+from evaluation.background import markdown_table as background_table
+from evaluation.best_of import CANDIDATES, evaluate_best_of
+from evaluation.best_of import markdown_table as best_of_table
+from evaluation.colour import evaluate_colour
+from evaluation.colour import markdown_table as colour_table
 from evaluation.common import WEIGHTS
 from evaluation.loss import held_out_loss
 from evaluation.natural import PROMPTS_FILE, evaluate_natural, markdown_table
@@ -36,6 +45,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "natural",
         help="natural prompts vs exact names, diversity and held-out style pairs, judged by CLIP and by pixels",
     )
+    best_of = sub.add_parser(
+        "best_of", help="best of N: natural prompts and exact names by both judges, diversity and seconds per N"
+    )
+    colour = sub.add_parser("colour", help="hearts, circles and squares of the CLDR colours, judged by hue")
+    background = sub.add_parser(
+        "background", help="the cascade's corners (levels off white) and the detail the upsampler adds, both tabs"
+    )
     upscale = sub.add_parser(
         "upscale", help="the upsampler: PSNR / SSIM / consistency on held-out pictures, FID_CLIP of both tabs' cascades"
     )
@@ -50,7 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         (uncond, "data/emoji32", "uncond"),
         (txt2img, "data/emoji", "txt2img"),
         (natural, "data/emoji-multi/32", "txt2img"),
+        (best_of, "data/emoji-multi/32", "txt2img"),
+        (colour, "data/emoji-multi/32", "txt2img"),
         (upscale, "data/emoji-multi/128", "upscale"),
+        (background, "data/emoji-multi/128", "upscale"),
     ):
         p.add_argument(
             "--model",
@@ -104,6 +123,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     natural.add_argument("--steps", type=int, default=25)
     natural.add_argument("--scheduler", choices=list(SCHEDULER_NAMES), default="ddim")
     natural.add_argument("--batch-size", type=int, default=128)
+    natural.add_argument("--add-style", action="store_true", help="the pipeline's colour style for prompts naming none")
+    best_of.add_argument("--prompts", default=PROMPTS_FILE, help="natural prompts JSON (default: the shipped list)")
+    best_of.add_argument("--num-prompts", type=int, default=30, help="natural prompts (every k-th), with their names")
+    best_of.add_argument("--candidates", nargs="+", type=int, default=list(CANDIDATES), help="the N to score")
+    best_of.add_argument("--num-images", type=int, default=4, help="images kept per prompt")
+    best_of.add_argument("--guidance-scale", type=float, default=4.0)
+    best_of.add_argument("--steps", type=int, default=20)
+    best_of.add_argument("--timing-steps", type=int, default=50, help="DDIM steps of the seconds-per-N timing")
+    best_of.add_argument("--no-style", action="store_true", help="no colour style added to the prompts")
+    best_of.add_argument("--batch-size", type=int, default=256)
+    colour.add_argument("--num-images", type=int, default=4)
+    colour.add_argument("--num-candidates", type=int, default=1, help="best of N (txt2img/rerank.py)")
+    colour.add_argument("--guidance-scale", type=float, default=4.0)
+    colour.add_argument("--steps", type=int, default=50)
+    colour.add_argument("--no-style", action="store_true", help="no colour style added to the prompts")
+    colour.add_argument("--shapes", nargs="+", default=["heart", "circle", "square"], help="heart, circle, square")
+    background.add_argument("--uncond", default=os.path.join(WEIGHTS, "uncond"), help="base model of the first tab")
+    background.add_argument("--txt2img", default=os.path.join(WEIGHTS, "txt2img"), help="base model of the second tab")
+    background.add_argument("--num-samples", type=int, default=8, help="base samples per tab")
+    background.add_argument("--num-real", type=int, default=256, help="real 128 px pictures")
+    background.add_argument("--steps", type=int, default=15, help="the upsampler's DDIM steps")
+    background.add_argument("--base-steps", type=int, default=25, help="the base models' DDIM steps")
     upscale.add_argument("--uncond", default=os.path.join(WEIGHTS, "uncond"), help="base model of the first tab")
     upscale.add_argument("--txt2img", default=os.path.join(WEIGHTS, "txt2img"), help="base model of the second tab")
     upscale.add_argument("--num-images", type=int, default=64, help="held-out pictures to reconstruct")
@@ -138,7 +179,7 @@ def main(argv=None) -> dict:
         clip=args.clip,
         data=args.data,
         out_dir=args.out,
-        batch_size=args.batch_size,
+        batch_size=getattr(args, "batch_size", None),  # colour draws one prompt per call
         seed=args.seed,
         device=args.device,
         precision=args.precision,
@@ -165,6 +206,50 @@ def main(argv=None) -> dict:
             **common,
         )
         print(markdown_tables(report))
+    elif args.task == "best_of":
+        report = evaluate_best_of(
+            prompts_file=args.prompts,
+            num_prompts=args.num_prompts,
+            candidates=args.candidates,
+            num_images=args.num_images,
+            guidance_scale=args.guidance_scale,
+            steps=args.steps,
+            timing_steps=args.timing_steps,
+            add_style=not args.no_style,
+            **common,
+        )
+        print(best_of_table(report))
+    elif args.task == "background":
+        report = evaluate_background(
+            model=args.model,
+            uncond=args.uncond,
+            txt2img=args.txt2img,
+            data=args.data,
+            out_dir=args.out,
+            num_samples=args.num_samples,
+            num_real=args.num_real,
+            steps=args.steps,
+            base_steps=args.base_steps,
+            seed=args.seed,
+            device=args.device,
+        )
+        print(background_table(report))
+    elif args.task == "colour":
+        report = evaluate_colour(
+            model=args.model,
+            data=args.data,
+            out_dir=args.out,
+            num_images=args.num_images,
+            num_candidates=args.num_candidates,
+            add_style=not args.no_style,
+            guidance_scale=args.guidance_scale,
+            steps=args.steps,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            shapes=args.shapes,
+        )
+        print(colour_table(report))
     elif args.task == "natural":
         report = evaluate_natural(
             prompts_file=args.prompts,
@@ -172,6 +257,7 @@ def main(argv=None) -> dict:
             guidance_scale=args.guidance_scale,
             steps=args.steps,
             scheduler=args.scheduler,
+            add_style=args.add_style,
             **common,
         )
         print(markdown_table(report))

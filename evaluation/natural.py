@@ -52,10 +52,19 @@ def style_prompt(name: str, style: str) -> str:
 
 
 def generate(
-    pipe, prompts: list, num_images: int, guidance_scale: float, steps: int, scheduler: str, batch_size: int, seed: int
+    pipe,
+    prompts: list,
+    num_images: int,
+    guidance_scale: float,
+    steps: int,
+    scheduler: str,
+    batch_size: int,
+    seed: int,
+    add_style: bool = False,
 ) -> torch.Tensor:
     """uint8 (len(prompts) * num_images, C, H, W), prompt-major; every batch seeded with `seed`, so a prompt's
-    images do not depend on its neighbours (the pipeline draws the same noise for every prompt of a call)."""
+    images do not depend on its neighbours (the pipeline draws the same noise for every prompt of a call).
+    add_style: the pipeline's colour style for prompts naming none (off: the prompts as typed, as measured before)."""
     per_batch = max(1, batch_size // num_images)
     images = []
     for start in range(0, len(prompts), per_batch):
@@ -66,6 +75,7 @@ def generate(
             scheduler=scheduler,
             guidance_scale=guidance_scale,
             seed=seed,
+            add_style=add_style,
         )
         images += result.images
     return to_uint8(images)
@@ -140,6 +150,7 @@ def evaluate_natural(
     seed: int = 0,
     device=None,
     precision: str = "fp32",
+    add_style: bool = False,
     log=print,
 ) -> dict:
     """Natural prompts vs exact names, diversity and held-out style pairs, by two judges; writes OUT/report.json, plot.png."""
@@ -167,7 +178,7 @@ def evaluate_natural(
 
     def run(prompts):
         with autocast(pipe.device, precision):
-            return generate(pipe, prompts, num_images, guidance_scale, steps, scheduler, batch_size, seed)
+            return generate(pipe, prompts, num_images, guidance_scale, steps, scheduler, batch_size, seed, add_style)
 
     report = {
         "task": "natural",
@@ -180,6 +191,7 @@ def evaluate_natural(
         "scheduler": scheduler,
         "seed": seed,
         "precision": precision,
+        "add_style": add_style,
         "judges": [j.name for j in judges],
         "targets": TARGETS,
     }

@@ -52,6 +52,7 @@ def generate_txt2img(
             scheduler=scheduler,
             guidance_scale=guidance_scale,
             seed=seed + b,
+            add_style=False,  # the captions as written: how well the model follows its own captions
             **options,  # dynamic thresholding
         )
         images += result.images

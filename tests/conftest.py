@@ -31,10 +31,11 @@ def handlers_leave_the_upsampler_out(monkeypatch):
 def tiny_txt2img(monkeypatch):
     """A tiny random text-to-image pipeline in place of the app's shipped one (the app tests' models)."""
     import app
-    from tests.txt2img_fixtures import tiny_text_encoder, tiny_unet
+    from tests.txt2img_fixtures import tiny_ranker, tiny_text_encoder, tiny_unet
     from txt2img.pipeline import TextToImagePipeline
 
-    pipe = TextToImagePipeline(tiny_unet(), tiny_text_encoder(), {"beta_schedule": "squaredcos_cap_v2"}, name="tiny")
+    schedule = {"beta_schedule": "squaredcos_cap_v2"}
+    pipe = TextToImagePipeline(tiny_unet(), tiny_text_encoder(), schedule, name="tiny", ranker=tiny_ranker())
     monkeypatch.setattr(app.MODELS, "txt2img", pipe)
     return pipe
 

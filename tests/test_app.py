@@ -238,7 +238,12 @@ def test_the_styles_offered_are_those_the_model_was_trained_on(tiny_txt2img):
     from webapp.models import styled
 
     tiny_txt2img.captions = ["owl", "line art", "owl, line art", "3D"]
-    assert app.MODELS.styles() == {"any style": "any", "OpenMoji line art": "openmoji-line", "Fluent 3D": "fluent-3d"}
+    assert app.MODELS.styles() == {
+        "any colour style": "any",
+        "OpenMoji line art": "openmoji-line",
+        "Fluent 3D": "fluent-3d",
+        "none added (line art too)": "none",
+    }
     tiny_txt2img.captions = ["owl", "red heart"]
     assert app.MODELS.styles() == {}  # one style only: no picker
     assert (

@@ -217,6 +217,8 @@ def test_sample_cli_writes_pngs_with_settings_and_a_grid(model_dir, tmp_path):
             "4",
             "--seed",
             "5",
+            "--num-candidates",  # the folder's tiny CLIP has no image tower (best of N's command: tests/test_rerank.py)
+            "1",
             "--out",
             str(out),
         ]

@@ -112,6 +112,7 @@ def test_the_noise_level_changes_the_pictures_and_noised_low_res_shows_the_input
         (dict(seed=-1), "seed"),
         (dict(scheduler="nope"), "scheduler"),
         (dict(eta=2.0), "eta"),
+        (dict(use_clipped_model_output="yes"), "use_clipped_model_output"),
     ],
 )
 def test_bad_arguments_raise_naming_them(kwargs, argument):
@@ -127,3 +128,31 @@ def test_a_folder_without_a_stage_is_refused(tmp_path):
     (tmp_path / "scheduler_config.json").write_text("{}")
     with pytest.raises(ValueError, match="not an upsampler"):
         UpscalePipeline.from_pretrained(str(tmp_path), device="cpu")
+
+
+def test_eps_from_the_clipped_x0_keeps_a_white_background_white():
+    """A network whose x_0 estimate overshoots white (1.2, as estimates at the clipping edge do half the time): with
+    eps from the unclipped estimate the excess comes back as a darker x_{t-1}, step after step; from the clipped
+    one the picture ends on white."""
+    from uncond.sampling import make_scheduler, sample
+
+    config = {**SCHEDULE, "prediction_type": "sample"}  # the network's output is its x_0 estimate
+    ends = {}
+    for clipped in (False, True):
+        scheduler = make_scheduler("ddim", config)
+        scheduler.set_timesteps(15)
+        x_t = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        ends[clipped], _ = sample(
+            lambda x, t: torch.full_like(x, 1.2), scheduler, x_t, use_clipped_model_output=clipped
+        )
+    assert (ends[True] - 1).abs().mean() < 0.01  # white, up to the last step's tiny share of eps
+    assert ends[False].mean() < 0.98  # about 4 levels darker
+
+
+def test_the_pipeline_takes_eps_from_the_clipped_x0_by_default_and_records_it():
+    pipe = tiny_pipe()
+    default, unclipped = (
+        pipe(low_res(1), num_inference_steps=3),
+        pipe(low_res(1), num_inference_steps=3, use_clipped_model_output=False),
+    )
+    assert default.settings["upscale_clipped_eps"] is True and unclipped.settings["upscale_clipped_eps"] is False

@@ -47,8 +47,8 @@ def save_tiny_clip(directory, seed: int = 0) -> str:
     return str(directory)
 
 
-def save_tiny_clip_model(directory, image_size: int, patch_size: int, seed: int = 0) -> str:
-    """Write a random two-tower CLIPModel (width 32, one layer each) and the tiny tokenizer to `directory`."""
+def tiny_clip_model(image_size: int = 8, patch_size: int = 4, seed: int = 0):
+    """A random two-tower CLIPModel (width 32, one layer each) reading the tiny tokenizer's ids."""
     from transformers import CLIPConfig, CLIPModel
 
     tokenizer = tiny_tokenizer()
@@ -72,8 +72,20 @@ def save_tiny_clip_model(directory, image_size: int, patch_size: int, seed: int 
         num_attention_heads=2,
     )
     torch.manual_seed(seed)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+
+
+def tiny_ranker(seed: int = 0):
+    """The tiny two-tower CLIP as best of N's ranker (`txt2img.clip.CLIPEmbedder`), built in memory."""
+    from txt2img.clip import CLIPEmbedder
+
+    return CLIPEmbedder(tiny_clip_model(seed=seed), tiny_tokenizer())
+
+
+def save_tiny_clip_model(directory, image_size: int, patch_size: int, seed: int = 0) -> str:
+    """Write the tiny two-tower CLIPModel and the tiny tokenizer to `directory`."""
+    tiny_clip_model(image_size, patch_size, seed).save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
     return str(directory)
 
 

@@ -13,6 +13,7 @@ negative prompt's embeddings are the nearer prompt's call's. Strips between two 
 from collections.abc import Iterator
 
 from txt2img.clip import TextEmbeddings
+from txt2img.default_style import image_prompts
 from txt2img.pipeline import TextSampleOutput, TextToImagePipeline, check_prompts
 from uncond.explore import frame_weights
 
@@ -35,18 +36,22 @@ def interpolate_prompts(
     num_frames: int,
     negative_prompt: str | None = None,
     guidance_scale: float = 5.0,
+    add_style: bool = True,
     **kwargs,
 ) -> Iterator[TextSampleOutput]:
     """One image per frame from `prompt` to `other_prompt` with the same noise; the end frames are the plain
-    generations of the two prompts. `kwargs`: the pipeline's other settings (seed, steps, scheduler, ...)."""
+    generations of the two prompts (a prompt naming no style gets the first image's colour style, as a plain call
+    adds it: `txt2img.default_style`). `kwargs`: the pipeline's other settings (seed, steps, scheduler, ...)."""
     weights = frame_weights(num_frames)
     for name, text in (("prompt", prompt), ("other_prompt", other_prompt)):
         if not isinstance(text, str):
             raise ValueError(f"{name} must be a string, got {text!r}")
     (first,), negatives = check_prompts(prompt, negative_prompt)
+    too_long = lambda rows: pipe.text_encoder.tokenize(rows)[2]  # noqa: E731 (as the pipeline: a style that is cut is not added)
+    (first, other), _ = image_prompts([first, other_prompt], 1, add_style, too_long)
     guided = guidance_scale != 1.0
     cond_a, uncond_a = pipe.encode([first], negatives, guided)
-    cond_b, uncond_b = pipe.encode([other_prompt], negatives, guided)
+    cond_b, uncond_b = pipe.encode([other], negatives, guided)
     for weight in weights:
         label = (
             prompt if weight == 0 else other_prompt if weight == 1 else f"{prompt} -> {other_prompt} at {weight:.2f}"

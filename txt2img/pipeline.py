@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from txt2img.clip import TextEmbeddings, TextEncoder
+from txt2img.arguments import check_embeddings, check_prompts, repeat_embeddings, threshold_options
+from txt2img.clip import CLIPEmbedder, TextEmbeddings, TextEncoder
+from txt2img.default_style import image_prompts
 from txt2img.folder import (
     CAPTIONS_NAME,
     NAMES_NAME,
@@ -35,9 +37,9 @@ from txt2img.folder import (
     write_pipeline_config,
 )
 from txt2img.guidance import check_guidance_args, guided_model_fn
+from txt2img.rerank import best_of, candidate_scores, check_num_candidates, first_rows, load_ranker, per_candidate
 from txt2img.unet import TextUNet
 from uncond.captions import CaptionIndex
-from uncond.checks import check_float
 from uncond.edit import Mask, prepare_edit
 from uncond.hub import local_folder
 from uncond.images import to_pil
@@ -56,57 +58,6 @@ from uncond.pipeline import (
 )
 from uncond.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE
 from uncond.sampling import Callback, Step, make_scheduler, run_to_end, sample_dtype
-
-
-def check_prompts(prompt, negative_prompt) -> tuple[list, list]:
-    """Prompts as a list of strings, and one negative prompt per prompt ("" where none was given)."""
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
-    if negative_prompt is None:
-        negatives = [""] * len(prompts)
-    elif isinstance(negative_prompt, str):
-        negatives = [negative_prompt] * len(prompts)
-    elif (
-        isinstance(negative_prompt, (list, tuple))
-        and len(negative_prompt) == len(prompts)
-        and all(isinstance(p, str) for p in negative_prompt)
-    ):
-        negatives = list(negative_prompt)
-    else:
-        raise ValueError(
-            f"negative_prompt must be None, a string, or a list of {len(prompts)} strings (one per prompt), got {negative_prompt!r}"
-        )
-    return list(prompts), negatives
-
-
-def check_embeddings(name: str, embeddings, rows: int) -> TextEmbeddings:
-    """`TextEmbeddings` with one row per prompt, else a ValueError naming the argument."""
-    if not isinstance(embeddings, TextEmbeddings) or embeddings.hidden_states.shape[0] != rows:
-        raise ValueError(f"{name} must be TextEmbeddings with {rows} row(s), one per prompt")
-    return embeddings
-
-
-def repeat_embeddings(embeddings: TextEmbeddings, n: int) -> TextEmbeddings:
-    """Each prompt's embeddings `n` times in a row: (P, L, D) -> (P n, L, D)."""
-    return TextEmbeddings(
-        embeddings.hidden_states.repeat_interleave(n, dim=0),
-        embeddings.attention_mask.repeat_interleave(n, dim=0),
-        [t for t in embeddings.truncated for _ in range(n)],
-    )
-
-
-def threshold_options(thresholding, dynamic_thresholding_ratio, sample_max_value) -> dict:
-    """The scheduler settings of dynamic thresholding, checked; none when it is off (the scheduler's clipping)."""
-    if not isinstance(thresholding, bool):
-        raise ValueError(f"thresholding must be True or False, got {thresholding!r}")
-    if not thresholding:
-        return {}
-    return {
-        "thresholding": True,
-        "dynamic_thresholding_ratio": check_float("dynamic_thresholding_ratio", dynamic_thresholding_ratio, 0.5, 1.0),
-        "sample_max_value": check_float("sample_max_value", sample_max_value, 1.0, 100.0),
-    }
 
 
 def sample_images(
@@ -144,9 +95,12 @@ def sample_images(
 
 @dataclass
 class TextSampleOutput(SampleOutput):
-    """`SampleOutput` plus the warnings of the call (truncated prompts, unused arguments)."""
+    """`SampleOutput` plus the warnings of the call (truncated prompts, unused arguments) and, for best of N, every
+    candidate (candidate-major: candidate c of image b at c * B + b) with its CLIP cosine to its prompt, (B, N)."""
 
     warnings: list = field(default_factory=list)
+    candidates: list = field(default_factory=list)  # PIL images; empty for num_candidates 1
+    candidate_scores: list = field(default_factory=list)  # B lists of N cosines; empty for num_candidates 1
 
 
 def read_json_list(directory: str, file: str) -> list | None:
@@ -169,6 +123,7 @@ class TextToImagePipeline:
         name: str = "txt2img",
         captions: list | None = None,
         names: list | None = None,
+        ranker: CLIPEmbedder | str | None = None,
     ):
         if unet.config.cross_attention_dim != text_encoder.hidden_size:
             raise ValueError(
@@ -183,12 +138,14 @@ class TextToImagePipeline:
         self._caption_features = None
         self._caption_index = None
         self._neighbours = []
+        self._ranker = ranker  # best of N's CLIP (both towers), or the folder it is loaded from on first use
 
     @classmethod
     def from_pretrained(
-        cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None
+        cls, path_or_hub_id: str, device=None, dtype: torch.dtype | None = None, ranker=None
     ) -> "TextToImagePipeline":
-        """Load a pipeline folder (see `txt2img/folder.py`) or a hub id holding one."""
+        """Load a pipeline folder (see `txt2img/folder.py`) or a hub id holding one; best of N ranks with `ranker`
+        (a `CLIPEmbedder` or a CLIP folder), by default the CLIP folder of the text encoder."""
         directory = local_folder(path_or_hub_id)
         if not os.path.isdir(os.path.join(directory, UNET_FOLDER)):
             raise ValueError(
@@ -201,7 +158,8 @@ class TextToImagePipeline:
         captions, names = (read_json_list(directory, file) for file in (CAPTIONS_NAME, NAMES_NAME))
         unet.to(device=device, dtype=dtype or torch.float32)
         name = os.path.basename(os.path.normpath(str(path_or_hub_id)))
-        return cls(unet, text_encoder, scheduler_config, name=name, captions=captions, names=names)
+        ranker = ranker or text_encoder_location(directory)  # the shipped text encoder's CLIP has both towers
+        return cls(unet, text_encoder, scheduler_config, name=name, captions=captions, names=names, ranker=ranker)
 
     def save_pretrained(
         self, directory: str, text_encoder_reference: str | None = None, dtype: torch.dtype | None = None
@@ -234,6 +192,14 @@ class TextToImagePipeline:
         similarity = self._caption_features @ self.text_encoder.pooled([prompt])[0]  # (N,) cosine in [-1, 1]
         nearest = [self._neighbours[i] for i in similarity.topk(min(2 * k, len(self._neighbours))).indices.tolist()]
         return list(dict.fromkeys(literal + nearest))[:k]
+
+    def ranker(self) -> CLIPEmbedder:
+        """The CLIP that ranks best-of-N candidates, loaded on first use; a ValueError where there is none."""
+        if self._ranker is None:
+            raise ValueError("num_candidates > 1 needs a CLIP to rank with: give the pipeline a ranker")
+        if isinstance(self._ranker, str):
+            self._ranker = load_ranker(self._ranker, self.device)
+        return self._ranker
 
     @property
     def device(self) -> torch.device:
@@ -306,6 +272,8 @@ class TextToImagePipeline:
         variation_strength: float = 0.0,
         prompt_embeds: TextEmbeddings | None = None,
         negative_prompt_embeds: TextEmbeddings | None = None,
+        num_candidates: int = 1,
+        add_style: bool = True,
     ) -> Generator[Step | TextSampleOutput]:
         """Sample `num_images` images per prompt (prompt-major order), yielding each `Step`, the output last.
 
@@ -321,8 +289,14 @@ class TextToImagePipeline:
         pipeline's (image to image, inpainting, variations). prompt_embeds, negative_prompt_embeds (diffusers' names):
         the embeddings to condition on in place of encoding the prompts (`prompt` then only labels the settings),
         one row per prompt; interpolation between prompts hands in mixed ones (`txt2img.interpolate`).
+        num_candidates: best of N (`txt2img.rerank`): each image drawn N times in one batch, the candidate the CLIP
+        ranks closest to its prompt kept; the steps show each image's first candidate. add_style: a prompt naming
+        no style gets a colour style's words, one per image (`txt2img.default_style`); `settings["added_style"]`.
         """
         prompts, negatives = check_prompts(prompt, negative_prompt)
+        num_candidates = check_num_candidates(num_candidates)
+        if not isinstance(add_style, bool):
+            raise ValueError(f"add_style must be True or False, got {add_style!r}")
         num_train_timesteps = self.scheduler_config.get("num_train_timesteps", 1000)
         num_images, num_inference_steps, eta, seed = check_sampling_args(
             num_images, num_inference_steps, scheduler, eta, seed, num_train_timesteps
@@ -339,19 +313,32 @@ class TextToImagePipeline:
         )
         started = time.perf_counter()
         guided = guidance_scale != 1.0
-        cond, uncond = self.encode(prompts, negatives, guided, prompt_embeds, negative_prompt_embeds)
-        warnings = self.warnings(prompts, negatives, cond, uncond, negative_prompt)
+        # one prompt per image (B = P I, prompt-major), a colour style added where none is named
+        too_long = lambda rows: self.text_encoder.tokenize(rows)[2]  # noqa: E731 (which rows would be cut)
+        rows, added = image_prompts(prompts, num_images, add_style and prompt_embeds is None, too_long)
+        if any(added):
+            negatives = [n for n in negatives for _ in range(num_images)]
+            cond, uncond = self.encode(rows, negatives, guided)
+            warnings = list(dict.fromkeys(self.warnings(rows, negatives, cond, uncond, negative_prompt)))
+        else:
+            cond, uncond = self.encode(prompts, negatives, guided, prompt_embeds, negative_prompt_embeds)
+            warnings = self.warnings(prompts, negatives, cond, uncond, negative_prompt)
+            cond, uncond = (
+                repeat_embeddings(cond, num_images),
+                repeat_embeddings(uncond, num_images) if guided else None,
+            )
         model_fn = guided_model_fn(
             self.unet,
-            repeat_embeddings(cond, num_images),
-            repeat_embeddings(uncond, num_images) if guided else None,
+            per_candidate(cond, num_candidates),  # (N B, L, D), candidate-major
+            per_candidate(uncond, num_candidates) if guided else None,
             guidance_scale,
             guidance_rescale,
         )
-        x_0, steps_done = yield from sampling_stream(
+        b = len(rows)
+        stream = sampling_stream(
             model_fn,
             sampler,
-            (len(prompts) * num_images, channels, size, size),
+            (num_candidates * b, channels, size, size),
             seed,
             self.device,
             num_inference_steps,
@@ -365,6 +352,11 @@ class TextToImagePipeline:
             # output extrapolates far past the data range, and an unclipped eps would carry back what clip_sample removed
             use_clipped_model_output=guided,
         )
+        x_0, steps_done = yield from first_rows(stream, b)
+        candidates, scores = [], None
+        if num_candidates > 1:
+            scores = candidate_scores(self.ranker(), x_0, rows, num_candidates)  # (B, N)
+            candidates, x_0 = to_pil(x_0), best_of(x_0, scores)
         elapsed = time.perf_counter() - started
         settings = describe(
             self,
@@ -378,6 +370,8 @@ class TextToImagePipeline:
             eta=eta,
             seed=seed,
             thresholding=thresholding,
+            num_candidates=num_candidates,
+            **({"added_style": added} if any(added) else {}),
             **(
                 {"dynamic_thresholding_ratio": dynamic_thresholding_ratio, "sample_max_value": sample_max_value}
                 if thresholding
@@ -387,7 +381,8 @@ class TextToImagePipeline:
         settings.update(edit_settings(edit, variation_seed, variation_strength))
         settings["elapsed"] = round(elapsed, 3)
         planned = num_inference_steps if edit is None else edit.planned_steps(num_inference_steps)
-        yield TextSampleOutput(to_pil(x_0), seed, planned, steps_done, elapsed, settings, warnings)
+        scores = [] if scores is None else [[round(v, 4) for v in row] for row in scores.tolist()]
+        yield TextSampleOutput(to_pil(x_0), seed, planned, steps_done, elapsed, settings, warnings, candidates, scores)
 
     def __call__(self, prompt="", **kwargs) -> TextSampleOutput:
         """Sample images for a prompt: `stream` run to its end (the same arguments)."""

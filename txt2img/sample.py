@@ -3,7 +3,9 @@
     python -m txt2img.sample --model runs/txt2img --prompt "red heart" --negative-prompt "" --num-images 8 \
         --steps 50 --scheduler ddim --guidance-scale 5 --seed 0 --out samples/
 
-`--upscale [FOLDER]` runs the 32 -> 128 px stage on the samples (uncond/upscale_pipeline.py).
+`--upscale [FOLDER]` runs the 32 -> 128 px stage on the samples (uncond/upscale_pipeline.py). By default each image
+is the best of 4 candidates (`--num-candidates`, txt2img/rerank.py) and a prompt naming no style gets a colour
+style's words (`--no-style` keeps it as typed; txt2img/default_style.py).
 Writes one PNG per image (its settings in PNG text chunks) and a grid.
 """
 
@@ -11,6 +13,7 @@ import argparse
 import os
 
 from txt2img.pipeline import TextToImagePipeline
+from txt2img.rerank import DEFAULT_CANDIDATES
 from uncond.sample import add_upscale_arguments, progress_callback, upscaled, write_samples
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "txt2img")
@@ -36,6 +39,15 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--guidance-rescale", type=float, default=0.0, help="Lin et al. 2023 rescale in [0, 1]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=DEFAULT_CANDIDATES,
+        help="best of N: candidates drawn per image, the CLIP's favourite kept (1: off)",
+    )
+    parser.add_argument(
+        "--no-style", action="store_true", help="add no colour style to a prompt that names none (line art possible)"
+    )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--out", default="samples")
     add_upscale_arguments(parser)
@@ -53,6 +65,8 @@ def main(argv=None) -> None:
         guidance_scale=args.guidance_scale,
         guidance_rescale=args.guidance_rescale,
         seed=args.seed,
+        num_candidates=args.num_candidates,
+        add_style=not args.no_style,
         callback=advance,
     )
     bar.close()

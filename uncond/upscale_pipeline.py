@@ -197,17 +197,24 @@ class UpscalePipeline:
         scheduler: str = "ddim",
         eta: float = 0.0,
         callback: Callback | None = None,
+        use_clipped_model_output: bool = True,
     ) -> Generator[Step | SampleOutput]:
         """Upsample `images` (PIL images or (B, 3, h, h) in [-1, 1]), yielding each `Step`, the `SampleOutput` last.
 
         noise_level: the augmentation level s of the low-res input, a timestep of the training schedule (None: the
         folder's default); the same seed gives the same pictures on any device. `callback` as for the base pipelines.
+        use_clipped_model_output: DDIM's eps from the clipped x_0 (improved-diffusion's rule). The white background
+        is x_0 = 1, the edge of the clipping range: the network's estimate there lands above 1 about half the time,
+        clipping takes the excess off x_0, and an eps computed from the unclipped estimate would carry it back into
+        x_{t-1} as a darker background, step after step (the shipped model's corners: 9 levels off white; clipped, see README).
         """
         low_res = low_res_tensor(images)
         num_train_timesteps = self.scheduler_config.get("num_train_timesteps", 1000)
         _, num_inference_steps, eta, seed = check_sampling_args(
             len(low_res), num_inference_steps, scheduler, eta, seed, num_train_timesteps
         )
+        if not isinstance(use_clipped_model_output, bool):
+            raise ValueError(f"use_clipped_model_output must be True or False, got {use_clipped_model_output!r}")
         level, size = self._level(noise_level), output_size(self.unet, low_res, self.config.scale_factor)
         started = time.perf_counter()
         x_0, steps_done = yield from upscale_stream(
@@ -221,6 +228,7 @@ class UpscalePipeline:
             scheduler,
             callback,
             eta=eta,
+            use_clipped_model_output=use_clipped_model_output,
         )
         elapsed = time.perf_counter() - started
         settings = {
@@ -228,6 +236,7 @@ class UpscalePipeline:
             "upscale_scheduler": scheduler,
             "upscale_steps": num_inference_steps,
             "upscale_eta": eta,
+            "upscale_clipped_eps": use_clipped_model_output,
             "noise_level": level,
             "seed": seed,
             "size": size,
@@ -249,7 +258,11 @@ def upscale_images(
     """(B, 3, H, W) x_0 of a super-resolution UNet for low-res (B, 3, h, h) in [-1, 1], DDIM (training's evaluation)."""
     was_training = unet.training
     unet.eval()
-    stream = upscale_stream(unet, scheduler_config, low_res.float().cpu(), scale_factor, noise_level, seed, steps)
+    low_res = low_res.float().cpu()
+    # eps from the clipped x_0, as the pipeline samples (UpscalePipeline.stream: why the background stays white)
+    stream = upscale_stream(
+        unet, scheduler_config, low_res, scale_factor, noise_level, seed, steps, use_clipped_model_output=True
+    )
     x_0, _ = run_to_end(stream)
     unet.train(was_training)
     return x_0

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
+from txt2img.rerank import DEFAULT_CANDIDATES, MAX_CANDIDATES
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
 from uncond.upscale_pipeline import DEFAULT_STEPS
 from webapp.checks import warn_without_letters
@@ -47,7 +48,7 @@ def sampling_fields(scheduler, steps, eta, num_images, seed) -> Sampling:
 
 
 def prompt_fields(
-    prompt, negative_prompt, guidance_scale, thresholding, ratio, max_value, style, styles: list[str]
+    prompt, negative_prompt, guidance_scale, thresholding, ratio, max_value, style, styles: list[str], num_candidates=1
 ) -> Prompt:
     """The Text to image tab's own controls, checked; `styles` are the style names the model knows."""
     prompt = check_text("Prompt", prompt, MAX_PROMPT_CHARS)
@@ -61,6 +62,18 @@ def prompt_fields(
         dynamic_thresholding_ratio=check_float("Thresholding percentile", ratio, 0.5, 1.0, parse_text=True),
         sample_max_value=check_float("Thresholding max", max_value, 1.0, 10.0, parse_text=True),
         style=check_choice("Style", style, styles or [ANY_STYLE]),
+        num_candidates=check_int("Best of N", num_candidates, 1, MAX_CANDIDATES, parse_text=True),
+    )
+
+
+def candidates_control() -> gr.Slider:
+    """Best of N for the Text to image tab: candidates per image, the CLIP's favourite kept (txt2img/rerank.py)."""
+    return gr.Slider(
+        1,
+        MAX_CANDIDATES,
+        value=DEFAULT_CANDIDATES,
+        step=1,
+        label="Best of N: candidates drawn per image, the project's CLIP keeps its favourite (1: off)",
     )
 
 

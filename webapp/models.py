@@ -81,7 +81,8 @@ def load_upscaler(weights_dir: str, device: torch.device, dtype: torch.dtype) ->
         ) from error
 
 
-ANY_STYLE = "any"
+ANY_STYLE = "any"  # the pipeline adds a colour style per image (txt2img/default_style.py)
+NO_STYLE = "none"  # nothing added: the model's own pick, line art and high contrast included
 STYLE_LABELS = {
     "noto": "Noto",
     "twemoji": "Twemoji",
@@ -95,14 +96,14 @@ STYLE_LABELS = {
 
 def styled(prompt: str, style: str) -> str:
     """The prompt with a style's words after it, as the training captions have them: ("owl", "openmoji-line") -> "owl, line art"."""
-    if style == ANY_STYLE:
+    if style in (ANY_STYLE, NO_STYLE):
         return prompt
     return f"{prompt}, {STYLES[style].words[0]}" if prompt.strip() else STYLES[style].words[0]
 
 
 def unstyled(prompt: str, style: str) -> str:
     """The prompt as typed, without the words `styled` added: ("owl, line art", "openmoji-line") -> "owl"."""
-    if style == ANY_STYLE:
+    if style in (ANY_STYLE, NO_STYLE):
         return prompt
     words = STYLES[style].words[0]
     if prompt == words:
@@ -121,6 +122,7 @@ class Prompt:
     dynamic_thresholding_ratio: float = 0.995
     sample_max_value: float = 1.5
     style: str = ANY_STYLE  # a style the model knows (`Models.styles`), added to the prompt in words
+    num_candidates: int = 1  # best of N: each image drawn N times, the CLIP's favourite kept (txt2img/rerank.py)
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ def prompt_kwargs(prompt: Prompt) -> dict:
         thresholding=prompt.thresholding,
         dynamic_thresholding_ratio=prompt.dynamic_thresholding_ratio,
         sample_max_value=prompt.sample_max_value,
+        add_style=prompt.style != NO_STYLE,
+        num_candidates=prompt.num_candidates,
     )
 
 
@@ -329,7 +333,7 @@ class Models:
         """{label: style} of the styles the text-to-image model was trained on (its captions name them), "any" first."""
         captions = set(self.txt2img.captions)
         known = {STYLE_LABELS.get(name, name): name for name, s in STYLES.items() if s.words[0] in captions}
-        return {"any style": ANY_STYLE, **known} if known else {}
+        return {"any colour style": ANY_STYLE, **known, "none added (line art too)": NO_STYLE} if known else {}
 
     def has_captions(self) -> bool:
         return bool(self.txt2img.captions)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from txt2img.rerank import MAX_CANDIDATES
 from uncond.checks import MAX_SEED, check_choice, check_float, check_int, check_text
 from webapp.controls import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, MAX_UPSCALE_STEPS, ON_OFF, SCHEDULER_CHOICES
 from webapp.models import ANY_STYLE, unstyled
@@ -31,6 +32,7 @@ TEXT_CONTROLS = (
     ]
     + SAMPLING_CONTROLS
     + EXTRA_CONTROLS
+    + ["num_candidates"]
 )
 SCHEDULER_LABELS = {name: label for label, (name, _) in SCHEDULER_CHOICES.items()}
 
@@ -63,6 +65,7 @@ def checks(limits: Limits) -> dict:
         "variation_strength": lambda v: check_float("Variation strength", v, 0.0, 1.0, parse_text=True),
         "upscale": lambda v: check_choice("Upscale", v, ON_OFF),
         "upscale_steps": lambda v: check_int("Upscale steps", v, 1, MAX_UPSCALE_STEPS, parse_text=True),
+        "num_candidates": lambda v: check_int("Best of N", v, 1, MAX_CANDIDATES, parse_text=True),
         "noise_level": lambda v: check_int("Low-res noise level", v, 0, limits.max_noise_level or 0, parse_text=True),
     }
 
@@ -80,6 +83,7 @@ def with_meanings(settings: dict, limits: Limits) -> dict:
         style = settings.get("style", ANY_STYLE)
         settings["style"] = style if style in limits.styles else ANY_STYLE
         settings["prompt"] = unstyled(settings["prompt"], settings["style"])
+        settings.setdefault("num_candidates", 1)  # drawn before best of N: one candidate per image
     return settings
 
 
