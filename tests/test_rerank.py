@@ -121,4 +121,4 @@ def test_the_sampling_command_keeps_the_best_of_its_candidates(tmp_path):
         + ["--out", str(out)]
     )
     with Image.open(out / "001.png") as image:
-        assert image.text["num_candidates"] == "4"  # the command's default
+        assert image.text["num_candidates"] == "1"  # the command's default

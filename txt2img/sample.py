@@ -3,8 +3,8 @@
     python -m txt2img.sample --model runs/txt2img --prompt "red heart" --negative-prompt "" --num-images 8 \
         --steps 50 --scheduler ddim --guidance-scale 5 --seed 0 --out samples/
 
-`--upscale [FOLDER]` runs the 32 -> 128 px stage on the samples (uncond/upscale_pipeline.py). By default each image
-is the best of 4 candidates (`--num-candidates`, txt2img/rerank.py) and a prompt naming no style gets a colour
+`--upscale [FOLDER]` runs the 32 -> 128 px stage on the samples (uncond/upscale_pipeline.py). `--num-candidates N`
+keeps the best of N candidates per image (txt2img/rerank.py; default 1), and a prompt naming no style gets a colour
 style's words (`--no-style` keeps it as typed; txt2img/default_style.py).
 Writes one PNG per image (its settings in PNG text chunks) and a grid.
 """
