@@ -255,8 +255,13 @@ def main(argv=None) -> dict:
         theirs_scheduler = DDIMScheduler.from_config(txt2img_schedule)
         return (
             lambda: (
-                ours_pipe(
-                    PROMPT, num_images=batch, num_inference_steps=plan["steps"], guidance_scale=GUIDANCE_SCALE, seed=0
+                ours_pipe(  # the prompt as typed, as diffusers' loop gets it (no colour style added)
+                    PROMPT,
+                    num_images=batch,
+                    num_inference_steps=plan["steps"],
+                    guidance_scale=GUIDANCE_SCALE,
+                    seed=0,
+                    add_style=False,
                 ).images
             ),
             lambda: diffusers_text_to_image(

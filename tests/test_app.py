@@ -317,6 +317,7 @@ def test_dropping_a_generated_png_restores_its_settings(tiny_txt2img, tmp_path):
         "upscale": False,
         "upscale_steps": gr.skip(),
         "noise_level": gr.skip(),
+        "num_candidates": 1,  # best of N at its default
     }
     gallery, *_ = run_unconditional(app.MODELS.default_uncond, "Euler (diffusers)", 3, 0.0, 1, 99, 5, 0.25)[-1]
     assert app.restore_settings(gallery[0][0], UNCOND_CONTROLS) == [

@@ -297,6 +297,8 @@ class TextToImagePipeline:
         num_candidates = check_num_candidates(num_candidates)
         if not isinstance(add_style, bool):
             raise ValueError(f"add_style must be True or False, got {add_style!r}")
+        if negative_prompt_embeds is not None and prompt_embeds is None:  # checked before a style is added
+            raise ValueError("negative_prompt_embeds needs prompt_embeds: give both, or the prompts as text")
         num_train_timesteps = self.scheduler_config.get("num_train_timesteps", 1000)
         num_images, num_inference_steps, eta, seed = check_sampling_args(
             num_images, num_inference_steps, scheduler, eta, seed, num_train_timesteps
