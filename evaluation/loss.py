@@ -10,6 +10,7 @@ of `evaluation.natural`, which sample and so vary more between runs.
 import torch
 
 from evaluation.common import check_batch_size
+from evaluation.natural import style_prompt
 from txt2img.pipeline import TextToImagePipeline
 from uncond.data import ImageCaptionDataset
 from uncond.pipeline import default_device
@@ -22,12 +23,10 @@ LEVELS = tuple(range(50, 1000, 100))  # 10 timesteps, 50 .. 950
 
 def held_out_captions(dataset, indices: list) -> list:
     """ "<name>, <style words>" per image (the name alone where the folder has no style)."""
-    captions = []
-    for i in indices:
-        style = dataset.styles[i]
-        words = f", {STYLES[style].words[0]}" if style in STYLES else ""
-        captions.append(dataset.captions[i] + words)
-    return captions
+    return [
+        style_prompt(dataset.captions[i], dataset.styles[i]) if dataset.styles[i] in STYLES else dataset.captions[i]
+        for i in indices
+    ]
 
 
 def held_out_loss(

@@ -107,12 +107,10 @@ def draw_noise(shape: tuple, num_train_timesteps: int, generator: torch.Generato
 
 
 def draw_training_noise(x_0: torch.Tensor, scheduler, config: TrainConfig, generator: torch.Generator) -> tuple:
-    """ε and t of a global batch x_0 (B, C, H, W) under the config's recipes; the plain draw when all are off."""
-    if config.timestep_sampling == "uniform":
-        noise, timesteps = draw_noise(x_0.shape, config.num_train_timesteps, generator)
-    else:
-        noise = torch.randn(x_0.shape, generator=generator)
-        timesteps = sample_timesteps(config.timestep_sampling, x_0.shape[0], scheduler.alphas_cumprod, generator)
+    """ε and t of a global batch x_0 (B, C, H, W) under the config's recipes; with all off, `draw_noise`'s draws
+    (ε first, then t ~ U{0..T-1}: `sample_timesteps("uniform")` is that randint)."""
+    noise = torch.randn(x_0.shape, generator=generator)
+    timesteps = sample_timesteps(config.timestep_sampling, x_0.shape[0], scheduler.alphas_cumprod, generator)
     if config.immiscible:
         noise = assign_noise(x_0, noise)
     return noise, timesteps
