@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
 import evaluation.loss as loss_module
 from evaluation.__main__ import main
 from tests.test_evaluation import SCHEDULE
-from tests.txt2img_fixtures import tiny_text_encoder, tiny_unet
+from tests.txt2img_fixtures import tiny_text_encoder, tiny_unet, write_emoji_folder
 from txt2img.pipeline import TextToImagePipeline
 from uncond.data import ImageCaptionDataset
 
@@ -28,15 +27,8 @@ def folders(tmp_path_factory):
     TextToImagePipeline(unet, tiny_text_encoder(), {**SCHEDULE, "prediction_type": "epsilon"}).save_pretrained(
         str(root / "txt2img")
     )
-    data = root / "data"
-    data.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    with open(data / "metadata.jsonl", "w") as meta:
-        for i, (name, style) in enumerate((n, s) for n in NAMES for s in STYLES):
-            pixels = (torch.rand(8, 8, 3, generator=generator) * 255).to(torch.uint8).numpy()
-            Image.fromarray(pixels).save(data / f"{i}.png")
-            meta.write(json.dumps({"file_name": f"{i}.png", "text": name, "style": style}) + "\n")
-    return {"txt2img": str(root / "txt2img"), "data": str(data)}
+    data = write_emoji_folder(root / "data", NAMES, STYLES)
+    return {"txt2img": str(root / "txt2img"), "data": data}
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
 import evaluation.natural as natural
 from evaluation.__main__ import main
 from tests.test_evaluation import SCHEDULE, read_outputs
-from tests.txt2img_fixtures import save_tiny_clip_model, tiny_text_encoder, tiny_unet
+from tests.txt2img_fixtures import save_tiny_clip_model, tiny_text_encoder, tiny_unet, write_emoji_folder
 from txt2img.pipeline import TextToImagePipeline
 from uncond.data import ImageCaptionDataset
 
@@ -38,14 +37,7 @@ def folders(tmp_path_factory):
     TextToImagePipeline(
         tiny_unet(block_out_channels=(8, 16), norm_num_groups=4), tiny_text_encoder(), SCHEDULE
     ).save_pretrained(str(root / "txt2img"))
-    data = root / "data"
-    data.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    with open(data / "metadata.jsonl", "w") as meta:
-        for i, (name, style) in enumerate((n, s) for n in NAMES for s in STYLES):
-            pixels = (torch.rand(8, 8, 3, generator=generator) * 255).to(torch.uint8).numpy()
-            Image.fromarray(pixels).save(data / f"{i}.png")
-            meta.write(json.dumps({"file_name": f"{i}.png", "text": name, "style": style}) + "\n")
+    write_emoji_folder(root / "data", NAMES, STYLES)
     (root / "prompts.json").write_text(json.dumps({"prompts": PROMPTS}, ensure_ascii=False))
     return {name: str(root / name) for name in ("clip", "txt2img", "data", "prompts.json")}
 

@@ -104,3 +104,19 @@ def tiny_unet(seed: int = 0, **overrides) -> TextUNet:
     """A random conditional UNet for 8x8 images reading the tiny text tower."""
     torch.manual_seed(seed)
     return TextUNet(TextUNetConfig(**{**TINY_UNET, **overrides})).eval()
+
+
+def write_emoji_folder(data, names: list, styles: list, seed: int = 0) -> str:
+    """An imagefolder of random 8x8 pictures, one per (name, style), with metadata.jsonl; returns its path."""
+    import json
+
+    from PIL import Image
+
+    data.mkdir()
+    generator = torch.Generator().manual_seed(seed)
+    with open(data / "metadata.jsonl", "w") as meta:
+        for i, (name, style) in enumerate((n, s) for n in names for s in styles):
+            pixels = (torch.rand(8, 8, 3, generator=generator) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(data / f"{i}.png")
+            meta.write(json.dumps({"file_name": f"{i}.png", "text": name, "style": style}) + "\n")
+    return str(data)
